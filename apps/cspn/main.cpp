@@ -1,0 +1,223 @@
+// The cspn command: a thin client of the library. Each subcommand parses its flags and calls it.
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include "cspn/data/readers.hpp"
+#include "cspn/data/synth.hpp"
+#include "cspn/bench.hpp"
+#include "cspn/engine/progress.hpp"
+#include "cspn/engine/run.hpp"
+#include "cspn/engine/train.hpp"
+#include "cspn/io/model_file.hpp"
+#include "cspn/model/info.hpp"
+
+namespace fs = std::filesystem;
+using namespace cspn;
+
+namespace {
+
+void write_json(const std::string& path, const nlohmann::json& j) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << j.dump(2) << '\n';
+    if (!out) throw std::runtime_error("cannot write " + tmp);
+  }
+  fs::rename(tmp, path);
+}
+
+Config make_config(const std::string& file, const std::vector<std::string>& sets) {
+  Config cfg;
+  if (!file.empty()) cfg.load_yaml_file(file);
+  for (const auto& s : sets) cfg.set(s);
+  cfg.validate();
+  return cfg;
+}
+
+int run_synth(const std::string& out, SynthOptions opt) {
+  Progress bar("synth", opt.count, "img");
+  synthesize(out, opt, [&](int done, int) { bar.update(done); });
+  bar.finish();
+  std::cout << "wrote " << opt.count << (opt.scenes ? " scenes" : " images") << " to " << out << "\n";
+  return 0;
+}
+
+int run_train(const std::string& config, const std::vector<std::string>& sets, const std::string& data,
+              const std::string& format, TrainOptions opt) {
+  const Config cfg = make_config(config, sets);
+  const Dataset train_set = load_split(data, format, "train", cfg, cfg.data.skip_bad);
+  Dataset val_set{train_set.schema, {}, {}};
+  try {
+    val_set = load_split(data, format, "val", cfg, cfg.data.skip_bad);
+  } catch (const std::invalid_argument&) {
+    spdlog::info("{} has no 'val' split: training without validation", data);
+  }
+  for (const auto& msg : train_set.skipped) spdlog::warn("skipped {}", msg);
+  opt.data_info = {{"path", fs::absolute(data).string()}, {"format", format}, {"train_images", train_set.samples.size()},
+                   {"val_images", val_set.samples.size()}, {"holdout", cfg.data.holdout}};
+  const TrainSummary summary = train(cfg, train_set, val_set, opt);
+  std::cout << "trained " << summary.epochs << " epochs in " << summary.seconds / 60 << " min: " << summary.model_path
+            << "\n";
+  return 0;
+}
+
+int run_eval(const std::string& model_path, const std::string& data, const std::string& format,
+             const std::string& split, const std::string& json, const std::vector<std::string>& sets,
+             const std::string& baseline, const std::string& train_data, const std::string& report, EvalOptions opt,
+             bool skip_bad) {
+  EvalResult result;
+  if (!baseline.empty()) {
+    if (baseline != "mean-shape") throw std::invalid_argument("--baseline " + baseline + ": known: mean-shape");
+    if (train_data.empty()) throw std::invalid_argument("--baseline mean-shape needs --train-data PATH");
+    const Config cfg = make_config("", sets);
+    const Dataset test = load_split(data, format, split, cfg, skip_bad);
+    const Dataset train_set = load_split(train_data, format, "train", cfg, skip_bad);
+    result = evaluate_mean_shape(train_set, test);
+    result.metrics["model"] = "mean-shape";
+  } else {
+    if (model_path.empty()) throw std::invalid_argument("cspn eval needs --model FILE (or --baseline mean-shape)");
+    ModelFile model = load_model_file(model_path);
+    for (const auto& s : sets) model.config.set(s);
+    model.config.validate();
+    const Dataset test = load_split(data, format, split, model.config, skip_bad);
+    result = evaluate_model(model, test, opt);
+    result.metrics["model"] = model_path;
+    if (!report.empty()) write_report(report, model, test, result, "", 6, opt.device);
+  }
+  result.metrics["split"] = split;
+  std::cout << result.table;
+  if (!json.empty()) write_json(json, result.metrics);
+  return 0;
+}
+
+int run_info(const std::string& model_path, const std::string& config, const std::vector<std::string>& sets) {
+  Config cfg;
+  LandmarkSchema schema = LandmarkSchema::deepfashion();
+  if (!model_path.empty()) {
+    const ModelFile model = load_model_file(model_path);
+    cfg = model.config;
+    schema = model.schema;
+    std::cout << "model file " << model_path << "\n" << model.extra.dump(2) << "\n";
+  } else {
+    cfg = make_config(config, sets);
+  }
+  const auto& k = cfg.model.keypoints;
+  CSPNNet net(k, schema.num_landmarks());
+  std::cout << "landmark network: " << k.backbone << ", " << k.stages << " stages, input " << k.input_size[0] << "x"
+            << k.input_size[1] << ", " << schema.num_landmarks() << " landmarks (" << schema.name << ")\n";
+  std::printf("%-10s %14s %12s %12s %12s\n", "part", "params", "MB (fp32)", "GFLOPs", "cum. GFLOPs");
+  double cumulative = 0;
+  for (const auto& part : cspn_costs(net, k.input_size[0], k.input_size[1])) {
+    cumulative += part.gflops;
+    std::printf("%-10s %14lld %12.1f %12.2f %12.2f\n", part.name.c_str(), static_cast<long long>(part.params),
+                part.params * 4.0 / 1e6, part.gflops, cumulative);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"cspn: clothing landmark detection (Cascaded Stacked Pyramid Network)"};
+  app.require_subcommand(1);
+  spdlog::set_pattern("[%H:%M:%S] %v");
+
+  auto* synth = app.add_subcommand("synth", "write a synthetic garment data set (FLD layout, or COCO scenes)");
+  std::string synth_out;
+  SynthOptions synth_opt;
+  synth->add_option("--out", synth_out, "output folder")->required();
+  synth->add_option("--count", synth_opt.count, "number of images")->check(CLI::PositiveNumber);
+  synth->add_option("--seed", synth_opt.seed, "random seed (same seed, same data)");
+  synth->add_flag("--scenes", synth_opt.scenes, "1..4 garments per image, COCO keypoint JSON");
+  synth->add_option("--width", synth_opt.width, "image width")->check(CLI::Range(64, 4096));
+  synth->add_option("--height", synth_opt.height, "image height")->check(CLI::Range(64, 4096));
+
+  auto* train_cmd = app.add_subcommand("train", "train a model");
+  std::string config, data, format = "auto";
+  std::vector<std::string> sets;
+  TrainOptions train_opt;
+  bool quiet = false;
+  train_cmd->add_option("--config", config, "YAML config (overrides the built-in defaults)")->check(CLI::ExistingFile);
+  train_cmd->add_option("--set", sets, "override a config key: section.key=value (repeatable)");
+  train_cmd->add_option("--data", data, "dataset path")->required();
+  train_cmd->add_option("--format", format, "fld | coco | csv | auto")->check(CLI::IsMember({"fld", "coco", "csv", "auto"}));
+  train_cmd->add_option("--out", train_opt.out_dir, "run folder (model.cspn, checkpoint.pt, log.jsonl)")->required();
+  train_cmd->add_option("--device", train_opt.device, "cpu | cuda | cuda:N");
+  train_cmd->add_flag("--resume", train_opt.resume, "continue the run in --out from its last checkpoint");
+  train_cmd->add_flag("--quiet", quiet, "no progress bar");
+
+  auto* eval = app.add_subcommand("eval", "evaluate landmarks (both NE protocols, PCK@0.2, pixel error)");
+  std::string model_path, split = "test", json, baseline, train_data, report;
+  EvalOptions eval_opt;
+  bool skip_bad = false;
+  eval->add_option("--model", model_path, "model file (.cspn)")->check(CLI::ExistingFile);
+  eval->add_option("--data", data, "dataset path")->required();
+  eval->add_option("--format", format, "fld | coco | csv | auto")->check(CLI::IsMember({"fld", "coco", "csv", "auto"}));
+  eval->add_option("--split", split, "train | val | test | all");
+  eval->add_option("--json", json, "write the metrics as JSON here");
+  eval->add_option("--boxes", eval_opt.boxes, "garment boxes: gt");
+  eval->add_option("--device", eval_opt.device, "cpu | cuda | cuda:N");
+  eval->add_option("--set", sets, "override a config key, e.g. test.flip=false or data.holdout=0.3");
+  eval->add_option("--baseline", baseline, "evaluate a baseline instead of a model: mean-shape");
+  eval->add_option("--train-data", train_data, "training data for --baseline mean-shape");
+  eval->add_option("--report", report, "also write a report folder (metrics, example images)");
+  eval->add_flag("--skip-bad", skip_bad, "report and skip malformed records instead of failing");
+  eval->add_flag("--quiet", quiet, "no progress bar");
+
+  auto* info = app.add_subcommand("info", "parameters and GFLOPs per stage of a model or config");
+  auto* info_model = info->add_option("--model", model_path, "model file")->check(CLI::ExistingFile);
+  info->add_option("--config", config, "YAML config")->check(CLI::ExistingFile)->excludes(info_model);
+  info->add_option("--set", sets, "override a config key");
+
+  auto* bench = app.add_subcommand("bench", "latency of the landmark network per crop");
+  BenchOptions bench_opt;
+  std::string bench_json;
+  bench->add_option("--backbones", bench_opt.backbones, "backbones to time");
+  bench->add_option("--stages", bench_opt.stages, "stage counts to time");
+  bench->add_option("--batches", bench_opt.batches, "batch sizes");
+  bench->add_option("--threads", bench_opt.threads, "intra-op threads (0: LibTorch default)");
+  bench->add_option("--device", bench_opt.device, "cpu | cuda");
+  bench->add_option("--iters", bench_opt.iters, "timed runs per case (median reported)");
+  bench->add_option("--input", bench_opt.input_size, "crop height and width")->expected(2);
+  bench->add_option("--json", bench_json, "write the results as JSON here");
+
+  auto* demo = app.add_subcommand("demo", "synthesize data, train a small model, evaluate, write a report");
+  DemoOptions demo_opt;
+  demo->add_option("--out", demo_opt.out_dir, "work folder");
+  demo->add_option("--minutes", demo_opt.minutes, "training time budget")->check(CLI::PositiveNumber);
+  demo->add_option("--count", demo_opt.count, "synthetic images")->check(CLI::PositiveNumber);
+
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (*synth) return run_synth(synth_out, synth_opt);
+    if (*train_cmd) {
+      train_opt.progress = !quiet;
+      return run_train(config, sets, data, format, train_opt);
+    }
+    if (*eval) {
+      eval_opt.progress = !quiet;
+      return run_eval(model_path, data, format, split, json, sets, baseline, train_data, report, eval_opt, skip_bad);
+    }
+    if (*info) {
+      if (model_path.empty() && config.empty()) throw std::invalid_argument("cspn info needs --model FILE or --config FILE");
+      return run_info(model_path, config, sets);
+    }
+    if (*bench) {
+      const auto result = run_bench(bench_opt, std::cout);
+      if (!bench_json.empty()) write_json(bench_json, result);
+      return 0;
+    }
+    if (*demo) {
+      std::cout << "report: " << run_demo(demo_opt) << "\n";
+      return 0;
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

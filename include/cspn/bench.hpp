@@ -1,0 +1,28 @@
+#pragma once
+// Latency of the landmark network per crop (cspn bench), next to the bare backbone's time.
+// Tensors only, so it also builds where OpenCV is missing (a CUDA machine).
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace cspn {
+
+struct BenchOptions {
+  std::vector<std::string> backbones{"resnet50", "resnet101"};
+  std::vector<int> stages{1, 4};
+  std::vector<int> batches{1, 16};
+  std::vector<int> input_size{256, 192};
+  int threads = 2;           // intra-op threads on CPU (0: LibTorch default)
+  std::string device = "cpu";
+  int iters = 5;             // timed runs per case; the median is reported
+};
+
+// Path of the BLAS library mapped into this process (LibTorch's matrix products), "" if none.
+std::string blas_library();
+
+// Prints a table to `out` as it goes and returns every measurement as JSON.
+nlohmann::json run_bench(const BenchOptions& opt, std::ostream& out);
+
+}  // namespace cspn

@@ -1,0 +1,51 @@
+#pragma once
+// One codec turns landmarks into Gaussian heatmap targets for training and heatmaps back into
+// landmarks at inference, so the two cannot drift apart.
+//
+// Coordinate convention: heatmap pixel j covers input pixels [j*s, (j+1)*s) and its centre is
+// input coordinate (j + 0.5) * s - 0.5 (s = heatmap stride). With it, mirroring the input maps
+// heatmap pixel j to w-1-j exactly, so flip test needs no shift.
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "cspn/config.hpp"
+
+namespace cspn {
+
+class HeatmapCodec {
+ public:
+  explicit HeatmapCodec(const KeypointModelConfig& cfg);
+  HeatmapCodec(int input_h, int input_w, int stride, float sigma);
+
+  int input_h() const { return input_h_; }
+  int input_w() const { return input_w_; }
+  int heatmap_h() const { return heatmap_h_; }
+  int heatmap_w() const { return heatmap_w_; }
+
+  // keypoints [K,3] (x, y in input pixels, w: 1 supervise, 0 ignore) ->
+  // {target [K,h,w] float in [0,1], weight [K] float}. Points whose Gaussian lies wholly outside
+  // the heatmap (its 3-sigma square misses it) get weight 0 and an all-zero target.
+  // A batch [N,K,3] gives {[N,K,h,w], [N,K]}. Tensors are made on the keypoints' device.
+  std::pair<torch::Tensor, torch::Tensor> encode(const torch::Tensor& keypoints) const;
+
+  // heatmaps [N,K,h,w] -> {coords [N,K,2] input pixels, scores [N,K] (peak value)}.
+  // decode: "quarter" shifts the argmax 1/4 pixel toward the higher neighbour; "argmax" does not.
+  std::pair<torch::Tensor, torch::Tensor> decode(const torch::Tensor& heatmaps,
+                                                 const std::string& mode = "quarter") const;
+
+  // Heatmaps predicted on a horizontally mirrored crop [N,K,h,w] -> the same heatmaps in the
+  // unmirrored frame (flipped back along w, partner slots swapped).
+  static torch::Tensor unflip(const torch::Tensor& heatmaps, const std::vector<int>& flip);
+
+  // coords [N,K,2] in crop pixels, affine [N,2,3] mapping crop -> image pixels -> [N,K,2] image px.
+  static torch::Tensor to_image(const torch::Tensor& coords, const torch::Tensor& crop_to_image);
+
+ private:
+  int input_h_, input_w_, stride_, heatmap_h_, heatmap_w_;
+  float sigma_;
+};
+
+}  // namespace cspn

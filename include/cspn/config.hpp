@@ -1,0 +1,165 @@
+#pragma once
+// One typed configuration. Struct defaults are the schema; a YAML file overrides them, then
+// `--set section.key=value` pairs; unknown keys and bad values are errors that name the key.
+// The resolved config is stored in every model file and run folder.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace cspn {
+
+struct KeypointModelConfig {
+  bool enabled = true;
+  std::string backbone = "resnet50";     // resnet18|34|50|101|152
+  int stages = 4;                        // 1..4 cascaded pyramid stages
+  int channels = 256;                    // pyramid width
+  std::vector<int> input_size{256, 192}; // crop height, width
+  int heatmap_stride = 4;                // heatmap = input / stride
+  float sigma = 2.0f;                    // Gaussian target sigma, heatmap pixels
+  std::string pretrained;                // optional .pth/.safetensors ImageNet weights for the backbone
+  template <class V> void visit(V& v) {
+    v("enabled", enabled); v("backbone", backbone); v("stages", stages); v("channels", channels);
+    v("input_size", input_size); v("heatmap_stride", heatmap_stride); v("sigma", sigma);
+    v("pretrained", pretrained);
+  }
+};
+
+struct DetectorModelConfig {
+  bool enabled = false;
+  std::string backbone = "resnet18";     // vgg16|resnet18|resnet50 (stride-16 C4 features)
+  std::string pretrained;
+  int min_size = 320;                    // shorter image side after resizing
+  int max_size = 512;                    // cap on the longer side
+  std::vector<float> anchor_sizes{32, 64, 128, 256, 512};
+  std::vector<float> anchor_ratios{0.5f, 1.0f, 2.0f};
+  int rpn_pre_nms_train = 2000, rpn_post_nms_train = 512;
+  int rpn_pre_nms_test = 1000, rpn_post_nms_test = 300;
+  float rpn_nms = 0.7f;
+  float rpn_fg_iou = 0.7f, rpn_bg_iou = 0.3f;
+  int rpn_batch = 256;
+  float rpn_pos_fraction = 0.5f;
+  std::string roi_op = "align";          // align (RoIAlign) | pool (the paper's RoI pooling)
+  int roi_size = 7;
+  int roi_sampling_ratio = 2;            // RoIAlign bilinear samples per bin side
+  bool roi_aligned = false;              // RoIAlign half-pixel shift (torchvision's Faster R-CNN: off)
+  std::string box_head = "fc";           // fc: two new head_dim FC layers | vgg: VGG16's fc6/fc7
+                                         // (4096 wide, ImageNet-loadable; backbone vgg16, roi_size 7)
+  int head_dim = 256;                    // width of the two fully connected layers
+  bool freeze_bn = true;                 // backbone BatchNorm keeps its running statistics and affine
+                                         // parameters (batches of 1-2 images give poor statistics)
+  float box_fg_iou = 0.5f, box_bg_iou = 0.5f;
+  int box_batch = 128;
+  float box_pos_fraction = 0.25f;
+  float score_thresh = 0.05f, nms = 0.5f;
+  int detections_per_image = 20;
+  template <class V> void visit(V& v) {
+    v("enabled", enabled); v("backbone", backbone); v("pretrained", pretrained);
+    v("min_size", min_size); v("max_size", max_size); v("anchor_sizes", anchor_sizes);
+    v("anchor_ratios", anchor_ratios); v("rpn_pre_nms_train", rpn_pre_nms_train);
+    v("rpn_post_nms_train", rpn_post_nms_train); v("rpn_pre_nms_test", rpn_pre_nms_test);
+    v("rpn_post_nms_test", rpn_post_nms_test); v("rpn_nms", rpn_nms); v("rpn_fg_iou", rpn_fg_iou);
+    v("rpn_bg_iou", rpn_bg_iou); v("rpn_batch", rpn_batch); v("rpn_pos_fraction", rpn_pos_fraction);
+    v("roi_op", roi_op); v("roi_size", roi_size); v("roi_sampling_ratio", roi_sampling_ratio);
+    v("roi_aligned", roi_aligned); v("box_head", box_head); v("head_dim", head_dim);
+    v("freeze_bn", freeze_bn);
+    v("box_fg_iou", box_fg_iou); v("box_bg_iou", box_bg_iou); v("box_batch", box_batch);
+    v("box_pos_fraction", box_pos_fraction); v("score_thresh", score_thresh); v("nms", nms);
+    v("detections_per_image", detections_per_image);
+  }
+};
+
+struct ModelConfig {
+  KeypointModelConfig keypoints;
+  DetectorModelConfig detector;
+  template <class V> void visit(V& v) { v("keypoints", keypoints); v("detector", detector); }
+};
+
+struct DataConfig {
+  float box_expand = 1.25f;       // crop = box scaled by this, fitted to the input aspect ratio
+  float scale_aug = 0.25f;        // random scale in [1-s, 1+s]
+  float rotate_aug = 30.0f;       // degrees, uniform in [-r, r]
+  float shift_aug = 0.1f;         // fraction of the crop size
+  bool flip_aug = true;
+  float color_aug = 0.3f;         // brightness/contrast/saturation jitter
+  float occlusion_aug = 0.3f;     // probability of pasting a random occluding patch
+  float holdout = 0.0f;           // fraction of the training images held out (deterministic by name)
+  std::uint64_t holdout_seed = 0;
+  int workers = 2;                // loader threads
+  int prefetch = 4;               // batches prepared ahead
+  bool skip_bad = false;          // skip malformed records (reported) instead of failing
+  bool cache_images = false;      // keep decoded images in memory (small sets of large photos)
+  template <class V> void visit(V& v) {
+    v("box_expand", box_expand); v("scale_aug", scale_aug); v("rotate_aug", rotate_aug);
+    v("shift_aug", shift_aug); v("flip_aug", flip_aug); v("color_aug", color_aug);
+    v("occlusion_aug", occlusion_aug); v("holdout", holdout); v("holdout_seed", holdout_seed);
+    v("workers", workers); v("prefetch", prefetch); v("skip_bad", skip_bad);
+    v("cache_images", cache_images);
+  }
+};
+
+struct LossConfig {
+  int ohkm_topk = 4;              // stages 2..4 back-propagate the K hardest landmarks
+  float global_weight = 1.0f;     // weight of the GlobalNet (stage 1 pyramid) heatmap loss
+  template <class V> void visit(V& v) { v("ohkm_topk", ohkm_topk); v("global_weight", global_weight); }
+};
+
+struct TrainConfig {
+  std::string optimizer = "adam"; // adam|sgd
+  float lr = 1e-3f;
+  float momentum = 0.9f;
+  float weight_decay = 0.0f;
+  int epochs = 20;
+  int batch_size = 32;
+  std::string schedule = "cosine"; // cosine|step
+  std::vector<int> steps{15, 18};  // epochs at which step decays by gamma
+  float gamma = 0.1f;
+  int warmup_iters = 100;
+  float time_limit_minutes = 0;    // 0: none; else the schedule is stretched to fit this budget
+  int val_every = 1;               // epochs between validations
+  int log_every = 10;              // iterations between JSON-lines log records
+  float checkpoint_minutes = 5;    // mid-epoch checkpoint interval (also at every epoch end)
+  std::uint64_t seed = 0;
+  int threads = 0;                 // intra-op threads; 0 = LibTorch default
+  template <class V> void visit(V& v) {
+    v("optimizer", optimizer); v("lr", lr); v("momentum", momentum); v("weight_decay", weight_decay);
+    v("epochs", epochs); v("batch_size", batch_size); v("schedule", schedule); v("steps", steps);
+    v("gamma", gamma); v("warmup_iters", warmup_iters); v("time_limit_minutes", time_limit_minutes);
+    v("val_every", val_every); v("log_every", log_every);
+    v("checkpoint_minutes", checkpoint_minutes); v("seed", seed); v("threads", threads);
+  }
+};
+
+struct TestConfig {
+  bool flip = true;               // average with the prediction on the mirrored crop
+  std::string decode = "quarter"; // quarter (argmax + 1/4 px toward the higher neighbour) | argmax
+  int batch_size = 32;
+  template <class V> void visit(V& v) { v("flip", flip); v("decode", decode); v("batch_size", batch_size); }
+};
+
+struct Config {
+  ModelConfig model;
+  DataConfig data;
+  LossConfig loss;
+  TrainConfig train;
+  TestConfig test;
+  template <class V> void visit(V& v) {
+    v("model", model); v("data", data); v("loss", loss); v("train", train); v("test", test);
+  }
+
+  // Overlay a YAML file; errors name the file and the key.
+  void load_yaml_file(const std::string& path);
+  // Overlay a YAML/JSON document (the same rules); `origin` names it in errors.
+  void load_yaml_string(const std::string& text, const std::string& origin);
+  // Apply one "section.key=value" override (value parsed as YAML: 3, 0.1, true, [256,192]).
+  void set(const std::string& assignment);
+  // Checks ranges and choices; throws std::invalid_argument naming the key.
+  void validate() const;
+
+  nlohmann::json to_json() const;
+  std::string to_yaml() const;
+  static Config from_json(const nlohmann::json& j);
+};
+
+}  // namespace cspn

@@ -1,0 +1,49 @@
+#pragma once
+// Dataset readers. All produce the DeepFashion schema with "left" = image left (the FLD
+// convention); formats whose left/right is the garment's own are mirrored on reading.
+// Malformed input throws cspn::DataError naming file and line (or JSON path) unless
+// ReadOptions::skip_bad, which records a message in Dataset::skipped and goes on.
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include "cspn/sample.hpp"
+
+namespace cspn {
+
+struct DataError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct ReadOptions {
+  bool skip_bad = false;
+  // Whether the file's "left" is the garment's own left (image right) and so must be swapped.
+  // Unset: the format's documented default (csv: true, fld/coco: false).
+  std::optional<bool> garment_left;
+  bool check_images = true;  // open each image header: missing/corrupt file, box outside image
+};
+
+// DeepFashion FLD layout: root/Anno/list_landmarks.txt, root/Anno/list_bbox.txt,
+// root/Eval/list_eval_partition.txt, images relative to root.
+Dataset read_fld(const std::string& root, const ReadOptions& opt = {});
+// COCO keypoint JSON (8 FLD keypoints per annotation; category from the number of labelled
+// slots or the category name). `path`: the JSON file, or a folder holding exactly one.
+Dataset read_coco(const std::string& path, const ReadOptions& opt = {});
+// The flat CSV of ziegler_robot_landmarks (info.csv). `path`: the CSV or its folder.
+Dataset read_csv(const std::string& path, const ReadOptions& opt = {});
+// format: fld|coco|csv|auto (auto looks at what `path` holds).
+Dataset read_dataset(const std::string& path, const std::string& format, const ReadOptions& opt = {});
+
+// Width and height from the image file's header (JPEG, PNG, BMP); throws DataError naming the path
+// when the file is missing, empty or not a readable image.
+std::pair<int, int> image_size(const std::string& path);
+
+// Marks a deterministic fraction of samples (by a hash of the image file name and seed) as split
+// "test" and the rest "train". For formats without a split of their own and for holdout training.
+void assign_holdout(Dataset& data, double fraction, std::uint64_t seed);
+
+// Samples of one split ("train", "val", "test"; "all" keeps every sample).
+Dataset select_split(const Dataset& data, const std::string& split);
+
+}  // namespace cspn

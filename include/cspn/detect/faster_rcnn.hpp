@@ -1,0 +1,96 @@
+#pragma once
+// Faster R-CNN garment detector (the paper's "Detection Proposal" stage) on one stride-16 feature
+// map: VGG16 conv5_3 or ResNet C4 (conv1..layer3) -> RPN (3x3 conv, objectness and 4 deltas per
+// anchor) -> proposals (decode, clip, drop tiny boxes, top-N, NMS, top-N) -> RoIAlign or RoIPool
+// -> two FC layers -> class scores and class-specific box deltas. Training and inference follow
+// torchvision.models.detection.FasterRCNN (matching, sampling, losses, post-processing).
+//
+// Parameter names: "backbone.<torchvision key>" (ImageNet weights load into backbone() as they
+// are), "rpn.head.{conv,cls_logits,bbox_pred}", "roi_heads.box_head.{fc6,fc7}" (box_head "fc"),
+// "roi_heads.box_predictor.{cls_score,bbox_pred}".
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "cspn/config.hpp"
+#include "cspn/detect/box_coder.hpp"
+#include "cspn/detect/vgg.hpp"
+#include "cspn/model/resnet.hpp"
+
+namespace cspn {
+
+// Ground truth of one image, in the pixels of the network input.
+struct DetTarget {
+  torch::Tensor boxes;   // [G,4] x1,y1,x2,y2 (floating point; G may be 0)
+  torch::Tensor labels;  // [G] int64 in 1..num_classes-1
+};
+
+// Detections of one image, by decreasing score.
+struct Detections {
+  torch::Tensor boxes;   // [D,4] x1,y1,x2,y2 in network-input pixels
+  torch::Tensor scores;  // [D]
+  torch::Tensor labels;  // [D] int64 in 1..num_classes-1
+};
+
+class FasterRCNNImpl : public torch::nn::Module {
+ public:
+  // num_classes counts the background (label 0). Throws std::invalid_argument on a bad config.
+  FasterRCNNImpl(const DetectorModelConfig& cfg, int num_classes);
+
+  // images [B,3,H,W] (resized, ImageNet-normalised, padded to a common size), targets[B] ->
+  // {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"} (scalars; the
+  // training loss is their sum). Uses the *_train RPN top-N values; call in train mode.
+  std::map<std::string, torch::Tensor> losses(const torch::Tensor& images,
+                                              const std::vector<DetTarget>& targets);
+  // images [B,3,H,W] -> per image up to detections_per_image detections above score_thresh,
+  // after per-class NMS. Runs without gradients with the *_test RPN values; call in eval mode.
+  std::vector<Detections> detect(const torch::Tensor& images);
+
+  // Keeps frozen BatchNorm layers (freeze_bn) in eval mode whatever the module's mode.
+  void train(bool on = true) override;
+
+  std::shared_ptr<torch::nn::Module> backbone() const { return backbone_; }
+  const DetectorModelConfig& config() const { return cfg_; }
+  int64_t num_classes() const { return num_classes_; }
+  static constexpr int64_t kStride = 16;  // backbone feature stride in input pixels
+
+ private:
+  struct RpnOutput {
+    torch::Tensor objectness;  // [B,N] logits, N = h*w*A
+    torch::Tensor deltas;      // [B,N,4]
+    torch::Tensor anchors;     // [N,4]
+  };
+  // images [B,3,H,W] -> stride-16 features [B,C,h,w].
+  torch::Tensor features(const torch::Tensor& images);
+  RpnOutput rpn(const torch::Tensor& features);
+  // Per image: proposals [P_b,4] (no gradient), P_b <= post_nms.
+  std::vector<torch::Tensor> proposals(const RpnOutput& out, int64_t height, int64_t width,
+                                       int64_t pre_nms, int64_t post_nms) const;
+  // RoI features of boxes per image -> (class logits [R,K], box deltas [R,4K]), R = sum of P_b.
+  std::pair<torch::Tensor, torch::Tensor> box_predictions(const torch::Tensor& features,
+                                                          const std::vector<torch::Tensor>& boxes);
+  void check_images(const char* where, const torch::Tensor& images) const;
+
+  DetectorModelConfig cfg_;
+  int64_t num_classes_;
+  detect::AnchorGenerator anchors_;
+  detect::BoxCoder rpn_coder_, box_coder_;
+
+  std::shared_ptr<torch::nn::Module> backbone_;
+  VGG16 vgg_{nullptr};
+  // ResNet stem and layer1..3 (the C4 trunk); layer4 is not part of the detector.
+  torch::nn::Conv2d conv1_{nullptr};
+  torch::nn::BatchNorm2d bn1_{nullptr};
+  torch::nn::Sequential layer1_{nullptr}, layer2_{nullptr}, layer3_{nullptr};
+  std::vector<torch::nn::BatchNorm2d> frozen_bn_;
+
+  torch::nn::Conv2d rpn_conv_{nullptr}, rpn_cls_{nullptr}, rpn_bbox_{nullptr};
+  torch::nn::Linear fc6_{nullptr}, fc7_{nullptr}, cls_score_{nullptr}, bbox_pred_{nullptr};
+};
+TORCH_MODULE(FasterRCNN);
+
+}  // namespace cspn

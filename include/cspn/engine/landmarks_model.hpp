@@ -1,0 +1,57 @@
+#pragma once
+// The landmark half at inference: a CSPN network with its codec, schema and test settings, turning
+// garment crops into landmarks; and the mean-shape baseline every model must beat.
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "cspn/codec.hpp"
+#include "cspn/config.hpp"
+#include "cspn/engine/loader.hpp"
+#include "cspn/io/model_file.hpp"
+#include "cspn/model/cspn_net.hpp"
+
+namespace cspn {
+
+class LandmarkPredictor {
+ public:
+  LandmarkPredictor(CSPNNet net, const Config& cfg, LandmarkSchema schema, torch::Device device);
+  // From a model file's "keypoints.*" tensors.
+  static LandmarkPredictor from_model_file(const ModelFile& file, torch::Device device);
+
+  // images [B,3,H,W] crops (any device) -> {coords [B,K,2] crop pixels, scores [B,K]} on the CPU.
+  // With test.flip the mirrored crops run in the same batch and the heatmaps are averaged.
+  std::pair<torch::Tensor, torch::Tensor> predict_crops(const torch::Tensor& images);
+
+  // Every job's landmarks in image pixels: {coords [J,K,2], scores [J,K]}.
+  // progress(done, total) after each batch.
+  std::pair<torch::Tensor, torch::Tensor> predict_jobs(const CropBatcher& batcher,
+                                                       const std::function<void(size_t, size_t)>& progress = {});
+
+  CSPNNet& net() { return net_; }
+  const Config& config() const { return cfg_; }
+  const LandmarkSchema& schema() const { return schema_; }
+  torch::Device device() const { return device_; }
+
+ private:
+  CSPNNet net_;
+  Config cfg_;
+  LandmarkSchema schema_;
+  HeatmapCodec codec_;
+  torch::Device device_;
+};
+
+// Average box-normalised landmark layout per category, learned from training garments.
+class MeanShape {
+ public:
+  explicit MeanShape(const Dataset& train);
+  // [J,K,2] image pixels: each job's category layout placed in its box.
+  torch::Tensor predict(const std::vector<CropJob>& jobs) const;
+
+ private:
+  torch::Tensor layout_;  // [C,K,2] in box units (0..1)
+};
+
+}  // namespace cspn

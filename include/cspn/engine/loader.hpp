@@ -1,0 +1,137 @@
+#pragma once
+// Garment crops as training/evaluation batches, built by worker threads ahead of the consumer.
+#include <algorithm>
+#include <condition_variable>
+#include <exception>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <opencv2/core.hpp>
+#include <torch/torch.h>
+
+#include "cspn/codec.hpp"
+#include "cspn/config.hpp"
+#include "cspn/sample.hpp"
+
+namespace cspn {
+
+// Decodes an image file to BGR uint8. Throws DataError naming the path when it is missing,
+// corrupt, or larger than max_pixels (checked from the header, before decoding).
+cv::Mat read_image(const std::string& path, long max_pixels = 80'000'000);
+
+// One crop to make: a box of a sample's image, the ground-truth garment it belongs to (or -1).
+struct CropJob {
+  int sample = 0;
+  int garment = -1;
+  int category = 0;
+  Box box;
+};
+
+struct KeypointBatch {
+  torch::Tensor images;         // [B,3,H,W] ImageNet-normalised RGB crops
+  torch::Tensor targets;        // [B,K,h,w] Gaussian heatmaps (zeros without a garment)
+  torch::Tensor weights;        // [B,K] 1 where supervised (present, in the crop, in the category)
+  torch::Tensor crop_to_image;  // [B,2,3] affine crop pixels -> image pixels
+  std::vector<size_t> jobs;     // index of each row's CropJob
+};
+
+// Turns crop jobs over a dataset into batches. Training batches are augmented with an RNG seeded
+// from (seed, batch index), so a batch is the same whichever thread makes it.
+class CropBatcher {
+ public:
+  CropBatcher(const Dataset& data, std::vector<CropJob> jobs, const Config& cfg, bool augment);
+
+  // One job per garment that has at least one landmark present.
+  static std::vector<CropJob> ground_truth_jobs(const Dataset& data);
+
+  size_t size() const { return jobs_.size(); }
+  const CropJob& job(size_t i) const { return jobs_[i]; }
+  const Dataset& data() const { return data_; }
+  KeypointBatch make(const std::vector<size_t>& job_indices, std::uint64_t seed) const;
+
+ private:
+  cv::Mat image(int sample) const;
+  const Dataset& data_;
+  std::vector<CropJob> jobs_;
+  Config cfg_;
+  HeatmapCodec codec_;
+  bool augment_;
+  bool cache_enabled_;
+  mutable std::mutex cache_mutex_;
+  mutable std::map<int, cv::Mat> cache_;  // decoded images by sample, with data.cache_images
+};
+
+// Runs make(i) for i in [0, count) on `workers` threads, at most `prefetch` batches ahead of the
+// consumer, and hands them out in order. workers = 0 makes each batch on the calling thread.
+// An exception in a worker is rethrown by next().
+template <class Batch>
+class BatchLoader {
+ public:
+  BatchLoader(std::function<Batch(size_t)> make, size_t count, int workers, int prefetch)
+      : make_(std::move(make)), count_(count), prefetch_(static_cast<size_t>(std::max(prefetch, 1))) {
+    for (int i = 0; i < workers; ++i) threads_.emplace_back([this] { work(); });
+  }
+  ~BatchLoader() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+  BatchLoader(const BatchLoader&) = delete;
+  BatchLoader& operator=(const BatchLoader&) = delete;
+
+  std::optional<Batch> next() {
+    if (next_to_give_ >= count_) return std::nullopt;
+    if (threads_.empty()) return make_(next_to_give_++);
+    std::unique_lock<std::mutex> lock(mutex_);
+    cv_.wait(lock, [&] { return error_ || ready_.count(next_to_give_) > 0; });
+    if (error_) std::rethrow_exception(error_);
+    Batch batch = std::move(ready_.at(next_to_give_));
+    ready_.erase(next_to_give_++);
+    lock.unlock();
+    cv_.notify_all();
+    return batch;
+  }
+
+ private:
+  void work() {
+    while (true) {
+      size_t index;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        cv_.wait(lock, [&] { return stop_ || (next_to_make_ < count_ && next_to_make_ < next_to_give_ + prefetch_); });
+        if (stop_) return;
+        index = next_to_make_++;
+      }
+      try {
+        Batch batch = make_(index);
+        std::lock_guard<std::mutex> lock(mutex_);
+        ready_.emplace(index, std::move(batch));
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (!error_) error_ = std::current_exception();
+      }
+      cv_.notify_all();
+    }
+  }
+
+  std::function<Batch(size_t)> make_;
+  size_t count_, prefetch_;
+  size_t next_to_make_ = 0, next_to_give_ = 0;
+  bool stop_ = false;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::map<size_t, Batch> ready_;
+  std::exception_ptr error_;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace cspn

@@ -1,0 +1,49 @@
+#pragma once
+// High-level operations shared by the cspn command, the server and the benchmarks.
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "cspn/config.hpp"
+#include "cspn/io/model_file.hpp"
+#include "cspn/sample.hpp"
+
+namespace cspn {
+
+// Reads a dataset and keeps one split. Formats without splits of their own (csv) are split by
+// cfg.data.holdout (held-out images are "test", the rest "train"); "all" keeps everything.
+Dataset load_split(const std::string& path, const std::string& format, const std::string& split,
+                   const Config& cfg, bool skip_bad);
+
+struct EvalOptions {
+  std::string boxes = "gt";     // gt: ground-truth boxes
+  std::string device = "cpu";
+  bool progress = true;
+};
+
+struct EvalResult {
+  nlohmann::json metrics;       // LandmarkMetrics::result() plus "boxes"
+  std::string table;            // the paper's Table 1 layout
+};
+
+EvalResult evaluate_model(const ModelFile& model, const Dataset& test, const EvalOptions& opt);
+// The mean-shape baseline learned from `train`, placed in `test`'s ground-truth boxes.
+EvalResult evaluate_mean_shape(const Dataset& train, const Dataset& test);
+
+// Writes metrics.json/metrics.md, loss.png (from a run's log.jsonl, when given) and up to
+// `examples` images with predicted (filled) and true (ring) landmarks into `dir`.
+void write_report(const std::string& dir, const ModelFile& model, const Dataset& test, const EvalResult& result,
+                  const std::string& run_log, int examples, const std::string& device);
+
+struct DemoOptions {
+  std::string out_dir = "cspn-demo";  // data/, run-N/ and report-N/ go here
+  double minutes = 3;                 // training time budget
+  int count = 800;                    // synthetic images (80% train, 10% val, 10% test)
+};
+
+// The main job on the built-in default: synthesize garments, train a small CSPN within the time
+// budget, evaluate on the held-out synthetic images and write a report. Returns the report folder.
+std::string run_demo(const DemoOptions& opt);
+
+}  // namespace cspn

@@ -1,0 +1,29 @@
+#pragma once
+// The model file (.cspn): a safetensors file whose metadata holds the resolved config, the landmark
+// schema and a format version, so eval, predict and info need nothing else.
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "cspn/config.hpp"
+#include "cspn/io/weights.hpp"
+#include "cspn/landmarks.hpp"
+
+namespace cspn {
+
+// Metadata "cspn.format" of the files this build writes; it reads this version and older ones.
+inline constexpr int kModelFileFormat = 1;
+
+struct ModelFile {
+  Config config;
+  LandmarkSchema schema;
+  nlohmann::json extra;   // free-form run facts (epochs trained, metrics)
+  StateDict tensors;      // "keypoints.*" and "detector.*" keys
+};
+
+// Atomic write (temporary file + rename).
+void save_model_file(const std::string& path, const ModelFile& model);
+// Errors name the path and what is wrong (not a model file, newer format version, bad metadata).
+ModelFile load_model_file(const std::string& path);
+
+}  // namespace cspn

@@ -1,0 +1,30 @@
+#pragma once
+// Parameter and FLOP counts (cspn info, paper Table 3).
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "cspn/model/cspn_net.hpp"
+
+namespace cspn {
+
+// FLOPs (2 x multiply-adds) of the convolutions, linear layers and matrix products that `fn` runs
+// on this thread, counted from the operators' input shapes with ATen's RecordFunction observers.
+// Counted operators: aten::convolution (every conv and transposed conv passes it once),
+// aten::addmm / mm / bmm / baddbmm (what linear and matmul decompose into). Elementwise ops,
+// normalisation, pooling and resizing are not counted, as in the usual FLOP tables.
+double count_flops(const std::function<void()>& fn);
+
+struct PartCost {
+  std::string name;  // "backbone", "stage1", ...
+  int64_t params = 0;
+  double gflops = 0;
+};
+
+// Backbone and each stage of `net` for one crop of input_h x input_w (multiples of 32), run
+// without gradients in eval mode (the net's mode is restored) on the device of its parameters.
+std::vector<PartCost> cspn_costs(CSPNNet& net, int input_h, int input_w);
+
+}  // namespace cspn

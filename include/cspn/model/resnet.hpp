@@ -1,0 +1,73 @@
+#pragma once
+// ResNet-18/34/50/101/152 with torchvision's module and parameter names (conv1, bn1, layer1..4,
+// fc; blocks "layer2.0.downsample.0" ...), so torchvision state dicts load one to one.
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+namespace cspn {
+
+// torchvision's BasicBlock: conv1 3x3 (stride) -> bn1 -> relu -> conv2 3x3 -> bn2, plus the
+// shortcut (identity, or "downsample" = 1x1 conv + BN when stride != 1 or in != out), then relu.
+class BasicBlockImpl : public torch::nn::Module {
+ public:
+  BasicBlockImpl(int64_t in_channels, int64_t out_channels, int64_t stride);
+  // x [B,in,H,W] -> [B,out,H/stride,W/stride]
+  torch::Tensor forward(const torch::Tensor& x);
+
+ private:
+  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
+  torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr};
+  torch::nn::Sequential downsample{nullptr};
+};
+TORCH_MODULE(BasicBlock);
+
+// torchvision's Bottleneck (v1.5: the stride sits on the 3x3 conv): conv1 1x1 in->width, conv2 3x3
+// width->width (stride), conv3 1x1 width->out, each followed by BN (bn1..bn3), plus the shortcut
+// as in BasicBlock. torchvision's Bottleneck(inplanes, planes) is (inplanes, planes, 4 * planes);
+// the pyramid stages of CSPNNet use it with out = 2 * width, as CPN's refine blocks do.
+class BottleneckImpl : public torch::nn::Module {
+ public:
+  BottleneckImpl(int64_t in_channels, int64_t width, int64_t out_channels, int64_t stride);
+  // x [B,in,H,W] -> [B,out,H/stride,W/stride]
+  torch::Tensor forward(const torch::Tensor& x);
+
+ private:
+  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
+  torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
+  torch::nn::Sequential downsample{nullptr};
+};
+TORCH_MODULE(Bottleneck);
+
+// For every submodule: Conv2d weights kaiming normal (fan_out, ReLU gain) and zero biases,
+// BatchNorm weight 1 and bias 0 (torchvision's ResNet initialisation).
+void init_conv_bn(torch::nn::Module& module);
+
+// "resnet50" -> 50; throws std::invalid_argument naming the value and the known names.
+int resnet_depth(const std::string& name);
+
+class ResNetImpl : public torch::nn::Module {
+ public:
+  // depth: 18, 34, 50, 101 or 152. with_fc adds torchvision's 1000-way "fc" classifier.
+  explicit ResNetImpl(int depth, bool with_fc = false);
+
+  // x [B,3,H,W] (ImageNet-normalised RGB) -> {C2 [B,c2,H/4,W/4], C3 /8, C4 /16, C5 /32}.
+  std::vector<torch::Tensor> features(const torch::Tensor& x);
+  // x [B,3,H,W] -> logits [B,1000]; needs with_fc.
+  torch::Tensor forward(const torch::Tensor& x);
+  // Channels of C2..C5: {64,128,256,512} (18/34) or {256,512,1024,2048} (50+).
+  const std::vector<int64_t>& channels() const { return channels_; }
+  int depth() const { return depth_; }
+
+ private:
+  int depth_;
+  std::vector<int64_t> channels_;
+  torch::nn::Conv2d conv1{nullptr};
+  torch::nn::BatchNorm2d bn1{nullptr};
+  torch::nn::Sequential layer1{nullptr}, layer2{nullptr}, layer3{nullptr}, layer4{nullptr};
+  torch::nn::Linear fc{nullptr};
+};
+TORCH_MODULE(ResNet);
+
+}  // namespace cspn

@@ -1,0 +1,41 @@
+#pragma once
+// Annotated images as plain data: what the readers produce and training/evaluation consume.
+#include <string>
+#include <vector>
+
+#include "cspn/landmarks.hpp"
+
+namespace cspn {
+
+struct Box {
+  float x1 = 0, y1 = 0, x2 = 0, y2 = 0;  // pixels, corners
+  float width() const { return x2 - x1; }
+  float height() const { return y2 - y1; }
+};
+
+struct Keypoint {
+  float x = 0, y = 0;                      // pixels in the original image
+  Visibility v = Visibility::Absent;
+};
+
+struct Garment {
+  int category = -1;                       // index into LandmarkSchema::categories
+  Box box;
+  std::vector<Keypoint> keypoints;         // one per schema slot; slots the category lacks: Absent
+};
+
+struct Sample {
+  std::string image;                       // absolute or reader-resolved path
+  int width = 0, height = 0;               // image size in pixels
+  std::string split;                       // "train", "val", "test"
+  std::vector<Garment> garments;
+  std::string where;                       // "file:line" of the annotation, for error messages
+};
+
+struct Dataset {
+  LandmarkSchema schema;
+  std::vector<Sample> samples;
+  std::vector<std::string> skipped;        // one message per record skipped with skip_bad
+};
+
+}  // namespace cspn

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what is missing (Debian 12 packages), builds, and runs one job:
+#   scripts/bootstrap.sh demo   synthesize data, train a small model, evaluate, write a report
+#   scripts/bootstrap.sh test   the whole test suite
+#   scripts/bootstrap.sh build  just install and build
+# Environment: BUILD_DIR (default build), JOBS (default 2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-demo}
+build_dir=${BUILD_DIR:-build}
+jobs=${JOBS:-2}
+
+packages=(cmake ninja-build g++ ccache pkg-config
+  libtorch-dev libopenblas0-openmp libopencv-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
+  libspdlog-dev libcpp-httplib-dev libgtest-dev libbenchmark-dev
+  python3-torch python3-torchvision)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# LibTorch takes matrix products from libblas.so.3: make sure it is OpenBLAS, not the reference BLAS.
+blas=$(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3 || true)
+case "$blas" in
+  *openblas*) ;;
+  *) echo "warning: libblas.so.3 is $blas, not OpenBLAS: matrix products will be slow" >&2 ;;
+esac
+
+cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$build_dir" -j "$jobs"
+
+case "$mode" in
+  demo) exec "$build_dir/cspn" demo ;;
+  test) exec ctest --test-dir "$build_dir" --output-on-failure -j "$jobs" ;;
+  build) ;;
+  *) echo "unknown mode '$mode' (demo | test | build)" >&2; exit 2 ;;
+esac

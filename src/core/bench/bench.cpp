@@ -1,0 +1,96 @@
+#include "cspn/bench.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+
+#include <torch/torch.h>
+
+#include "cspn/landmarks.hpp"
+#include "cspn/model/cspn_net.hpp"
+
+namespace cspn {
+namespace {
+
+// Median wall time in milliseconds of `iters` runs of fn, after two warm-up runs.
+double median_ms(const std::function<void()>& fn, int iters, const torch::Device& device) {
+  auto sync = [&] {
+    if (device.is_cuda()) torch::cuda::synchronize();
+  };
+  for (int i = 0; i < 2; ++i) fn();
+  sync();
+  std::vector<double> times;
+  for (int i = 0; i < iters; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    sync();
+    times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
+  return times[times.size() / 2];
+}
+
+}  // namespace
+
+std::string blas_library() {
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    const auto slash = line.find('/');
+    if (slash != std::string::npos && line.find("blas", slash) != std::string::npos) return line.substr(slash);
+  }
+  return "";
+}
+
+nlohmann::json run_bench(const BenchOptions& opt, std::ostream& out) {
+  const torch::Device device(opt.device);
+  if (device.is_cuda() && !torch::cuda::is_available())
+    throw std::invalid_argument("--device " + opt.device + ": no CUDA device available");
+  if (opt.threads > 0) torch::set_num_threads(opt.threads);
+  if (opt.input_size.size() != 2) throw std::invalid_argument("--input expects height and width");
+  const int h = opt.input_size[0], w = opt.input_size[1];
+  torch::NoGradGuard no_grad;
+  const int k = LandmarkSchema::deepfashion().num_landmarks();
+
+  nlohmann::json result{{"device", device.str()}, {"threads", torch::get_num_threads()}, {"input", {h, w}},
+                        {"cases", nlohmann::json::array()}};
+  if (device.is_cpu()) {
+    const std::string blas = blas_library();
+    result["blas"] = blas;
+    out << "BLAS: " << (blas.empty() ? "(none mapped)" : blas) << "\n";
+    if (blas.find("openblas") == std::string::npos && blas.find("mkl") == std::string::npos)
+      out << "WARNING: not an optimised BLAS; matrix products and transposed convolutions will be slow "
+             "(install libopenblas0-openmp)\n";
+  }
+  char line[256];
+  std::snprintf(line, sizeof line, "%-10s %6s %6s %12s %12s %10s %16s\n", "backbone", "stages", "batch", "ms/batch",
+                "ms/crop", "crops/s", "backbone ms/crop");
+  out << "device " << device.str() << ", " << torch::get_num_threads() << " threads, crops " << h << "x" << w << "\n"
+      << line << std::flush;
+  for (const auto& backbone : opt.backbones) {
+    for (int stages : opt.stages) {
+      KeypointModelConfig cfg;
+      cfg.backbone = backbone;
+      cfg.stages = stages;
+      cfg.input_size = {h, w};
+      CSPNNet net(cfg, k);
+      net->to(device);
+      net->eval();
+      for (int batch : opt.batches) {
+        const auto x = torch::randn({batch, 3, h, w}, torch::TensorOptions().device(device));
+        const double full = median_ms([&] { net->forward(x); }, opt.iters, device);
+        const double bare = median_ms([&] { net->backbone->features(x); }, opt.iters, device);
+        std::snprintf(line, sizeof line, "%-10s %6d %6d %12.1f %12.2f %10.1f %16.2f\n", backbone.c_str(), stages, batch,
+                      full, full / batch, 1000.0 * batch / full, bare / batch);
+        out << line << std::flush;
+        result["cases"].push_back({{"backbone", backbone}, {"stages", stages}, {"batch", batch}, {"ms_per_batch", full},
+                                   {"ms_per_crop", full / batch}, {"backbone_ms_per_crop", bare / batch}});
+      }
+    }
+  }
+  return result;
+}
+
+}  // namespace cspn

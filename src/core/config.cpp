@@ -1,0 +1,215 @@
+#include "cspn/config.hpp"
+
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+#include <type_traits>
+
+#include <yaml-cpp/yaml.h>
+
+namespace cspn {
+namespace {
+
+template <class T, class = void>
+struct is_section : std::false_type {};
+template <class T>
+struct is_section<T, std::void_t<decltype(&T::template visit<int>)>> : std::true_type {};
+
+template <class T>
+constexpr const char* type_name() {
+  if constexpr (std::is_same_v<T, bool>) return "true or false";
+  else if constexpr (std::is_integral_v<T>) return "an integer";
+  else if constexpr (std::is_floating_point_v<T>) return "a number";
+  else if constexpr (std::is_same_v<T, std::string>) return "a string";
+  else return "a list of numbers";
+}
+
+std::string where(const std::string& origin, const YAML::Node& node) {
+  const auto mark = node.Mark();
+  if (mark.line < 0) return origin;
+  return origin + ":" + std::to_string(mark.line + 1);
+}
+
+// Collects a section's key names (for unknown-key errors).
+struct KeyNames {
+  std::vector<std::string> names;
+  template <class T> void operator()(const char* key, T&) { names.emplace_back(key); }
+};
+
+// Overlays a YAML mapping onto a section, recursing into nested sections.
+struct FromYaml {
+  const YAML::Node& node;
+  std::string path;    // "model.keypoints."
+  const std::string& origin;
+
+  template <class T> void operator()(const char* key, T& value) {
+    const YAML::Node child = node[key];
+    if (!child) return;
+    const std::string full = path + key;
+    if constexpr (is_section<T>::value) {
+      apply(child, value, full + ".", origin);
+    } else {
+      if (!child.IsScalar() && !child.IsSequence())
+        throw std::invalid_argument(where(origin, child) + ": key '" + full + "' expects " + type_name<T>());
+      try {
+        value = child.as<T>();
+      } catch (const YAML::Exception&) {
+        std::string got = child.IsScalar() ? "'" + child.Scalar() + "'" : "a list";
+        throw std::invalid_argument(where(origin, child) + ": key '" + full + "' expects " +
+                                    type_name<T>() + ", got " + got);
+      }
+    }
+  }
+
+  template <class S>
+  static void apply(const YAML::Node& node, S& section, const std::string& path, const std::string& origin) {
+    if (node.IsNull()) return;
+    if (!node.IsMap())
+      throw std::invalid_argument(where(origin, node) + ": '" + (path.empty() ? "<root>" : path) +
+                                  "' should be a mapping of keys");
+    KeyNames names;
+    section.visit(names);
+    const std::set<std::string> known(names.names.begin(), names.names.end());
+    for (const auto& item : node) {
+      const auto key = item.first.as<std::string>();
+      if (!known.count(key)) {
+        std::string list;
+        for (const auto& n : names.names) list += (list.empty() ? "" : ", ") + n;
+        throw std::invalid_argument(where(origin, item.first) + ": unknown key '" + path + key +
+                                    "' (known here: " + list + ")");
+      }
+    }
+    FromYaml visitor{node, path, origin};
+    section.visit(visitor);
+  }
+};
+
+struct ToJson {
+  nlohmann::json& out;
+  template <class T> void operator()(const char* key, T& value) {
+    if constexpr (is_section<T>::value) {
+      nlohmann::json child = nlohmann::json::object();
+      ToJson sub{child};
+      value.visit(sub);
+      out[key] = child;
+    } else {
+      out[key] = value;
+    }
+  }
+};
+
+template <class T>
+void require(bool ok, const std::string& key, const T& value, const std::string& expected) {
+  if (!ok) {
+    std::ostringstream msg;
+    msg << "config key '" << key << "' = " << nlohmann::json(value).dump() << ": expected " << expected;
+    throw std::invalid_argument(msg.str());
+  }
+}
+
+}  // namespace
+
+void Config::load_yaml_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::invalid_argument("cannot open config file " + path);
+  std::stringstream text;
+  text << in.rdbuf();
+  load_yaml_string(text.str(), path);
+}
+
+void Config::load_yaml_string(const std::string& text, const std::string& origin) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::ParserException& e) {
+    throw std::invalid_argument(origin + ":" + std::to_string(e.mark.line + 1) + ": " + e.msg);
+  }
+  FromYaml::apply(root, *this, "", origin);
+}
+
+void Config::set(const std::string& assignment) {
+  const auto eq = assignment.find('=');
+  if (eq == std::string::npos || eq == 0)
+    throw std::invalid_argument("--set expects section.key=value, got '" + assignment + "'");
+  const std::string key = assignment.substr(0, eq);
+  YAML::Node value;
+  try {
+    value = YAML::Load(assignment.substr(eq + 1));
+  } catch (const YAML::ParserException& e) {
+    throw std::invalid_argument("--set " + assignment + ": " + e.msg);
+  }
+  // Build {a: {b: {c: value}}} from "a.b.c" and overlay it like a file.
+  YAML::Node root = value;
+  std::string rest = key;
+  while (true) {
+    const auto dot = rest.rfind('.');
+    YAML::Node parent(YAML::NodeType::Map);
+    parent[rest.substr(dot == std::string::npos ? 0 : dot + 1)] = root;
+    root = parent;
+    if (dot == std::string::npos) break;
+    rest = rest.substr(0, dot);
+  }
+  FromYaml::apply(root, *this, "", "--set " + assignment);
+}
+
+void Config::validate() const {
+  const auto& k = model.keypoints;
+  static const std::set<std::string> backbones{"resnet18", "resnet34", "resnet50", "resnet101", "resnet152"};
+  require(backbones.count(k.backbone) > 0, "model.keypoints.backbone", k.backbone,
+          "one of resnet18, resnet34, resnet50, resnet101, resnet152");
+  require(k.stages >= 1 && k.stages <= 4, "model.keypoints.stages", k.stages, "1 to 4");
+  require(k.channels > 0, "model.keypoints.channels", k.channels, "> 0");
+  require(k.input_size.size() == 2 && k.input_size[0] % 32 == 0 && k.input_size[1] % 32 == 0 &&
+              k.input_size[0] > 0 && k.input_size[1] > 0,
+          "model.keypoints.input_size", k.input_size, "[height, width], both positive multiples of 32");
+  require(k.heatmap_stride == 4, "model.keypoints.heatmap_stride", k.heatmap_stride,
+          "4 (the pyramid's finest level)");
+  require(k.sigma > 0, "model.keypoints.sigma", k.sigma, "> 0");
+  const auto& d = model.detector;
+  static const std::set<std::string> det_backbones{"vgg16", "resnet18", "resnet50"};
+  require(det_backbones.count(d.backbone) > 0, "model.detector.backbone", d.backbone, "vgg16, resnet18 or resnet50");
+  require(d.roi_op == "align" || d.roi_op == "pool", "model.detector.roi_op", d.roi_op, "align or pool");
+  require(d.min_size > 0 && d.max_size >= d.min_size, "model.detector.max_size", d.max_size, ">= min_size > 0");
+  require(!d.anchor_sizes.empty() && !d.anchor_ratios.empty(), "model.detector.anchor_sizes", d.anchor_sizes,
+          "non-empty sizes and ratios");
+  require(model.keypoints.enabled || model.detector.enabled, "model.keypoints.enabled", model.keypoints.enabled,
+          "at least one of model.keypoints and model.detector enabled");
+  require(data.box_expand >= 1.0f, "data.box_expand", data.box_expand, ">= 1");
+  require(data.scale_aug >= 0 && data.scale_aug < 1, "data.scale_aug", data.scale_aug, "in [0, 1)");
+  require(data.holdout >= 0 && data.holdout < 1, "data.holdout", data.holdout, "in [0, 1)");
+  require(data.workers >= 0, "data.workers", data.workers, ">= 0");
+  require(data.prefetch >= 1, "data.prefetch", data.prefetch, ">= 1");
+  require(loss.ohkm_topk >= 1, "loss.ohkm_topk", loss.ohkm_topk, ">= 1");
+  require(train.optimizer == "adam" || train.optimizer == "sgd", "train.optimizer", train.optimizer, "adam or sgd");
+  require(train.schedule == "cosine" || train.schedule == "step", "train.schedule", train.schedule, "cosine or step");
+  require(train.lr > 0, "train.lr", train.lr, "> 0");
+  require(train.epochs >= 1, "train.epochs", train.epochs, ">= 1");
+  require(train.batch_size >= 1, "train.batch_size", train.batch_size, ">= 1");
+  require(train.time_limit_minutes >= 0, "train.time_limit_minutes", train.time_limit_minutes, ">= 0");
+  require(train.val_every >= 0, "train.val_every", train.val_every, ">= 0 (0: never)");
+  require(train.log_every >= 1, "train.log_every", train.log_every, ">= 1");
+  require(test.decode == "quarter" || test.decode == "argmax", "test.decode", test.decode, "quarter or argmax");
+  require(test.batch_size >= 1, "test.batch_size", test.batch_size, ">= 1");
+}
+
+nlohmann::json Config::to_json() const {
+  nlohmann::json out = nlohmann::json::object();
+  ToJson visitor{out};
+  const_cast<Config*>(this)->visit(visitor);
+  return out;
+}
+
+std::string Config::to_yaml() const {
+  YAML::Emitter emitter;
+  emitter << YAML::Load(to_json().dump());
+  return emitter.c_str();
+}
+
+Config Config::from_json(const nlohmann::json& j) {
+  Config cfg;
+  cfg.load_yaml_string(j.dump(), "stored config");
+  return cfg;
+}
+
+}  // namespace cspn

@@ -1,0 +1,206 @@
+#include "cspn/model/cspn_net.hpp"
+
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace cspn {
+
+namespace nn = torch::nn;
+namespace F = torch::nn::functional;
+
+namespace {
+
+constexpr int kLevels = 4;  // pyramid levels: strides 4, 8, 16, 32
+
+// conv k x k (stride) -> BN (-> ReLU): keys "0.weight", "1.weight", "1.running_mean", ...
+nn::Sequential conv_bn(int64_t in, int64_t out, int64_t kernel, bool relu) {
+  nn::Sequential s(nn::Conv2d(nn::Conv2dOptions(in, out, kernel).padding(kernel / 2).bias(false)),
+                   nn::BatchNorm2d(out));
+  if (relu) s->push_back(nn::ReLU());
+  return s;
+}
+
+// Heatmap head: 1x1 conv + BN + ReLU, then a 3x3 conv to K maps whose weights start tiny (std
+// 0.001) so the first iterations predict near-zero heatmaps instead of large random ones.
+nn::Sequential heatmap_head(int64_t channels, int64_t num_landmarks) {
+  nn::Sequential s = conv_bn(channels, channels, 1, /*relu=*/true);
+  s->push_back(nn::Conv2d(nn::Conv2dOptions(channels, num_landmarks, 3).padding(1)));
+  return s;
+}
+
+void init_head(const nn::Sequential& head) {
+  torch::NoGradGuard no_grad;
+  auto* last = head->ptr(head->size() - 1)->as<nn::Conv2d>();
+  nn::init::normal_(last->weight, 0.0, 0.001);
+  nn::init::zeros_(last->bias);
+}
+
+// x [B,C,h,w] -> [B,C,size[0],size[1]], bilinear, align_corners = false.
+torch::Tensor upsample_to(const torch::Tensor& x, torch::IntArrayRef size) {
+  if (x.size(2) == size[0] && x.size(3) == size[1]) return x;
+  return F::interpolate(x, F::InterpolateFuncOptions()
+                               .size(std::vector<int64_t>{size[0], size[1]})
+                               .mode(torch::kBilinear)
+                               .align_corners(false));
+}
+
+// In place, coarse to fine: p[l] += upsample(p[l+1]) (the FPN/CPN top-down pathway).
+void top_down(std::vector<torch::Tensor>& p) {
+  for (int l = static_cast<int>(p.size()) - 2; l >= 0; --l)
+    p[l] = p[l] + upsample_to(p[l + 1], p[l].sizes().slice(2));
+}
+
+template <class M>
+M add_to(nn::ModuleListImpl& list, M m) {
+  list.push_back(m);
+  return m;
+}
+
+std::string shape_of(const torch::Tensor& t) {
+  std::ostringstream os;
+  os << t.sizes();
+  return os.str();
+}
+
+void check_pyramid(const StageOutput& in, const char* where) {
+  if (in.pyramid.size() != kLevels)
+    throw std::invalid_argument(std::string(where) + ": expected " + std::to_string(kLevels) +
+                                " pyramid levels, got " + std::to_string(in.pyramid.size()));
+  for (const auto& p : in.pyramid)
+    if (!p.defined() || p.dim() != 4)
+      throw std::invalid_argument(std::string(where) + ": pyramid levels must be [B,C,h,w], got " +
+                                  (p.defined() ? shape_of(p) : std::string("undefined")));
+}
+
+}  // namespace
+
+CPNStageImpl::CPNStageImpl(const std::vector<int64_t>& in_channels, int64_t channels,
+                           int64_t num_landmarks) {
+  if (in_channels.size() != kLevels)
+    throw std::invalid_argument("CPNStage: expected 4 backbone levels, got " +
+                                std::to_string(in_channels.size()));
+  auto lateral = register_module("lateral", nn::ModuleList());
+  auto global_head = register_module("global_head", nn::ModuleList());
+  auto refine = register_module("refine", nn::ModuleList());
+  for (int l = 0; l < kLevels; ++l) {
+    lateral_.push_back(add_to(*lateral, conv_bn(in_channels[l], channels, 1, /*relu=*/true)));
+    global_head_.push_back(add_to(*global_head, heatmap_head(channels, num_landmarks)));
+    // Deeper (coarser) levels get more refinement: CPN's 0..3 bottlenecks for P2..P5.
+    nn::Sequential blocks;
+    for (int b = 0; b < l; ++b) blocks->push_back(Bottleneck(channels, channels / 2, channels, 1));
+    refine_.push_back(add_to(*refine, blocks));
+  }
+  fuse_ = register_module(
+      "fuse", nn::Sequential(Bottleneck(kLevels * channels, channels / 2, channels, 1),
+                             nn::Conv2d(nn::Conv2dOptions(channels, num_landmarks, 3).padding(1))));
+  init_conv_bn(*this);
+  for (const auto& head : global_head_) init_head(head);
+  init_head(fuse_);
+}
+
+StageOutput CPNStageImpl::forward(const StageOutput& backbone) {
+  check_pyramid(backbone, "CPNStage");
+  StageOutput out;
+  for (int l = 0; l < kLevels; ++l) out.pyramid.push_back(lateral_[l]->forward(backbone.pyramid[l]));
+  top_down(out.pyramid);
+
+  const auto size = out.pyramid[0].sizes().slice(2);  // (H/4, W/4)
+  std::vector<torch::Tensor> refined;
+  for (int l = 0; l < kLevels; ++l) {
+    const auto& p = out.pyramid[l];
+    out.global.push_back(upsample_to(global_head_[l]->forward(p), size));
+    refined.push_back(upsample_to(refine_[l]->is_empty() ? p : refine_[l]->forward(p), size));
+  }
+  // [B, 4*channels, H/4, W/4] -> [B,K,H/4,W/4]
+  out.heatmaps = fuse_->forward(torch::cat(refined, 1));
+  return out;
+}
+
+CascadeStageImpl::CascadeStageImpl(int64_t channels, int64_t num_landmarks) {
+  auto cross = register_module("cross", nn::ModuleList());
+  auto encoder = register_module("encoder", nn::ModuleList());
+  auto lateral = register_module("lateral", nn::ModuleList());
+  for (int l = 0; l < kLevels; ++l) {
+    cross_.push_back(add_to(*cross, conv_bn(channels, channels, 1, /*relu=*/false)));
+    encoder_.push_back(
+        add_to(*encoder, Bottleneck(channels, channels / 2, channels, /*stride=*/l == 0 ? 1 : 2)));
+    lateral_.push_back(add_to(*lateral, conv_bn(channels, channels, 1, /*relu=*/true)));
+  }
+  heatmap_in_ = register_module("heatmap_in", conv_bn(num_landmarks, channels, 1, /*relu=*/false));
+  head_ = register_module("head", heatmap_head(channels, num_landmarks));
+  init_conv_bn(*this);
+  init_head(head_);
+}
+
+StageOutput CascadeStageImpl::forward(const StageOutput& previous) {
+  check_pyramid(previous, "CascadeStage");
+  if (!previous.heatmaps.defined())
+    throw std::invalid_argument("CascadeStage: the previous stage's heatmaps are undefined");
+  const auto& p = previous.pyramid;
+  // Encoder, fine to coarse: e0 [B,C,H/4,W/4] .. e3 [B,C,H/32,W/32].
+  std::vector<torch::Tensor> e(kLevels);
+  e[0] = encoder_[0]->forward(cross_[0]->forward(p[0]) + heatmap_in_->forward(previous.heatmaps));
+  for (int l = 1; l < kLevels; ++l)
+    e[l] = encoder_[l]->forward(e[l - 1]) + cross_[l]->forward(p[l]);
+
+  StageOutput out;
+  for (int l = 0; l < kLevels; ++l) out.pyramid.push_back(lateral_[l]->forward(e[l]));
+  top_down(out.pyramid);
+  out.heatmaps = head_->forward(out.pyramid[0]);
+  return out;
+}
+
+CSPNNetImpl::CSPNNetImpl(const KeypointModelConfig& cfg, int num_landmarks) {
+  if (cfg.stages < 1 || cfg.stages > 4)
+    throw std::invalid_argument("model.keypoints.stages must be 1..4, got " +
+                                std::to_string(cfg.stages));
+  if (cfg.channels < 2 || cfg.channels % 2 != 0)
+    throw std::invalid_argument("model.keypoints.channels must be even and >= 2, got " +
+                                std::to_string(cfg.channels));
+  if (cfg.heatmap_stride != 4)
+    throw std::invalid_argument("model.keypoints.heatmap_stride: CSPNNet predicts at stride 4, got " +
+                                std::to_string(cfg.heatmap_stride));
+  if (num_landmarks < 1)
+    throw std::invalid_argument("CSPNNet: num_landmarks must be >= 1, got " +
+                                std::to_string(num_landmarks));
+  backbone = register_module("backbone", ResNet(resnet_depth(cfg.backbone), /*with_fc=*/false));
+  stage1_ = register_module("stage1", CPNStage(backbone->channels(), cfg.channels, num_landmarks));
+  for (int s = 2; s <= cfg.stages; ++s)
+    cascade_.push_back(register_module("stage" + std::to_string(s),
+                                       CascadeStage(cfg.channels, num_landmarks)));
+}
+
+int CSPNNetImpl::num_stages() const { return 1 + static_cast<int>(cascade_.size()); }
+
+torch::nn::Module& CSPNNetImpl::stage(int i) {
+  if (i < 0 || i >= num_stages())
+    throw std::out_of_range("CSPNNet::stage(" + std::to_string(i) + "): the net has " +
+                            std::to_string(num_stages()) + " stages");
+  return i == 0 ? static_cast<nn::Module&>(*stage1_) : *cascade_[i - 1];
+}
+
+StageOutput CSPNNetImpl::stage_forward(int i, const StageOutput& input) {
+  if (i < 0 || i >= num_stages())
+    throw std::out_of_range("CSPNNet::stage_forward(" + std::to_string(i) + "): the net has " +
+                            std::to_string(num_stages()) + " stages");
+  return i == 0 ? stage1_->forward(input) : cascade_[i - 1]->forward(input);
+}
+
+CSPNOutput CSPNNetImpl::forward(const torch::Tensor& x) {
+  if (x.dim() != 4 || x.size(1) != 3 || x.size(2) % 32 != 0 || x.size(3) % 32 != 0 ||
+      x.size(2) == 0 || x.size(3) == 0)
+    throw std::invalid_argument("CSPNNet: expected input [B,3,H,W] with H and W multiples of 32, got " +
+                                shape_of(x));
+  CSPNOutput out;
+  StageOutput cur{backbone->features(x), {}, {}};
+  for (int i = 0; i < num_stages(); ++i) {
+    cur = stage_forward(i, cur);
+    if (i == 0) out.global = cur.global;
+    out.stages.push_back(cur.heatmaps);
+  }
+  return out;
+}
+
+}  // namespace cspn

@@ -1,0 +1,130 @@
+#include "cspn/model/info.hpp"
+
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <ATen/record_function.h>
+
+namespace cspn {
+
+namespace {
+
+// The counter of the innermost count_flops on this thread. Thread-local because ATen copies
+// RecordFunction callbacks into its intra-op worker threads; those see nullptr and count nothing.
+thread_local double* t_flops = nullptr;
+
+// aten::convolution(input, weight, bias, stride, padding, dilation, transposed, output_padding,
+// groups). Not aten::conv2d (a composite that calls it) nor aten::_convolution (called by it), so
+// each convolution is counted once.
+double convolution_flops(c10::ArrayRef<const c10::IValue> in) {
+  const auto& x = in[0].toTensor();       // [B,Cin,*spatial]
+  const auto& w = in[1].toTensor();       // [Cout,Cin/g,*k], transposed: [Cin,Cout/g,*k]
+  const int64_t macs_per_point = w.numel() / w.size(0);
+  if (in[6].toBool())  // transposed: every input point scatters into (Cout/g) * prod(k) outputs
+    return 2.0 * static_cast<double>(x.numel()) * static_cast<double>(macs_per_point);
+  const auto stride = in[3].toIntVector();
+  const auto padding = in[4].toIntVector();
+  const auto dilation = in[5].toIntVector();
+  double outputs = static_cast<double>(x.size(0) * w.size(0));  // B * Cout
+  for (int64_t d = 0; d + 2 < x.dim(); ++d) {
+    const int64_t k = w.size(d + 2);
+    outputs *= static_cast<double>((x.size(d + 2) + 2 * padding[d] - dilation[d] * (k - 1) - 1) /
+                                       stride[d] + 1);
+  }
+  return 2.0 * outputs * static_cast<double>(macs_per_point);
+}
+
+// a [..,n,m] x b [..,m,p]: 2 * batch * n * m * p.
+double matmul_flops(const at::Tensor& a, const at::Tensor& b) {
+  return 2.0 * static_cast<double>(a.numel()) * static_cast<double>(b.size(-1));
+}
+
+std::unique_ptr<at::ObserverContext> on_op_start(const at::RecordFunction& fn) {
+  if (t_flops == nullptr) return nullptr;
+  const char* name = fn.name();
+  const auto in = fn.inputs();
+  if (std::strcmp(name, "aten::convolution") == 0) {
+    *t_flops += convolution_flops(in);
+  } else if (std::strcmp(name, "aten::mm") == 0 || std::strcmp(name, "aten::bmm") == 0) {
+    *t_flops += matmul_flops(in[0].toTensor(), in[1].toTensor());
+  } else if (std::strcmp(name, "aten::addmm") == 0 || std::strcmp(name, "aten::baddbmm") == 0) {
+    *t_flops += matmul_flops(in[1].toTensor(), in[2].toTensor());  // (self, mat1, mat2, ...)
+  }
+  return nullptr;
+}
+
+// Installs the observer for the outermost count_flops on this thread and removes it on exit,
+// also when `fn` throws.
+class FlopCounter {
+ public:
+  explicit FlopCounter(double* total) : previous_(t_flops) {
+    t_flops = total;
+    if (previous_ == nullptr)
+      handle_ = at::addThreadLocalCallback(at::RecordFunctionCallback(on_op_start)
+                                               .needsInputs(true)
+                                               .scopes({at::RecordScope::FUNCTION}));
+  }
+  ~FlopCounter() {
+    if (previous_ == nullptr) at::removeCallback(handle_);
+    else *previous_ += *t_flops;  // a nested count also belongs to the enclosing one
+    t_flops = previous_;
+  }
+  FlopCounter(const FlopCounter&) = delete;
+  FlopCounter& operator=(const FlopCounter&) = delete;
+
+ private:
+  double* previous_;
+  at::CallbackHandle handle_ = at::INVALID_CALLBACK_HANDLE;
+};
+
+int64_t count_params(const torch::nn::Module& m) {
+  int64_t n = 0;
+  for (const auto& p : m.parameters()) n += p.numel();
+  return n;
+}
+
+// Puts the net in eval mode for the scope and restores its mode on exit.
+class EvalGuard {
+ public:
+  explicit EvalGuard(torch::nn::Module& m) : module_(m), was_training_(m.is_training()) { m.eval(); }
+  ~EvalGuard() { module_.train(was_training_); }
+  EvalGuard(const EvalGuard&) = delete;
+  EvalGuard& operator=(const EvalGuard&) = delete;
+
+ private:
+  torch::nn::Module& module_;
+  bool was_training_;
+};
+
+}  // namespace
+
+double count_flops(const std::function<void()>& fn) {
+  double total = 0;
+  FlopCounter counter(&total);
+  fn();
+  return total;
+}
+
+std::vector<PartCost> cspn_costs(CSPNNet& net, int input_h, int input_w) {
+  if (input_h <= 0 || input_w <= 0 || input_h % 32 != 0 || input_w % 32 != 0)
+    throw std::invalid_argument("cspn_costs: input size must be positive multiples of 32, got " +
+                                std::to_string(input_h) + "x" + std::to_string(input_w));
+  torch::NoGradGuard no_grad;
+  EvalGuard eval(*net);
+  const auto options = net->parameters().front().options();
+  const auto x = torch::zeros({1, 3, input_h, input_w}, options);
+
+  std::vector<PartCost> costs;
+  StageOutput cur;
+  const double backbone_flops = count_flops([&] { cur = StageOutput{net->backbone->features(x), {}, {}}; });
+  costs.push_back({"backbone", count_params(*net->backbone), backbone_flops / 1e9});
+  for (int i = 0; i < net->num_stages(); ++i) {
+    const double flops = count_flops([&] { cur = net->stage_forward(i, cur); });
+    costs.push_back({"stage" + std::to_string(i + 1), count_params(net->stage(i)), flops / 1e9});
+  }
+  return costs;
+}
+
+}  // namespace cspn

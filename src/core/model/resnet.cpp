@@ -1,0 +1,155 @@
+#include "cspn/model/resnet.hpp"
+
+#include <array>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace cspn {
+
+namespace nn = torch::nn;
+
+namespace {
+
+nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride) {
+  return nn::Conv2d(nn::Conv2dOptions(in, out, kernel).stride(stride).padding(kernel / 2).bias(false));
+}
+
+// torchvision's shortcut projection: "downsample.0" 1x1 conv (stride), "downsample.1" BN.
+nn::Sequential projection(int64_t in, int64_t out, int64_t stride) {
+  return nn::Sequential(conv(in, out, 1, stride), nn::BatchNorm2d(out));
+}
+
+std::string shape_of(const torch::Tensor& t) {
+  std::ostringstream os;
+  os << t.sizes();
+  return os.str();
+}
+
+struct DepthSpec {
+  int depth;
+  bool bottleneck;
+  std::array<int, 4> blocks;
+};
+
+const DepthSpec& depth_spec(int depth) {
+  static const std::array<DepthSpec, 5> specs{{{18, false, {2, 2, 2, 2}},
+                                               {34, false, {3, 4, 6, 3}},
+                                               {50, true, {3, 4, 6, 3}},
+                                               {101, true, {3, 4, 23, 3}},
+                                               {152, true, {3, 8, 36, 3}}}};
+  for (const auto& s : specs)
+    if (s.depth == depth) return s;
+  throw std::invalid_argument("ResNet depth must be 18, 34, 50, 101 or 152, got " +
+                              std::to_string(depth));
+}
+
+}  // namespace
+
+BasicBlockImpl::BasicBlockImpl(int64_t in_channels, int64_t out_channels, int64_t stride) {
+  conv1 = register_module("conv1", conv(in_channels, out_channels, 3, stride));
+  bn1 = register_module("bn1", nn::BatchNorm2d(out_channels));
+  conv2 = register_module("conv2", conv(out_channels, out_channels, 3, 1));
+  bn2 = register_module("bn2", nn::BatchNorm2d(out_channels));
+  if (stride != 1 || in_channels != out_channels)
+    downsample = register_module("downsample", projection(in_channels, out_channels, stride));
+}
+
+torch::Tensor BasicBlockImpl::forward(const torch::Tensor& x) {
+  auto y = torch::relu(bn1(conv1(x)));
+  y = bn2(conv2(y));
+  return torch::relu(y + (downsample ? downsample->forward(x) : x));
+}
+
+BottleneckImpl::BottleneckImpl(int64_t in_channels, int64_t width, int64_t out_channels,
+                               int64_t stride) {
+  conv1 = register_module("conv1", conv(in_channels, width, 1, 1));
+  bn1 = register_module("bn1", nn::BatchNorm2d(width));
+  conv2 = register_module("conv2", conv(width, width, 3, stride));
+  bn2 = register_module("bn2", nn::BatchNorm2d(width));
+  conv3 = register_module("conv3", conv(width, out_channels, 1, 1));
+  bn3 = register_module("bn3", nn::BatchNorm2d(out_channels));
+  if (stride != 1 || in_channels != out_channels)
+    downsample = register_module("downsample", projection(in_channels, out_channels, stride));
+}
+
+torch::Tensor BottleneckImpl::forward(const torch::Tensor& x) {
+  auto y = torch::relu(bn1(conv1(x)));
+  y = torch::relu(bn2(conv2(y)));
+  y = bn3(conv3(y));
+  return torch::relu(y + (downsample ? downsample->forward(x) : x));
+}
+
+void init_conv_bn(nn::Module& module) {
+  torch::NoGradGuard no_grad;
+  for (const auto& m : module.modules(/*include_self=*/false)) {
+    if (auto* c = m->as<nn::Conv2d>()) {
+      nn::init::kaiming_normal_(c->weight, /*a=*/0, torch::kFanOut, torch::kReLU);
+      if (c->bias.defined()) nn::init::zeros_(c->bias);
+    } else if (auto* bn = m->as<nn::BatchNorm2d>()) {
+      nn::init::ones_(bn->weight);
+      nn::init::zeros_(bn->bias);
+    }
+  }
+}
+
+int resnet_depth(const std::string& name) {
+  for (int depth : {18, 34, 50, 101, 152})
+    if (name == "resnet" + std::to_string(depth)) return depth;
+  throw std::invalid_argument("unknown ResNet '" + name +
+                              "': expected resnet18, resnet34, resnet50, resnet101 or resnet152");
+}
+
+ResNetImpl::ResNetImpl(int depth, bool with_fc) : depth_(depth) {
+  const DepthSpec& spec = depth_spec(depth);
+  const int64_t expansion = spec.bottleneck ? 4 : 1;
+  conv1 = register_module(
+      "conv1", nn::Conv2d(nn::Conv2dOptions(3, 64, 7).stride(2).padding(3).bias(false)));
+  bn1 = register_module("bn1", nn::BatchNorm2d(64));
+
+  int64_t in = 64;
+  std::array<nn::Sequential*, 4> layers{&layer1, &layer2, &layer3, &layer4};
+  for (int stage = 0; stage < 4; ++stage) {
+    const int64_t planes = int64_t{64} << stage;
+    const int64_t out = planes * expansion;
+    nn::Sequential layer;
+    for (int b = 0; b < spec.blocks[stage]; ++b) {
+      // The first block of layer2..4 halves the resolution (torchvision v1.5).
+      const int64_t stride = (b == 0 && stage > 0) ? 2 : 1;
+      if (spec.bottleneck)
+        layer->push_back(Bottleneck(in, planes, out, stride));
+      else
+        layer->push_back(BasicBlock(in, out, stride));
+      in = out;
+    }
+    *layers[stage] = register_module("layer" + std::to_string(stage + 1), layer);
+    channels_.push_back(out);
+  }
+  if (with_fc) fc = register_module("fc", nn::Linear(in, 1000));
+  init_conv_bn(*this);
+}
+
+std::vector<torch::Tensor> ResNetImpl::features(const torch::Tensor& x) {
+  if (x.dim() != 4 || x.size(1) != 3)
+    throw std::invalid_argument("ResNet" + std::to_string(depth_) +
+                                ": expected input [B,3,H,W], got " + shape_of(x));
+  auto y = torch::relu(bn1(conv1(x)));
+  y = torch::max_pool2d(y, /*kernel_size=*/3, /*stride=*/2, /*padding=*/1);
+  auto c2 = layer1->forward(y);
+  auto c3 = layer2->forward(c2);
+  auto c4 = layer3->forward(c3);
+  auto c5 = layer4->forward(c4);
+  return {c2, c3, c4, c5};
+}
+
+torch::Tensor ResNetImpl::forward(const torch::Tensor& x) {
+  if (!fc)
+    throw std::logic_error("ResNet" + std::to_string(depth_) +
+                           "::forward needs the classifier: construct with with_fc = true");
+  auto c5 = features(x).back();
+  // Global average pool [B,C,h,w] -> [B,C], as torchvision's avgpool + flatten.
+  return fc(c5.mean({2, 3}));
+}
+
+}  // namespace cspn

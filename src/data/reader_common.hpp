@@ -1,0 +1,59 @@
+#pragma once
+// Helpers shared by the dataset readers (fld.cpp, coco.cpp, csv.cpp, readers.cpp). Internal.
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "cspn/data/readers.hpp"
+
+namespace cspn::data_detail {
+
+// "file:line", the prefix of every message about one record.
+std::string at(const std::string& file, std::size_t line);
+// Throws DataError("<where>: <what>").
+[[noreturn]] void fail(const std::string& where, const std::string& what);
+
+// Whole-token number parsing, locale independent: "12.5" ok, "12.5px" / "" / "nan" rejected.
+bool parse_number(std::string_view token, double& out);
+// As parse_number, but throws naming `where` and the field when the token is not a number.
+double number(std::string_view token, const std::string& where, const std::string& field);
+// A number that must be a whole value in [lo, hi] (visibility flags, category codes).
+int whole_number(std::string_view token, const std::string& where, const std::string& field, int lo, int hi);
+
+std::vector<std::string_view> split_whitespace(std::string_view line);
+std::vector<std::string_view> split_char(std::string_view line, char sep);
+
+// Lines of a text file without their line ends; throws DataError naming the path when it cannot
+// be opened. Line i of the file is element i-1.
+std::vector<std::string> read_lines(const std::string& path);
+
+// `path` itself when it is a file, else the only *.<ext> file in the folder `path`; throws
+// DataError when there is none or several.
+std::string file_or_only_child(const std::string& path, const std::string& ext);
+
+// Swaps each slot with its flip partner: labels written from the garment's own view become
+// image-left/right.
+void mirror_left_right(Garment& g, const LandmarkSchema& schema);
+
+// Completes and checks a parsed sample: with opt.check_images reads the image header (missing or
+// corrupt file, size disagreeing with an annotated width/height); then, when the size is known,
+// boxes must lie in the image (1 px tolerance) and labelled keypoints must not be far outside it.
+// Boxes must be non-empty and keypoints of slots the category lacks Absent in any case.
+void finish_sample(Sample& s, const LandmarkSchema& schema, const ReadOptions& opt);
+
+// Runs fn(); a DataError it throws propagates, or with opt.skip_bad is recorded in
+// data.skipped. Returns whether fn completed.
+template <class Fn>
+bool guarded(const ReadOptions& opt, Dataset& data, Fn&& fn) {
+  try {
+    fn();
+    return true;
+  } catch (const DataError& e) {
+    if (!opt.skip_bad) throw;
+    data.skipped.emplace_back(e.what());
+    return false;
+  }
+}
+
+}  // namespace cspn::data_detail

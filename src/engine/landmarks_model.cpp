@@ -1,0 +1,98 @@
+#include "cspn/engine/landmarks_model.hpp"
+
+#include "cspn/io/weights.hpp"
+
+namespace cspn {
+
+LandmarkPredictor::LandmarkPredictor(CSPNNet net, const Config& cfg, LandmarkSchema schema, torch::Device device)
+    : net_(std::move(net)), cfg_(cfg), schema_(std::move(schema)), codec_(cfg.model.keypoints), device_(device) {
+  net_->to(device_);
+  net_->eval();
+}
+
+LandmarkPredictor LandmarkPredictor::from_model_file(const ModelFile& file, torch::Device device) {
+  if (!file.config.model.keypoints.enabled)
+    throw std::invalid_argument("the model file has no landmark network (model.keypoints.enabled is false)");
+  CSPNNet net(file.config.model.keypoints, file.schema.num_landmarks());
+  const LoadReport report = load_state_dict(*net, file.tensors, "keypoints.");
+  if (!report.missing.empty() || !report.mismatched.empty())
+    throw std::runtime_error("model file does not match its own config:\n" + report.summary());
+  return LandmarkPredictor(net, file.config, file.schema, device);
+}
+
+std::pair<torch::Tensor, torch::Tensor> LandmarkPredictor::predict_crops(const torch::Tensor& images) {
+  torch::NoGradGuard no_grad;
+  auto x = images.to(device_);
+  const int64_t b = x.size(0);
+  torch::Tensor heatmaps;
+  if (cfg_.test.flip) {
+    auto both = net_->forward(torch::cat({x, x.flip({3})})).stages.back();
+    heatmaps = 0.5 * (both.slice(0, 0, b) + HeatmapCodec::unflip(both.slice(0, b), schema_.flip));
+  } else {
+    heatmaps = net_->forward(x).stages.back();
+  }
+  auto [coords, scores] = codec_.decode(heatmaps, cfg_.test.decode);
+  return {coords.cpu(), scores.cpu()};
+}
+
+std::pair<torch::Tensor, torch::Tensor> LandmarkPredictor::predict_jobs(
+    const CropBatcher& batcher, const std::function<void(size_t, size_t)>& progress) {
+  const size_t n = batcher.size(), bs = static_cast<size_t>(cfg_.test.batch_size);
+  const size_t batches = (n + bs - 1) / bs;
+  auto coords = torch::zeros({static_cast<int64_t>(n), schema_.num_landmarks(), 2});
+  auto scores = torch::zeros({static_cast<int64_t>(n), schema_.num_landmarks()});
+  BatchLoader<KeypointBatch> loader(
+      [&](size_t i) {
+        std::vector<size_t> idx;
+        for (size_t j = i * bs; j < std::min(n, (i + 1) * bs); ++j) idx.push_back(j);
+        return batcher.make(idx, i);
+      },
+      batches, cfg_.data.workers, cfg_.data.prefetch);
+  size_t done = 0;
+  while (auto batch = loader.next()) {
+    auto [crop_xy, s] = predict_crops(batch->images);
+    auto image_xy = HeatmapCodec::to_image(crop_xy, batch->crop_to_image);
+    auto rows = torch::tensor(std::vector<int64_t>(batch->jobs.begin(), batch->jobs.end()));
+    coords.index_copy_(0, rows, image_xy);
+    scores.index_copy_(0, rows, s);
+    done += batch->jobs.size();
+    if (progress) progress(done, n);
+  }
+  return {coords, scores};
+}
+
+MeanShape::MeanShape(const Dataset& train) {
+  const int c = train.schema.num_categories(), k = train.schema.num_landmarks();
+  auto sum = torch::zeros({c, k, 2}, torch::kDouble);
+  auto count = torch::zeros({c, k, 1}, torch::kDouble);
+  auto s = sum.accessor<double, 3>();
+  auto n = count.accessor<double, 3>();
+  for (const auto& sample : train.samples) {
+    for (const auto& g : sample.garments) {
+      const double w = std::max(g.box.width(), 1.0f), h = std::max(g.box.height(), 1.0f);
+      for (int j = 0; j < k; ++j) {
+        const auto& p = g.keypoints[j];
+        if (p.v == Visibility::Absent) continue;
+        s[g.category][j][0] += (p.x - g.box.x1) / w;
+        s[g.category][j][1] += (p.y - g.box.y1) / h;
+        n[g.category][j][0] += 1;
+      }
+    }
+  }
+  if (count.sum().item<double>() == 0)
+    throw std::invalid_argument("mean-shape baseline: the training data has no annotated landmarks");
+  // Slots never seen for a category sit at the box centre (they are never scored anyway).
+  layout_ = torch::where(count > 0, sum / count.clamp_min(1), torch::full_like(sum, 0.5)).to(torch::kFloat);
+}
+
+torch::Tensor MeanShape::predict(const std::vector<CropJob>& jobs) const {
+  auto out = torch::empty({static_cast<int64_t>(jobs.size()), layout_.size(1), 2});
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    const Box& b = jobs[i].box;
+    auto unit = layout_[jobs[i].category];
+    out[i] = unit * torch::tensor({b.width(), b.height()}) + torch::tensor({b.x1, b.y1});
+  }
+  return out;
+}
+
+}  // namespace cspn

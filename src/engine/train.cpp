@@ -1,0 +1,309 @@
+#include "cspn/engine/train.hpp"
+
+#include <any>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+#include <random>
+
+#include <spdlog/spdlog.h>
+
+#include "cspn/engine/evaluate.hpp"
+#include "cspn/engine/landmarks_model.hpp"
+#include "cspn/engine/loader.hpp"
+#include "cspn/engine/progress.hpp"
+#include "cspn/io/model_file.hpp"
+#include "cspn/io/weights.hpp"
+#include "cspn/model/losses.hpp"
+
+namespace fs = std::filesystem;
+
+namespace cspn {
+namespace {
+
+torch::Device parse_device(const std::string& name) {
+  torch::Device device(name);
+  if (device.is_cuda() && !torch::cuda::is_available())
+    throw std::invalid_argument("--device " + name + ": this LibTorch build or machine has no CUDA device");
+  return device;
+}
+
+// Learning rate at a global iteration: linear warm-up, then cosine to 1% or step decay by epoch.
+double learning_rate(const TrainConfig& t, int64_t iter, int64_t total_iters, int64_t iters_per_epoch) {
+  double factor = 1.0;
+  if (t.warmup_iters > 0 && iter < t.warmup_iters) factor = (iter + 1.0) / t.warmup_iters;
+  if (t.schedule == "cosine") {
+    const double progress = std::min(1.0, static_cast<double>(iter) / std::max<int64_t>(total_iters, 1));
+    factor *= 0.01 + 0.99 * 0.5 * (1.0 + std::cos(M_PI * progress));
+  } else {
+    const int64_t epoch = iter / std::max<int64_t>(iters_per_epoch, 1);
+    for (int step : t.steps)
+      if (epoch >= step) factor *= t.gamma;
+  }
+  return t.lr * factor;
+}
+
+void set_lr(torch::optim::Optimizer& opt, double lr) {
+  for (auto& group : opt.param_groups()) group.options().set_lr(lr);
+}
+
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainConfig& t, std::vector<torch::Tensor> params) {
+  if (t.optimizer == "sgd")
+    return std::make_unique<torch::optim::SGD>(
+        params, torch::optim::SGDOptions(t.lr).momentum(t.momentum).weight_decay(t.weight_decay));
+  return std::make_unique<torch::optim::Adam>(params, torch::optim::AdamOptions(t.lr).weight_decay(t.weight_decay));
+}
+
+// Where an interrupted run stands: epoch and batches done in it, and the resolved epoch count.
+struct Position {
+  int epoch = 0, batch = 0, total_epochs = 0;
+  int64_t global_iter = 0;
+};
+
+void atomic_replace(const fs::path& tmp, const fs::path& target) {
+  fs::rename(tmp, target);  // rename(2) is atomic within one file system
+}
+
+void save_checkpoint(const fs::path& path, torch::nn::Module& net, torch::optim::Optimizer& opt, const Position& pos) {
+  torch::serialize::OutputArchive archive;
+  torch::serialize::OutputArchive model_archive, optim_archive;
+  net.save(model_archive);
+  opt.save(optim_archive);
+  archive.write("model", model_archive);
+  archive.write("optimizer", optim_archive);
+  archive.write("position", torch::tensor({static_cast<int64_t>(pos.epoch), static_cast<int64_t>(pos.batch),
+                                           static_cast<int64_t>(pos.total_epochs), pos.global_iter}));
+  const fs::path tmp = path.string() + ".tmp";
+  archive.save_to(tmp.string());
+  atomic_replace(tmp, path);
+}
+
+Position load_checkpoint(const fs::path& path, torch::nn::Module& net, torch::optim::Optimizer& opt,
+                         torch::Device device) {
+  torch::serialize::InputArchive archive, model_archive, optim_archive;
+  try {
+    archive.load_from(path.string(), device);
+    archive.read("model", model_archive);
+    archive.read("optimizer", optim_archive);
+    net.load(model_archive);
+    opt.load(optim_archive);
+  } catch (const c10::Error& e) {
+    throw std::runtime_error(path.string() + ": cannot resume from this checkpoint (" + e.what_without_backtrace() +
+                             "); was it written with the same config?");
+  }
+  torch::Tensor p;
+  archive.read("position", p);
+  auto a = p.accessor<int64_t, 1>();
+  return {static_cast<int>(a[0]), static_cast<int>(a[1]), static_cast<int>(a[2]), a[3]};
+}
+
+class JsonLog {
+ public:
+  explicit JsonLog(const fs::path& path) : out_(path, std::ios::app) {
+    if (!out_) throw std::runtime_error("cannot write the training log " + path.string());
+  }
+  void write(const nlohmann::json& record) { out_ << record.dump() << '\n' << std::flush; }
+
+ private:
+  std::ofstream out_;
+};
+
+nlohmann::json validate(CSPNNet& net, const Config& cfg, const Dataset& val, torch::Device device) {
+  LandmarkPredictor predictor(net, cfg, val.schema, device);
+  CropBatcher batcher(val, CropBatcher::ground_truth_jobs(val), cfg, false);
+  std::vector<CropJob> jobs(batcher.size());
+  for (size_t i = 0; i < jobs.size(); ++i) jobs[i] = batcher.job(i);
+  auto coords = predictor.predict_jobs(batcher).first;
+  LandmarkMetrics metrics(val.schema);
+  score_jobs(val, jobs, coords, metrics);
+  return metrics.result();
+}
+
+// One network's training: its batches, its loss and its validation, run by run_phase().
+struct Phase {
+  std::string name;                          // "keypoints" or "detector": checkpoint and log names
+  std::shared_ptr<torch::nn::Module> net;
+  const TrainConfig& tc;
+  size_t items = 0;                          // training examples (garment crops or images)
+  std::function<std::any(const std::vector<size_t>&, std::uint64_t)> make_batch;
+  std::function<std::pair<torch::Tensor, nlohmann::json>(const std::any&)> loss;  // total, parts to log
+  std::function<nlohmann::json()> validate;  // empty: no validation
+  std::function<std::string(const nlohmann::json&)> describe;  // one line of validation metrics
+};
+
+nlohmann::json run_phase(const Phase& ph, const Config& cfg, const TrainOptions& opt, torch::Device device,
+                         JsonLog& log, int* epochs_done) {
+  const fs::path out(opt.out_dir);
+  const fs::path ckpt_path = out / ("checkpoint-" + ph.name + ".pt");
+  ph.net->to(device);
+  ph.net->train();
+  auto optimizer = make_optimizer(ph.tc, ph.net->parameters());
+  const int bs = ph.tc.batch_size;
+  const int iters_per_epoch = std::max<int>(1, static_cast<int>(ph.items / bs));
+
+  Position pos;
+  pos.total_epochs = ph.tc.epochs;
+  if (opt.resume && fs::exists(ckpt_path)) {
+    pos = load_checkpoint(ckpt_path, *ph.net, *optimizer, device);
+    spdlog::info("{}: resuming {} at epoch {}, batch {}", ph.name, ckpt_path.string(), pos.epoch + 1, pos.batch);
+  }
+  log.write({{"type", "start"}, {"phase", ph.name}, {"items", ph.items}, {"iters_per_epoch", iters_per_epoch},
+             {"epochs", pos.total_epochs}, {"device", device.str()}, {"resume_epoch", pos.epoch}});
+  spdlog::info("{}: {} examples, {} batches of {} per epoch, {} epochs, device {}", ph.name, ph.items, iters_per_epoch,
+               bs, pos.total_epochs, device.str());
+
+  nlohmann::json validation;
+  const auto start = std::chrono::steady_clock::now();
+  auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+  auto last_ckpt = start;
+  for (int epoch = pos.epoch; epoch < pos.total_epochs; ++epoch) {
+    const double epoch_start = elapsed();
+    std::vector<size_t> order(ph.items);
+    std::iota(order.begin(), order.end(), 0);
+    std::shuffle(order.begin(), order.end(), std::mt19937_64(ph.tc.seed * 1000003ULL + epoch));
+    const int first_batch = epoch == pos.epoch ? pos.batch : 0;
+    BatchLoader<std::any> loader(
+        [&, epoch, first_batch](size_t i) {
+          const size_t b = i + first_batch;
+          std::vector<size_t> idx(order.begin() + b * bs, order.begin() + (b + 1) * bs);
+          return ph.make_batch(idx, (ph.tc.seed << 32) ^ (static_cast<uint64_t>(epoch) << 20) ^ b);
+        },
+        iters_per_epoch - first_batch, cfg.data.workers, cfg.data.prefetch);
+    Progress bar(ph.name + " " + std::to_string(epoch + 1) + "/" + std::to_string(pos.total_epochs),
+                 iters_per_epoch - first_batch, "it", opt.progress);
+    double loss_sum = 0;
+    int loss_count = 0;
+    int b = first_batch;
+    while (auto batch = loader.next()) {
+      const double lr = learning_rate(ph.tc, pos.global_iter, static_cast<int64_t>(pos.total_epochs) * iters_per_epoch,
+                                      iters_per_epoch);
+      set_lr(*optimizer, lr);
+      auto [total, parts] = ph.loss(*batch);
+      const double value = total.item<double>();
+      if (!std::isfinite(value))
+        throw std::runtime_error(ph.name + " training loss became " + std::to_string(value) + " at epoch " +
+                                 std::to_string(epoch + 1) + ", batch " + std::to_string(b + 1) + " (lr " +
+                                 std::to_string(lr) + "); the last checkpoint in " + out.string() +
+                                 " is intact: try a lower learning rate and --resume");
+      optimizer->zero_grad();
+      total.backward();
+      optimizer->step();
+      ++pos.global_iter;
+      ++b;
+      loss_sum += value;
+      ++loss_count;
+      const double img_s = (b - first_batch) * bs / std::max(1e-9, elapsed() - epoch_start);
+      char suffix[96];
+      std::snprintf(suffix, sizeof suffix, " loss %.3e lr %.1e %.1f ex/s", value, lr, img_s);
+      bar.update(b - first_batch, suffix);
+      if (pos.global_iter % ph.tc.log_every == 0)
+        log.write({{"type", "train"}, {"phase", ph.name}, {"epoch", epoch + 1}, {"iter", pos.global_iter},
+                   {"loss", value}, {"parts", parts}, {"lr", lr}, {"examples_per_s", img_s}, {"elapsed_s", elapsed()}});
+      if (std::chrono::steady_clock::now() - last_ckpt > std::chrono::duration<double>(60.0 * ph.tc.checkpoint_minutes)) {
+        save_checkpoint(ckpt_path, *ph.net, *optimizer, {epoch, b, pos.total_epochs, pos.global_iter});
+        last_ckpt = std::chrono::steady_clock::now();
+      }
+    }
+    bar.finish();
+    nlohmann::json record{{"type", "epoch"}, {"phase", ph.name}, {"epoch", epoch + 1},
+                          {"loss", loss_sum / std::max(1, loss_count)}, {"elapsed_s", elapsed()}};
+    const bool last_epoch = epoch + 1 == pos.total_epochs;
+    if (ph.validate && ph.tc.val_every > 0 && ((epoch + 1) % ph.tc.val_every == 0 || last_epoch)) {
+      validation = ph.validate();
+      ph.net->train();
+      record["val"] = validation;
+      spdlog::info("{} epoch {}: loss {:.4e}, validation {}", ph.name, epoch + 1, record["loss"].get<double>(),
+                   ph.describe(validation));
+    }
+    log.write(record);
+    // With a time budget, the first epoch's duration fixes how many epochs fit (schedule included).
+    if (epoch == 0 && ph.tc.time_limit_minutes > 0) {
+      const double per_epoch = elapsed() - epoch_start;
+      const int fit = static_cast<int>(60.0 * ph.tc.time_limit_minutes / std::max(per_epoch, 1e-3));
+      const int total = std::clamp(fit, epoch + 1, ph.tc.epochs);
+      if (total != pos.total_epochs) {
+        spdlog::info("{}: time limit {} min at {:.1f} s per epoch: {} epochs instead of {}", ph.name,
+                     ph.tc.time_limit_minutes, per_epoch, total, pos.total_epochs);
+        log.write({{"type", "schedule"}, {"phase", ph.name}, {"epochs", total}, {"epoch_s", per_epoch}});
+        pos.total_epochs = total;
+      }
+    }
+    save_checkpoint(ckpt_path, *ph.net, *optimizer, {epoch + 1, 0, pos.total_epochs, pos.global_iter});
+    last_ckpt = std::chrono::steady_clock::now();
+    *epochs_done = epoch + 1;
+  }
+  return validation;
+}
+
+}  // namespace
+
+TrainSummary train(const Config& cfg, const Dataset& train_set, const Dataset& val_set, const TrainOptions& opt) {
+  cfg.validate();
+  const torch::Device device = parse_device(opt.device);
+  const fs::path out(opt.out_dir);
+  const fs::path model_path = out / "model.cspn";
+  if (fs::exists(model_path))
+    throw std::invalid_argument(out.string() + " already holds a trained model; choose another --out");
+  if (!opt.resume && fs::exists(out) && !fs::is_empty(out))
+    throw std::invalid_argument(out.string() + " already holds a run; pass --resume to continue it or choose another --out");
+  fs::create_directories(out);
+  {
+    std::ofstream yaml(out / "config.yaml");
+    yaml << cfg.to_yaml() << '\n';
+  }
+  if (cfg.train.threads > 0) torch::set_num_threads(cfg.train.threads);
+  torch::manual_seed(cfg.train.seed);
+  JsonLog log(out / "log.jsonl");
+  const auto start = std::chrono::steady_clock::now();
+
+  TrainSummary summary;
+  ModelFile file;
+  file.config = cfg;
+  file.schema = train_set.schema;
+  nlohmann::json extra{{"data", opt.data_info}};
+
+  if (cfg.model.keypoints.enabled) {
+    CSPNNet net(cfg.model.keypoints, train_set.schema.num_landmarks());
+    if (!cfg.model.keypoints.pretrained.empty()) {
+      const auto report = load_state_dict(*net->backbone, read_weights(cfg.model.keypoints.pretrained), "", {"fc."});
+      spdlog::info("backbone weights from {}: {} tensors loaded\n{}", cfg.model.keypoints.pretrained, report.loaded,
+                   report.summary());
+    }
+    CropBatcher batcher(train_set, CropBatcher::ground_truth_jobs(train_set), cfg, true);
+    if (batcher.size() == 0) throw std::invalid_argument("the training set has no garment with landmarks");
+    Phase phase{"keypoints", net.ptr(), cfg.train, batcher.size(),
+                [&](const std::vector<size_t>& idx, std::uint64_t seed) { return std::any(batcher.make(idx, seed)); },
+                [&](const std::any& any) {
+                  const auto& batch = std::any_cast<const KeypointBatch&>(any);
+                  const auto output = net->forward(batch.images.to(device));
+                  LossParts loss = cspn_loss(output, batch.targets.to(device), batch.weights.to(device), cfg.loss);
+                  return std::make_pair(loss.total, nlohmann::json{{"stages", loss.stages}, {"global", loss.global}});
+                },
+                {},
+                [](const nlohmann::json& m) {
+                  char text[128];
+                  std::snprintf(text, sizeof text, "ne_image %.4f, ne_paper %.4f, pck@0.2 %.3f",
+                                m["ne_image"]["avg"].get<double>(), m["ne_paper"]["avg"].get<double>(),
+                                m["pck_0_2"].get<double>());
+                  return std::string(text);
+                }};
+    if (!val_set.samples.empty()) phase.validate = [&] { return validate(net, cfg, val_set, device); };
+    int epochs = 0;
+    extra["keypoints"] = {{"validation", run_phase(phase, cfg, opt, device, log, &epochs)},
+                          {"train_garments", batcher.size()}};
+    extra["keypoints"]["epochs"] = epochs;
+    summary.epochs = epochs;
+    summary.validation = extra["keypoints"]["validation"];
+    for (auto& [name, tensor] : state_dict(*net)) file.tensors.emplace_back("keypoints." + name, tensor);
+  }
+
+  summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  summary.model_path = model_path.string();
+  file.extra = extra;
+  save_model_file(model_path.string(), file);
+  spdlog::info("model written to {}", model_path.string());
+  return summary;
+}
+
+}  // namespace cspn

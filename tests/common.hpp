@@ -1,0 +1,65 @@
+#pragma once
+// Helpers shared by the test suites.
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "cspn_test_paths.hpp"
+
+namespace cspn::test {
+
+// ../shared/data next to the checkout; CSPN_SHARED_DATA overrides it.
+inline std::filesystem::path shared_data() {
+  if (const char* env = std::getenv("CSPN_SHARED_DATA")) return env;
+  return std::filesystem::path(kSourceDir) / ".." / "shared" / "data";
+}
+
+// A fresh, empty scratch directory under the build tree, unique per test.
+inline std::filesystem::path scratch_dir(const std::string& name) {
+  auto dir = std::filesystem::path(kBinaryDir) / "test-scratch" / name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+}  // namespace cspn::test
+
+// Skips the current test, saying why, when a folder of ../shared/data is not there.
+#define CSPN_REQUIRE_SHARED(sub)                                                         \
+  do {                                                                                   \
+    if (!std::filesystem::exists(::cspn::test::shared_data() / (sub)))                   \
+      GTEST_SKIP() << "shared data not found: " << (::cspn::test::shared_data() / (sub)) \
+                   << " (set CSPN_SHARED_DATA or check out ../shared)";                  \
+  } while (0)
+
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <vector>
+
+extern char** environ;
+
+namespace cspn::test {
+
+// Starts argv[0] with the given arguments (no shell), its output going to this process's.
+inline pid_t spawn_process(const std::vector<std::string>& argv) {
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = 0;
+  if (posix_spawn(&pid, args[0], nullptr, nullptr, args.data(), environ) != 0) return -1;
+  return pid;
+}
+
+// Runs a process to completion; its exit code, or -1 if it could not start or was killed.
+inline int run_process(const std::vector<std::string>& argv) {
+  const pid_t pid = spawn_process(argv);
+  if (pid < 0) return -1;
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+}  // namespace cspn::test

@@ -1,0 +1,91 @@
+#include <gtest/gtest.h>
+
+#include "cspn/config.hpp"
+#include "cspn/landmarks.hpp"
+
+using cspn::Config;
+
+namespace {
+
+std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST(Config, YamlThenSetOverridesDefaults) {
+  Config cfg;
+  EXPECT_EQ(cfg.model.keypoints.stages, 4);
+  cfg.load_yaml_string("model:\n  keypoints:\n    stages: 2\n    input_size: [128, 96]\ntrain:\n  lr: 0.01\n", "t.yaml");
+  EXPECT_EQ(cfg.model.keypoints.stages, 2);
+  EXPECT_EQ(cfg.model.keypoints.input_size, (std::vector<int>{128, 96}));
+  EXPECT_FLOAT_EQ(cfg.train.lr, 0.01f);
+  cfg.set("train.lr=0.5");
+  cfg.set("test.flip=false");
+  cfg.set("model.keypoints.backbone=resnet18");
+  EXPECT_FLOAT_EQ(cfg.train.lr, 0.5f);
+  EXPECT_FALSE(cfg.test.flip);
+  EXPECT_EQ(cfg.model.keypoints.backbone, "resnet18");
+  EXPECT_EQ(cfg.train.epochs, Config().train.epochs);  // untouched keys keep their defaults
+}
+
+TEST(Config, UnknownKeyNamesFileLineAndKey) {
+  Config cfg;
+  const auto msg = error_of([&] { cfg.load_yaml_string("train:\n  lr: 0.1\n  lerning_rate: 3\n", "run.yaml"); });
+  EXPECT_NE(msg.find("run.yaml:3"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("train.lerning_rate"), std::string::npos) << msg;
+  EXPECT_NE(error_of([&] { cfg.set("model.keypoint.stages=2"); }).find("model.keypoint"), std::string::npos);
+}
+
+TEST(Config, BadValuesAreErrorsNamingTheKey) {
+  Config cfg;
+  const auto msg = error_of([&] { cfg.load_yaml_string("train:\n  epochs: many\n", "x.yaml"); });
+  EXPECT_NE(msg.find("train.epochs"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("integer"), std::string::npos) << msg;
+  EXPECT_NE(error_of([&] { cfg.set("no_equals_sign"); }), "");
+  cfg.set("model.keypoints.stages=7");
+  EXPECT_NE(error_of([&] { cfg.validate(); }).find("model.keypoints.stages"), std::string::npos);
+  Config ok;
+  ok.set("model.keypoints.input_size=[100, 96]");
+  EXPECT_NE(error_of([&] { ok.validate(); }).find("multiples of 32"), std::string::npos);
+}
+
+TEST(Config, JsonRoundTripKeepsEveryValue) {
+  Config cfg;
+  cfg.set("model.keypoints.stages=3");
+  cfg.set("data.holdout=0.3");
+  cfg.set("train.steps=[3, 7]");
+  cfg.set("model.detector.anchor_sizes=[16, 48]");
+  const Config back = Config::from_json(cfg.to_json());
+  EXPECT_EQ(back.to_json(), cfg.to_json());
+  EXPECT_EQ(back.model.keypoints.stages, 3);
+  EXPECT_EQ(back.train.steps, (std::vector<int>{3, 7}));
+  EXPECT_EQ(Config::from_json(nlohmann::json::parse(cfg.to_json().dump())).to_yaml(), cfg.to_yaml());
+}
+
+TEST(LandmarkSchema, DeepFashionIsConsistentData) {
+  const auto& s = cspn::LandmarkSchema::deepfashion();
+  ASSERT_EQ(s.num_landmarks(), 8);
+  for (int k = 0; k < 8; ++k) {
+    EXPECT_EQ(s.flip[s.flip[k]], k);
+    // Partners differ only in their side prefix.
+    const auto a = s.landmarks[k], b = s.landmarks[s.flip[k]];
+    EXPECT_EQ(a.substr(a.find('_')), b.substr(b.find('_')));
+  }
+  EXPECT_EQ(s.categories[s.category_index("upper")].landmarks.size(), 6u);
+  EXPECT_EQ(s.categories[s.category_index("lower")].landmarks.size(), 4u);
+  EXPECT_EQ(s.categories[s.category_index("full")].landmarks.size(), 8u);
+  EXPECT_THROW(s.category_index("hat"), std::invalid_argument);
+  auto mask = s.category_mask(torch::tensor({1, 0}, torch::kLong));
+  EXPECT_EQ(mask[0].sum().item<float>(), 4.0f);
+  EXPECT_EQ(mask[0][0].item<float>(), 0.0f);  // lower body has no collar
+  EXPECT_EQ(mask[1][0].item<float>(), 1.0f);
+  auto j = s.to_json();
+  j["flip"][0] = 2;  // left collar <-> right sleeve is not an involution with the rest
+  EXPECT_THROW(cspn::LandmarkSchema::from_json(j), std::invalid_argument);
+}

@@ -1,0 +1,187 @@
+// CSPNNet shapes, gradient flow and parameter names; FLOP counting against hand formulas.
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "cspn/io/weights.hpp"
+#include "cspn/model/cspn_net.hpp"
+#include "cspn/model/info.hpp"
+#include "cspn/model/losses.hpp"
+
+namespace {
+
+constexpr int kLandmarks = 8;
+
+cspn::KeypointModelConfig small_config(int stages) {
+  cspn::KeypointModelConfig cfg;
+  cfg.backbone = "resnet18";
+  cfg.stages = stages;
+  cfg.channels = 32;
+  return cfg;
+}
+
+bool starts_with(const std::string& s, const std::string& prefix) {
+  return s.compare(0, prefix.size(), prefix) == 0;
+}
+
+}  // namespace
+
+TEST(CSPNNet, OutputShapesForEveryStageCountAndTwoInputSizes) {
+  torch::NoGradGuard no_grad;
+  for (int stages = 1; stages <= 4; ++stages) {
+    cspn::CSPNNet net(small_config(stages), kLandmarks);
+    net->eval();
+    EXPECT_EQ(net->num_stages(), stages);
+    for (auto [h, w] : {std::pair<int64_t, int64_t>{64, 32}, {128, 96}}) {
+      const auto out = net->forward(torch::randn({2, 3, h, w}));
+      const std::vector<int64_t> expected{2, kLandmarks, h / 4, w / 4};
+      ASSERT_EQ(out.stages.size(), static_cast<size_t>(stages));
+      for (const auto& s : out.stages) EXPECT_EQ(s.sizes(), expected);
+      ASSERT_EQ(out.global.size(), 4u);
+      for (const auto& g : out.global) EXPECT_EQ(g.sizes(), expected);
+    }
+  }
+}
+
+TEST(CSPNNet, StagewiseRunEqualsForward) {
+  torch::NoGradGuard no_grad;
+  cspn::CSPNNet net(small_config(3), kLandmarks);
+  net->eval();
+  const auto x = torch::randn({1, 3, 64, 64});
+  const auto out = net->forward(x);
+  cspn::StageOutput cur{net->backbone->features(x), {}, {}};
+  for (int i = 0; i < net->num_stages(); ++i) {
+    cur = net->stage_forward(i, cur);
+    EXPECT_TRUE(torch::equal(cur.heatmaps, out.stages[i])) << "stage " << i + 1;
+  }
+  EXPECT_THROW(net->stage_forward(3, cur), std::out_of_range);
+}
+
+TEST(CSPNNet, GradientsReachEveryStage) {
+  cspn::CSPNNet net(small_config(4), kLandmarks);
+  net->train();
+  const auto out = net->forward(torch::randn({2, 3, 64, 64}));
+  const auto target = torch::rand_like(out.stages[0]);
+  cspn::LossConfig loss_cfg;
+  cspn::cspn_loss(out, target, torch::ones({2, kLandmarks}), loss_cfg).total.backward();
+  // Every parameter takes part in the forward pass and gets a gradient.
+  for (const auto& p : net->named_parameters())
+    EXPECT_TRUE(p.value().grad().defined()) << p.key() << " has no gradient";
+  for (int i = 0; i < net->num_stages(); ++i) {
+    double norm = 0;
+    for (const auto& p : net->stage(i).parameters()) norm += p.grad().abs().sum().item<double>();
+    EXPECT_GT(norm, 0) << "stage " << i + 1;
+  }
+  EXPECT_GT(net->backbone->named_parameters()["conv1.weight"].grad().abs().sum().item<double>(), 0);
+}
+
+TEST(CSPNNet, ParameterKeysFollowTorchvisionAndStageNames) {
+  cspn::CSPNNet net(small_config(4), kLandmarks);
+  const auto keys = cspn::state_dict(*net);
+  ASSERT_FALSE(keys.empty());
+  EXPECT_EQ(keys.front().first, "backbone.conv1.weight");
+  // The backbone keys are exactly torchvision's resnet18 keys (minus fc) behind "backbone.".
+  const auto resnet = cspn::state_dict(*cspn::ResNet(18));
+  for (size_t i = 0; i < resnet.size(); ++i) EXPECT_EQ(keys[i].first, "backbone." + resnet[i].first);
+  for (size_t i = resnet.size(); i < keys.size(); ++i)
+    EXPECT_TRUE(starts_with(keys[i].first, "stage")) << keys[i].first;
+  const std::vector<std::string> examples{"backbone.layer1.0.conv1.weight", "backbone.layer2.0.downsample.0.weight",
+                                          "backbone.layer4.1.bn2.running_var", "stage1.lateral.0.0.weight",
+                                          "stage1.refine.3.2.conv3.weight", "stage1.fuse.1.bias",
+                                          "stage2.cross.3.1.running_mean", "stage4.encoder.1.downsample.0.weight",
+                                          "stage4.head.3.weight"};
+  for (const auto& k : examples)
+    EXPECT_TRUE(std::any_of(keys.begin(), keys.end(), [&](const auto& kv) { return kv.first == k; })) << k;
+  // A state dict with a "backbone." prefix loads into the backbone alone.
+  const auto report = cspn::load_state_dict(*net->backbone, keys, "backbone.");
+  EXPECT_TRUE(report.ok()) << report.summary();
+}
+
+TEST(CSPNNet, RejectsBadConfigAndInput) {
+  EXPECT_THROW(cspn::CSPNNet(small_config(0), kLandmarks), std::invalid_argument);
+  EXPECT_THROW(cspn::CSPNNet(small_config(5), kLandmarks), std::invalid_argument);
+  auto cfg = small_config(1);
+  cfg.backbone = "resnet42";
+  EXPECT_THROW(cspn::CSPNNet(cfg, kLandmarks), std::invalid_argument);
+  cspn::CSPNNet net(small_config(1), kLandmarks);
+  EXPECT_THROW(net->forward(torch::zeros({1, 3, 100, 64})), std::invalid_argument);
+  EXPECT_THROW(net->forward(torch::zeros({1, 1, 64, 64})), std::invalid_argument);
+}
+
+TEST(CountFlops, ConvolutionsMatchTheHandFormula) {
+  torch::nn::Conv2d conv(torch::nn::Conv2dOptions(4, 8, 3).stride(2).padding(1));
+  torch::nn::Conv2d grouped(torch::nn::Conv2dOptions(4, 6, {3, 5}).groups(2).dilation(2).bias(false));
+  const auto x = torch::randn({2, 4, 17, 20});
+  // 2 * Cout * Hout * Wout * (Cin/groups) * kh * kw * B, Hout = (H + 2p - d(k-1) - 1)/s + 1.
+  EXPECT_EQ(cspn::count_flops([&] { conv(x); }), 2.0 * 8 * 9 * 10 * 4 * 3 * 3 * 2);
+  EXPECT_EQ(cspn::count_flops([&] { grouped(x); }), 2.0 * 6 * 13 * 12 * 2 * 3 * 5 * 2);
+  // With autograd recording, each convolution still counts once.
+  conv->weight.requires_grad_(true);
+  EXPECT_EQ(cspn::count_flops([&] { conv(x).sum().backward(); }), 2.0 * 8 * 9 * 10 * 4 * 3 * 3 * 2);
+}
+
+TEST(CountFlops, LinearAndMatmul) {
+  torch::nn::Linear fc(10, 6);
+  EXPECT_EQ(cspn::count_flops([&] { fc(torch::randn({4, 10})); }), 2.0 * 4 * 10 * 6);
+  EXPECT_EQ(cspn::count_flops([&] { torch::matmul(torch::randn({2, 3, 4}), torch::randn({2, 4, 5})); }),
+            2.0 * 2 * 3 * 4 * 5);
+  // Elementwise work is not counted; a nested count also adds to the enclosing one.
+  double inner = 0;
+  const double outer = cspn::count_flops([&] {
+    torch::relu(torch::randn({100}));
+    inner = cspn::count_flops([&] { fc(torch::randn({1, 10})); });
+  });
+  EXPECT_EQ(inner, 2.0 * 10 * 6);
+  EXPECT_EQ(outer, inner);
+  EXPECT_EQ(cspn::count_flops([] {}), 0.0);
+}
+
+TEST(CountFlops, ResNet50Is8Point2GFlopsAt224) {
+  cspn::ResNet net(50, /*with_fc=*/true);
+  net->eval();
+  torch::NoGradGuard no_grad;
+  // Known figure: 4.1 G multiply-adds for torchvision's ResNet-50 at 224x224.
+  const double flops = cspn::count_flops([&] { net->forward(torch::zeros({1, 3, 224, 224})); });
+  EXPECT_NEAR(flops / 8.2e9, 1.0, 0.03) << flops;
+}
+
+TEST(CspnCosts, PartsAddUpAndMatchKnownCounts) {
+  cspn::CSPNNet net(small_config(4), kLandmarks);
+  net->train();
+  const auto costs = cspn::cspn_costs(net, 64, 64);
+  EXPECT_TRUE(net->is_training());  // the mode is restored
+  ASSERT_EQ(costs.size(), 5u);
+  const std::vector<std::string> names{"backbone", "stage1", "stage2", "stage3", "stage4"};
+  int64_t params = 0;
+  double gflops = 0;
+  for (size_t i = 0; i < costs.size(); ++i) {
+    EXPECT_EQ(costs[i].name, names[i]);
+    EXPECT_GT(costs[i].gflops, 0);
+    params += costs[i].params;
+    gflops += costs[i].gflops;
+  }
+  // torchvision resnet18: 11,689,512 parameters, 513,000 of them in fc.
+  EXPECT_EQ(costs[0].params, 11689512 - 513000);
+  // A cascade stage (C = 32, K = 8), by hand: conv weights plus BN weight and bias.
+  const int64_t c = 32, m = 16, k = kLandmarks;
+  const int64_t conv_bn = c * c + 2 * c;                                       // 1x1 C->C + BN
+  const int64_t bottleneck = c * m + 2 * m + m * m * 9 + 2 * m + m * c + 2 * c;  // 1x1, 3x3, 1x1
+  const int64_t cascade = 4 * conv_bn                      // cross-stage projections
+                          + (k * c + 2 * c)                // heatmap input projection
+                          + 4 * bottleneck + 3 * conv_bn   // encoder (3 strided, projected)
+                          + 4 * conv_bn                    // decoder laterals
+                          + conv_bn + (c * k * 9 + k);     // head
+  for (int s = 2; s <= 4; ++s) EXPECT_EQ(costs[s].params, cascade) << "stage" << s;
+
+  int64_t all = 0;
+  for (const auto& p : net->parameters()) all += p.numel();
+  EXPECT_EQ(params, all);
+  torch::NoGradGuard no_grad;
+  net->eval();
+  const double whole = cspn::count_flops([&] { net->forward(torch::zeros({1, 3, 64, 64})); });
+  EXPECT_NEAR(gflops * 1e9, whole, whole * 1e-9);
+  EXPECT_THROW(cspn::cspn_costs(net, 60, 64), std::invalid_argument);
+}

@@ -1,0 +1,218 @@
+// VGG16 against torchvision.models.vgg16 (same weights, same input), and the Faster R-CNN
+// detector: parameter names, shapes, input checks, and a model that must learn: overfitting one
+// synthetic image until detect() finds both of its boxes.
+#include <fstream>
+#include <set>
+#include <string>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "common.hpp"
+#include "cspn/detect/faster_rcnn.hpp"
+#include "cspn/detect/ops.hpp"
+#include "cspn/detect/vgg.hpp"
+#include "tensor_exchange.hpp"
+
+namespace {
+
+using cspn::DetectorModelConfig;
+using cspn::DetTarget;
+using cspn::FasterRCNN;
+
+bool has_key(const torch::nn::Module& m, const std::string& key) {
+  return m.named_parameters().contains(key) || m.named_buffers().contains(key);
+}
+
+TEST(DetectVGG16, MatchesTorchvisionFeatures) {
+  CSPN_REQUIRE_TORCHVISION();
+  const auto dir = cspn::test::scratch_dir("detect_vgg16_torchvision");
+  cspn::test::run_reference_script("torchvision_ops_reference.py", "vgg16 '" + dir.string() + "'",
+                                   dir);
+  const auto ref = cspn::test::read_tensors(dir, "outputs.json");
+  cspn::VGG16 vgg(/*with_classifier=*/true);
+  vgg->eval();
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : vgg->named_parameters()) {
+      if (p.key().rfind("features.", 0) != 0) continue;
+      ASSERT_TRUE(ref.count(p.key())) << "torchvision has no " << p.key();
+      ASSERT_EQ(p.value().sizes(), ref.at(p.key()).sizes()) << p.key();
+      p.value().copy_(ref.at(p.key()));
+    }
+  }
+  const auto out = vgg->forward(ref.at("input"));
+  ASSERT_EQ(out.sizes(), ref.at("conv5_3").sizes());
+  const double scale = ref.at("conv5_3").abs().max().item<double>();
+  EXPECT_LT((out - ref.at("conv5_3")).abs().max().item<double>(), 1e-4 * scale);
+
+  // Every parameter of ours is in torchvision's state dict with the same shape.
+  std::ifstream in(dir / "state_dict_shapes.json");
+  const auto shapes = nlohmann::json::parse(in);
+  for (const auto& p : vgg->named_parameters()) {
+    ASSERT_TRUE(shapes.contains(p.key())) << p.key();
+    EXPECT_EQ(p.value().sizes().vec(), shapes[p.key()].get<std::vector<int64_t>>()) << p.key();
+  }
+  EXPECT_EQ(vgg->named_parameters().size(), 13u * 2 + 2 * 2);  // 13 convs, fc6, fc7
+}
+
+DetectorModelConfig small_config() {
+  DetectorModelConfig cfg;
+  cfg.backbone = "resnet18";
+  cfg.anchor_sizes = {32, 64};
+  cfg.rpn_pre_nms_train = 300;
+  cfg.rpn_post_nms_train = 64;
+  cfg.rpn_pre_nms_test = 300;
+  cfg.rpn_post_nms_test = 32;
+  cfg.rpn_batch = 64;
+  cfg.box_batch = 32;
+  cfg.head_dim = 128;
+  return cfg;
+}
+
+TEST(DetectFasterRCNN, ParameterNamesFollowTorchvision) {
+  FasterRCNN model(small_config(), 3);
+  for (const char* key : {"backbone.conv1.weight", "backbone.bn1.running_mean",
+                          "backbone.layer3.1.conv2.weight", "rpn.head.conv.weight",
+                          "rpn.head.cls_logits.bias", "rpn.head.bbox_pred.weight",
+                          "roi_heads.box_head.fc6.weight", "roi_heads.box_head.fc7.weight",
+                          "roi_heads.box_predictor.cls_score.weight",
+                          "roi_heads.box_predictor.bbox_pred.bias"})
+    EXPECT_TRUE(has_key(*model, key)) << key;
+  for (const auto& p : model->named_parameters())
+    EXPECT_EQ(p.key().rfind("backbone.layer4", 0), std::string::npos) << p.key();
+  EXPECT_EQ(model->named_parameters()["rpn.head.cls_logits.weight"].size(0), 6);  // 2 sizes x 3 ratios
+  EXPECT_EQ(model->named_parameters()["roi_heads.box_head.fc6.weight"].size(1), 256 * 7 * 7);
+  EXPECT_EQ(model->named_parameters()["roi_heads.box_predictor.bbox_pred.weight"].size(0), 12);
+  // Frozen BatchNorm: no trainable affine, eval mode even in a training model.
+  model->train();
+  for (const auto& m : model->backbone()->modules())
+    if (auto bn = std::dynamic_pointer_cast<torch::nn::BatchNorm2dImpl>(m)) {
+      EXPECT_FALSE(bn->is_training());
+      EXPECT_FALSE(bn->weight.requires_grad());
+    }
+}
+
+TEST(DetectFasterRCNN, RejectsBadConfigAndInputs) {
+  auto cfg = small_config();
+  cfg.backbone = "resnet34";
+  EXPECT_THROW(FasterRCNN(cfg, 3), std::invalid_argument);
+  cfg = small_config();
+  cfg.box_head = "vgg";  // needs the vgg16 backbone
+  EXPECT_THROW(FasterRCNN(cfg, 3), std::invalid_argument);
+  EXPECT_THROW(FasterRCNN(small_config(), 1), std::invalid_argument);
+  FasterRCNN model(small_config(), 3);
+  const auto images = torch::randn({1, 3, 64, 64});
+  EXPECT_THROW(model->losses(images, {}), std::invalid_argument);
+  EXPECT_THROW(model->losses(images, {DetTarget{torch::zeros({1, 4}), torch::tensor({3L})}}),
+               std::invalid_argument);  // label 3 with 3 classes (0..2)
+  EXPECT_THROW(model->detect(torch::randn({1, 64, 64})), std::invalid_argument);
+}
+
+TEST(DetectFasterRCNN, LossesAndDetectionsHaveTheRightShapes) {
+  for (const char* roi_op : {"align", "pool"}) {
+    auto cfg = small_config();
+    cfg.roi_op = roi_op;
+    FasterRCNN model(cfg, 4);
+    model->train();
+    const auto images = torch::randn({2, 3, 96, 80});
+    // The second image has no objects: all its anchors and proposals are background.
+    const std::vector<DetTarget> targets{
+        {torch::tensor({{10.f, 12.f, 50.f, 70.f}, {40.f, 20.f, 78.f, 60.f}}), torch::tensor({1L, 3L})},
+        {torch::zeros({0, 4}), torch::zeros({0}, torch::kLong)}};
+    const auto losses = model->losses(images, targets);
+    ASSERT_EQ(losses.size(), 4u);
+    torch::Tensor total = torch::zeros({});
+    for (const auto& [name, value] : losses) {
+      EXPECT_EQ(value.dim(), 0) << name;
+      EXPECT_TRUE(std::isfinite(value.item<double>())) << name;
+      total = total + value;
+    }
+    total.backward();
+    EXPECT_TRUE(model->named_parameters()["rpn.head.conv.weight"].grad().defined());
+    EXPECT_TRUE(model->named_parameters()["backbone.layer1.0.conv1.weight"].grad().defined());
+
+    model->eval();
+    const auto dets = model->detect(images);
+    ASSERT_EQ(dets.size(), 2u);
+    for (const auto& d : dets) {
+      const int64_t n = d.boxes.size(0);
+      EXPECT_LE(n, cfg.detections_per_image);
+      EXPECT_EQ(d.boxes.sizes(), (std::vector<int64_t>{n, 4}));
+      EXPECT_EQ(d.scores.sizes(), (std::vector<int64_t>{n}));
+      EXPECT_EQ(d.labels.scalar_type(), torch::kLong);
+      if (n > 0) {
+        EXPECT_GE(d.labels.min().item<int64_t>(), 1);
+        EXPECT_LT(d.labels.max().item<int64_t>(), 4);
+        EXPECT_GT(d.scores.min().item<float>(), cfg.score_thresh);
+        EXPECT_GE(d.boxes.min().item<float>(), 0.f);
+        EXPECT_TRUE(torch::equal(d.scores, std::get<0>(d.scores.sort(0, true))));
+      }
+    }
+  }
+}
+
+TEST(DetectFasterRCNN, Vgg16BackboneWithItsFcHead) {
+  auto cfg = small_config();
+  cfg.backbone = "vgg16";
+  cfg.box_head = "vgg";
+  cfg.roi_op = "pool";
+  cfg.rpn_post_nms_train = 8;
+  cfg.box_batch = 8;
+  cfg.rpn_post_nms_test = 8;
+  FasterRCNN model(cfg, 2);
+  EXPECT_TRUE(has_key(*model, "backbone.features.28.weight"));
+  EXPECT_TRUE(has_key(*model, "backbone.classifier.3.weight"));
+  EXPECT_FALSE(has_key(*model, "roi_heads.box_head.fc6.weight"));
+  EXPECT_EQ(model->named_parameters()["roi_heads.box_predictor.cls_score.weight"].size(1), 4096);
+  const auto images = torch::randn({1, 3, 64, 64});
+  const auto losses =
+      model->losses(images, {DetTarget{torch::tensor({{8.f, 8.f, 40.f, 56.f}}), torch::tensor({1L})}});
+  for (const auto& [name, value] : losses) EXPECT_TRUE(std::isfinite(value.item<double>())) << name;
+  model->eval();
+  EXPECT_EQ(model->detect(images).size(), 1u);
+}
+
+TEST(DetectFasterRCNN, OverfitsOneSyntheticImage) {
+  torch::manual_seed(3);
+  // Two flat-coloured rectangles on noise, 128 x 128; labels 1 (red) and 2 (green).
+  auto image = torch::randn({1, 3, 128, 128}) * 0.5;
+  const auto gt = torch::tensor({{14.f, 18.f, 62.f, 86.f}, {72.f, 40.f, 118.f, 108.f}});
+  image.index_put_({0, torch::indexing::Slice(), torch::indexing::Slice(18, 86),
+                    torch::indexing::Slice(14, 62)},
+                   torch::tensor({2.f, -1.f, -1.f}).view({3, 1, 1}));
+  image.index_put_({0, torch::indexing::Slice(), torch::indexing::Slice(40, 108),
+                    torch::indexing::Slice(72, 118)},
+                   torch::tensor({-1.f, 2.f, -1.f}).view({3, 1, 1}));
+  const std::vector<DetTarget> targets{{gt, torch::tensor({1L, 2L})}};
+
+  FasterRCNN model(small_config(), 3);
+  model->train();
+  torch::optim::Adam opt(model->parameters(), torch::optim::AdamOptions(1e-3));
+  std::vector<double> totals;
+  for (int step = 0; step < 30; ++step) {
+    const auto losses = model->losses(image, targets);
+    auto total = losses.at("loss_objectness") + losses.at("loss_rpn_box_reg") +
+                 losses.at("loss_classifier") + losses.at("loss_box_reg");
+    ASSERT_TRUE(std::isfinite(total.item<double>())) << "step " << step;
+    totals.push_back(total.item<double>());
+    opt.zero_grad();
+    total.backward();
+    opt.step();
+  }
+  EXPECT_LT(totals.back(), 0.3 * totals.front());
+
+  model->eval();
+  const auto dets = model->detect(image)[0];
+  ASSERT_GE(dets.boxes.size(0), 2);
+  for (int64_t g = 0; g < 2; ++g) {
+    // The best-scoring detection of the object's class overlaps it with IoU > 0.7.
+    const auto of_class = (dets.labels == g + 1).nonzero().select(1, 0);
+    ASSERT_GT(of_class.numel(), 0) << "no detection of class " << g + 1;
+    const auto best = dets.boxes.index_select(0, of_class.narrow(0, 0, 1));
+    const double iou = cspn::detect::box_iou(best, gt.narrow(0, g, 1)).item<double>();
+    EXPECT_GT(iou, 0.7) << "class " << g + 1;
+  }
+}
+
+}  // namespace

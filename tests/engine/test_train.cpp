@@ -1,0 +1,127 @@
+// Training end to end on a small synthetic set: it must learn (beat the mean-shape baseline), and a
+// run stopped after an epoch and resumed must end where an uninterrupted run ends.
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "common.hpp"
+#include "cspn/data/readers.hpp"
+#include "cspn/data/synth.hpp"
+#include "cspn/engine/run.hpp"
+#include "cspn/engine/train.hpp"
+#include "cspn/io/model_file.hpp"
+
+using namespace cspn;
+namespace fs = std::filesystem;
+
+namespace {
+
+// Shared by the tests of this file: 160 synthetic 128x128 images, made once.
+const std::string& synthetic_set() {
+  static const std::string dir = [] {
+    const auto d = test::scratch_dir("train-synth");
+    SynthOptions opt;
+    opt.count = 160;
+    opt.seed = 7;
+    opt.width = opt.height = 128;
+    synthesize(d.string(), opt);
+    return d.string();
+  }();
+  return dir;
+}
+
+Config small_config() {
+  Config cfg;
+  cfg.load_yaml_string(R"(
+model: {keypoints: {backbone: resnet18, stages: 2, channels: 64, input_size: [64, 64], sigma: 1.5}}
+data: {workers: 0, rotate_aug: 10, occlusion_aug: 0.0}
+train: {lr: 0.003, epochs: 12, batch_size: 16, warmup_iters: 10, val_every: 0, seed: 3, log_every: 1}
+test: {flip: true, batch_size: 64}
+)", "test config");
+  return cfg;
+}
+
+}  // namespace
+
+TEST(Train, LearnsToBeatTheMeanShape) {
+  const Config cfg = small_config();
+  const Dataset train_set = load_split(synthetic_set(), "fld", "train", cfg, false);
+  const Dataset test_set = load_split(synthetic_set(), "fld", "test", cfg, false);
+  TrainOptions opt;
+  opt.out_dir = test::scratch_dir("train-learn").string();
+  opt.progress = false;
+  const TrainSummary summary = train(cfg, train_set, Dataset{train_set.schema, {}, {}}, opt);
+  EXPECT_EQ(summary.epochs, cfg.train.epochs);
+
+  const EvalResult model = evaluate_model(load_model_file(summary.model_path), test_set, EvalOptions{"gt", "cpu", false});
+  const EvalResult baseline = evaluate_mean_shape(train_set, test_set);
+  const double ne = model.metrics["ne_image"]["avg"], floor = baseline.metrics["ne_image"]["avg"];
+  std::cout << "ne_image: model " << ne << ", mean shape " << floor << "\n";
+  EXPECT_LT(ne, 0.7 * floor);
+
+  // The loss went down over training (first vs last logged iterations).
+  std::ifstream log(fs::path(opt.out_dir) / "log.jsonl");
+  std::vector<double> losses;
+  for (std::string line; std::getline(log, line);) {
+    const auto rec = nlohmann::json::parse(line);
+    if (rec["type"] == "train") losses.push_back(rec["loss"]);
+  }
+  ASSERT_GT(losses.size(), 10u);
+  EXPECT_LT(losses.back() + losses[losses.size() - 2], 0.5 * (losses[0] + losses[1]));
+}
+
+TEST(Train, ResumeAfterAKillMatchesAnUninterruptedRun) {
+  // The real command, killed with SIGKILL once its epoch-1 checkpoint exists, then resumed.
+  const std::string cspn = std::string(test::kBinaryDir) + "/cspn";
+  const Config cfg = small_config();
+  const auto config_file = test::scratch_dir("train-kill-config") / "small.yaml";
+  std::ofstream(config_file) << cfg.to_yaml() << "\n";
+  auto command = [&](const fs::path& out, bool resume) {
+    std::vector<std::string> args{cspn, "train", "--config", config_file.string(), "--set", "train.epochs=3",
+                                  "--set", "model.keypoints.stages=1", "--data", synthetic_set(), "--format", "fld",
+                                  "--out", out.string(), "--quiet"};
+    if (resume) args.push_back("--resume");
+    return args;
+  };
+  const auto straight = test::scratch_dir("train-straight"), killed = test::scratch_dir("train-killed");
+  ASSERT_EQ(test::run_process(command(straight, false)), 0);
+
+  const pid_t pid = test::spawn_process(command(killed, false));
+  while (!fs::exists(killed / "checkpoint.pt")) {
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, WNOHANG), 0) << "training ended before its first checkpoint";
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, nullptr, 0);
+  ASSERT_FALSE(fs::exists(killed / "model.cspn")) << "the run finished before it was killed; nothing was tested";
+  ASSERT_EQ(test::run_process(command(killed, false)), 1) << "a second run into the same folder must refuse";
+  ASSERT_EQ(test::run_process(command(killed, true)), 0);
+
+  const auto a = load_model_file((straight / "model.cspn").string());
+  const auto b = load_model_file((killed / "model.cspn").string());
+  ASSERT_EQ(a.tensors.size(), b.tensors.size());
+  double worst = 0;
+  for (size_t i = 0; i < a.tensors.size(); ++i) {
+    ASSERT_EQ(a.tensors[i].first, b.tensors[i].first);
+    worst = std::max(worst, (a.tensors[i].second - b.tensors[i].second).abs().max().item<double>());
+  }
+  EXPECT_LT(worst, 1e-4);
+}
+
+TEST(Train, RefusesToOverwriteARun) {
+  const Config cfg = small_config();
+  const auto dir = test::scratch_dir("train-exists");
+  std::ofstream(dir / "model.cspn") << "precious";
+  const Dataset train_set = load_split(synthetic_set(), "fld", "train", cfg, false);
+  EXPECT_THROW(train(cfg, train_set, Dataset{train_set.schema, {}, {}}, TrainOptions{dir.string(), "cpu", false, false, {}}),
+               std::invalid_argument);
+  std::ifstream in(dir / "model.cspn");
+  std::string text;
+  in >> text;
+  EXPECT_EQ(text, "precious");
+}
