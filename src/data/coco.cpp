@@ -5,13 +5,12 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "cspn/data/readers.hpp"
 #include "reader_common.hpp"
@@ -164,8 +163,9 @@ Dataset read_coco(const std::string& path, const ReadOptions& opt) {
     parsed[i] = guarded(opt, data, [&] {
       id = json_integer(field(im, "id", s.where), s.where, "id");
       const auto [first, fresh] = by_id.emplace(*id, i);
-      if (!fresh) fail(s.where, "duplicate image id " + std::to_string(*id) + " (first at images[" +
-                                    std::to_string(first->second) + "])");
+      if (!fresh)
+        fail(s.where,
+             "duplicate image id " + std::to_string(*id) + " (first at images[" + std::to_string(first->second) + "])");
       const fs::path name = json_string(field(im, "file_name", s.where), s.where, "file_name");
       fs::path image = name.is_absolute() ? name : dir / name;
       if (!name.is_absolute() && !fs::exists(image) && fs::exists(dir / "img" / name)) image = dir / "img" / name;

@@ -22,9 +22,9 @@ struct SlotColumns {
   const char* abbreviation;
   const char* landmark;
 };
-constexpr SlotColumns kSlotColumns[] = {{"lc", "left_collar"},    {"rc", "right_collar"},    {"ls", "left_sleeve"},
-                                        {"rs", "right_sleeve"},    {"lw", "left_waistline"}, {"rw", "right_waistline"},
-                                        {"lh", "left_hem"},        {"rh", "right_hem"}};
+constexpr SlotColumns kSlotColumns[] = {{"lc", "left_collar"},  {"rc", "right_collar"},   {"ls", "left_sleeve"},
+                                        {"rs", "right_sleeve"}, {"lw", "left_waistline"}, {"rw", "right_waistline"},
+                                        {"lh", "left_hem"},     {"rh", "right_hem"}};
 
 // category_type codes of the CSV (0-based, unlike FLD's clothes_type 1/2/3).
 constexpr const char* kCategoryTypes[] = {"upper", "lower", "full"};
@@ -58,8 +58,8 @@ Dataset read_csv(const std::string& path, const ReadOptions& opt) {
   std::vector<SlotIndex> slot_cols;
   for (const auto& sc : kSlotColumns) {
     const std::string prefix = std::string("lm_") + sc.abbreviation;
-    slot_cols.push_back({schema.landmark_index(sc.landmark), column(prefix + "_x"), column(prefix + "_y"),
-                         column(prefix + "_vis")});
+    slot_cols.push_back(
+        {schema.landmark_index(sc.landmark), column(prefix + "_x"), column(prefix + "_y"), column(prefix + "_vis")});
   }
 
   const fs::path dir = fs::path(file).parent_path();
@@ -77,7 +77,8 @@ Dataset read_csv(const std::string& path, const ReadOptions& opt) {
       if (name.empty()) fail(where, "image_name is empty");
       const auto [first, fresh] = seen.emplace(name, i + 1);
       if (!fresh)
-        fail(where, "duplicate image '" + std::string(name) + "' (first at line " + std::to_string(first->second) + ")");
+        fail(where,
+             "duplicate image '" + std::string(name) + "' (first at line " + std::to_string(first->second) + ")");
 
       const double type = number(f[type_col], where, "category_type");
       if (type != 0 && type != 1 && type != 2)

@@ -38,8 +38,8 @@ void read_list(const std::string& path, const ReadOptions& opt, Dataset& data, L
   f.path = path;
   f.lines = read_lines(path);
   if (f.lines.size() < 2)
-    throw DataError(path + ": expected a count line and a header line, the file has " +
-                    std::to_string(f.lines.size()) + " lines");
+    throw DataError(path + ": expected a count line and a header line, the file has " + std::to_string(f.lines.size()) +
+                    " lines");
   for (std::size_t i = 2; i < f.lines.size(); ++i) {
     auto fields = split_whitespace(f.lines[i]);
     if (!fields.empty()) f.rows.push_back({i + 1, std::move(fields)});
@@ -49,7 +49,8 @@ void read_list(const std::string& path, const ReadOptions& opt, Dataset& data, L
     if (count.size() != 1) fail(at(path, 1), "expected the row count alone, got '" + f.lines[0] + "'");
     const int n = whole_number(count[0], at(path, 1), "row count", 0, INT_MAX);
     if (static_cast<std::size_t>(n) != f.rows.size())
-      fail(at(path, 1), "count line says " + std::to_string(n) + " rows, the file has " + std::to_string(f.rows.size()));
+      fail(at(path, 1),
+           "count line says " + std::to_string(n) + " rows, the file has " + std::to_string(f.rows.size()));
   });
 }
 
@@ -98,8 +99,8 @@ Dataset read_fld(const std::string& root, const ReadOptions& opt) {
       const std::string where = at(landmarks.path, row.line);
       const auto& f = row.fields;
       if (f.size() < 3)
-        fail(where, "expected image_name clothes_type variation_type and landmarks, got " +
-                        std::to_string(f.size()) + " fields");
+        fail(where, "expected image_name clothes_type variation_type and landmarks, got " + std::to_string(f.size()) +
+                        " fields");
       const std::string name(f[0]);
       const auto [first, fresh] = seen.emplace(f[0], row.line);
       if (!fresh) fail(where, "duplicate image '" + name + "' (first at line " + std::to_string(first->second) + ")");

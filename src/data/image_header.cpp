@@ -13,9 +13,7 @@
 namespace cspn {
 namespace {
 
-[[noreturn]] void bad_image(const std::string& path, const std::string& what) {
-  throw DataError(path + ": " + what);
-}
+[[noreturn]] void bad_image(const std::string& path, const std::string& what) { throw DataError(path + ": " + what); }
 
 std::uint32_t big_endian(const unsigned char* p, int bytes) {
   std::uint32_t v = 0;

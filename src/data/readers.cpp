@@ -1,4 +1,6 @@
 // Reader plumbing shared by all formats (parsing, per-sample checks), format dispatch and splits.
+#include "cspn/data/readers.hpp"
+
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -8,7 +10,6 @@
 #include <string>
 #include <vector>
 
-#include "cspn/data/readers.hpp"
 #include "reader_common.hpp"
 
 namespace cspn {
@@ -55,8 +56,8 @@ double number(std::string_view token, const std::string& where, const std::strin
 int whole_number(std::string_view token, const std::string& where, const std::string& field, int lo, int hi) {
   const double v = number(token, where, field);
   if (v != std::floor(v) || v < lo || v > hi)
-    fail(where, field + ": expected a whole number in [" + std::to_string(lo) + ", " + std::to_string(hi) +
-                    "], got '" + std::string(token) + "'");
+    fail(where, field + ": expected a whole number in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got '" +
+                    std::string(token) + "'");
   return static_cast<int>(v);
 }
 
@@ -189,8 +190,9 @@ Dataset read_dataset(const std::string& path, const std::string& format, const R
   } else {
     throw DataError(path + ": no such file or folder");
   }
-  throw DataError(path + ": cannot tell the data set format (looked for Anno/list_landmarks.txt -> fld, "
-                         "*.json -> coco, *.csv -> csv); pass the format explicitly");
+  throw DataError(path +
+                  ": cannot tell the data set format (looked for Anno/list_landmarks.txt -> fld, "
+                  "*.json -> coco, *.csv -> csv); pass the format explicitly");
 }
 
 namespace {

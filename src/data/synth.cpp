@@ -17,15 +17,14 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
-#include <stdexcept>
-#include <string>
-#include <thread>
-#include <vector>
-
 #include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
 
 #include "cspn/landmarks.hpp"
 #include "cspn/sample.hpp"
@@ -119,7 +118,9 @@ Sleeve make_sleeve(const UpperBody& u, int side) {
 }
 
 // A sleeve is drawable when its cuff ends clear of the body side and below the shoulder.
-bool sleeve_ok(const Sleeve& s) { return std::abs(s.inner.x) > std::abs(s.armpit.x) + 0.03 && s.inner.y > s.shoulder.y; }
+bool sleeve_ok(const Sleeve& s) {
+  return std::abs(s.inner.x) > std::abs(s.armpit.x) + 0.03 && s.inner.y > s.shoulder.y;
+}
 
 UpperBody sample_upper_body(Rng& rng, double min_sleeve, double max_sleeve) {
   for (;;) {
@@ -166,7 +167,7 @@ Outline build_upper(const UpperBody& u, const std::vector<Pt>& left_side, double
   o.seams.push_back(neckline);
   o.seams.push_back({lerp(l.outer, l.shoulder, 0.1), lerp(l.inner, l.armpit, 0.1)});  // cuff bands
   o.seams.push_back({lerp(r.outer, r.shoulder, 0.1), lerp(r.inner, r.armpit, 0.1)});
-  o.seams.push_back({lh + Pt(0.01, -0.035), rh + Pt(-0.01, -0.035)});                // hem stitching
+  o.seams.push_back({lh + Pt(0.01, -0.035), rh + Pt(-0.01, -0.035)});  // hem stitching
   return o;
 }
 
@@ -205,8 +206,8 @@ Outline build_trousers(Rng& rng) {
     set_landmark(o, kRightWaist, {waist, 0});
     set_landmark(o, kLeftHem, lerp(lout, lin, 0.5));
     set_landmark(o, kRightHem, {-lerp(lout, lin, 0.5).x, length});
-    o.seams.push_back({{-waist, 0.045}, {waist, 0.045}});  // waistband
-    o.seams.push_back({{0, 0.045}, {0, crotch_y * 0.75}});   // fly
+    o.seams.push_back({{-waist, 0.045}, {waist, 0.045}});   // waistband
+    o.seams.push_back({{0, 0.045}, {0, crotch_y * 0.75}});  // fly
     o.seams.push_back({lout + Pt(0, -0.03), lin + Pt(0, -0.03)});
     o.seams.push_back({Pt(-lin.x, length - 0.03), Pt(-lout.x, length - 0.03)});
     return o;
@@ -236,10 +237,12 @@ std::vector<Pt> make_blob(Rng& rng, Pt c, double rx, double ry) {
   const double cr = std::cos(rot), sr = std::sin(rot);
   std::vector<Pt> pts;
   if (rng.chance(0.35)) {
-    for (Pt q : {Pt(-rx, -ry), Pt(rx, -ry), Pt(rx, ry), Pt(-rx, ry)}) pts.push_back(c + Pt(cr * q.x - sr * q.y, sr * q.x + cr * q.y));
+    for (Pt q : {Pt(-rx, -ry), Pt(rx, -ry), Pt(rx, ry), Pt(-rx, ry)})
+      pts.push_back(c + Pt(cr * q.x - sr * q.y, sr * q.x + cr * q.y));
     return pts;
   }
-  const double w2 = rng.uniform(0, 0.2), w3 = rng.uniform(0, 0.15), p2 = rng.uniform(0, 2 * kPi), p3 = rng.uniform(0, 2 * kPi);
+  const double w2 = rng.uniform(0, 0.2), w3 = rng.uniform(0, 0.15), p2 = rng.uniform(0, 2 * kPi),
+               p3 = rng.uniform(0, 2 * kPi);
   for (int k = 0; k < 28; ++k) {
     const double t = 2 * kPi * k / 28;
     const double wob = 1 + w2 * std::sin(2 * t + p2) + w3 * std::sin(3 * t + p3);
@@ -361,8 +364,11 @@ struct Fabric {
     const double soft = std::max(pixel / period, 1e-3);
     double p = 0;
     switch (pattern) {
-      case kPlain: break;
-      case kStripes: p = band((u * cos_a + v * sin_a) / period, soft); break;
+      case kPlain:
+        break;
+      case kStripes:
+        p = band((u * cos_a + v * sin_a) / period, soft);
+        break;
       case kChecks:
         p = 0.5 * (band((u * cos_a + v * sin_a) / period, soft) + band((v * cos_a - u * sin_a) / period, soft));
         break;
@@ -371,7 +377,9 @@ struct Fabric {
         p = smooth_step((duty * 0.5 - std::sqrt(fu * fu + fv * fv)) / soft + 0.5);
         break;
       }
-      case kTwill: p = 0.5 + 0.35 * std::sin((u + v) * 2 * kPi / (0.25 * period)) * grain_at(u * 200, v * 200); break;
+      case kTwill:
+        p = 0.5 + 0.35 * std::sin((u + v) * 2 * kPi / (0.25 * period)) * grain_at(u * 200, v * 200);
+        break;
     }
     const float g = grain_at(u * grain_scale, v * grain_scale);
     double fold = 0;
@@ -442,7 +450,8 @@ Layer draw_layer(cv::Mat& canvas, const std::vector<Pt>& polygon, const std::vec
     for (int x = 0; x < layer.roi.width; ++x) {
       if (m[x] == 0) continue;
       const Pt t = tex.apply(Pt(x + origin.x, y + origin.y));
-      const float light = static_cast<float>((1 - edge_shade + edge_shade * sh[x] / 255.0) * (1 - 0.45 * sm[x] / 255.0));
+      const float light =
+          static_cast<float>((1 - edge_shade + edge_shade * sh[x] / 255.0) * (1 - 0.45 * sm[x] / 255.0));
       const float a = m[x] / 255.0f;
       out[x] = out[x] * (1 - a) + fabric.at(t.x, t.y, texture_pixel) * (light * a);
     }
@@ -466,9 +475,9 @@ void draw_background(Rng& rng, int width, int height, Scratch& scratch) {
   const cv::Vec3f tone = random_colour(rng, 0.0, 0.6, 0.2, 0.95);
   for (int i = 0; i < 9; ++i) {
     const cv::Vec3f c = tone + random_colour(rng) * 0.35f - cv::Vec3f(45, 45, 45);
-    field.at<cv::Vec3b>(i / 3, i % 3) = cv::Vec3b(cv::saturate_cast<std::uint8_t>(c[0]),
-                                                  cv::saturate_cast<std::uint8_t>(c[1]),
-                                                  cv::saturate_cast<std::uint8_t>(c[2]));
+    field.at<cv::Vec3b>(i / 3, i % 3) =
+        cv::Vec3b(cv::saturate_cast<std::uint8_t>(c[0]), cv::saturate_cast<std::uint8_t>(c[1]),
+                  cv::saturate_cast<std::uint8_t>(c[2]));
   }
   cv::Mat& bg = scratch.background;
   cv::resize(field, bg, cv::Size(width, height), 0, 0, cv::INTER_CUBIC);
@@ -476,7 +485,8 @@ void draw_background(Rng& rng, int width, int height, Scratch& scratch) {
   if (rng.chance(0.4)) {  // floor or table plane
     const double y0 = rng.uniform(0.5, 0.9) * height, y1 = rng.uniform(0.5, 0.9) * height;
     const cv::Vec3f c = random_colour(rng, 0.0, 0.5);
-    std::vector<cv::Point> floor = {{0, static_cast<int>(y0)}, {width, static_cast<int>(y1)}, {width, height}, {0, height}};
+    std::vector<cv::Point> floor = {
+        {0, static_cast<int>(y0)}, {width, static_cast<int>(y1)}, {width, height}, {0, height}};
     cv::fillConvexPoly(bg, floor, cv::Scalar(c[0], c[1], c[2]), cv::LINE_AA);
   }
   const int shapes = rng.integer(3, 14);
@@ -487,14 +497,16 @@ void draw_background(Rng& rng, int width, int height, Scratch& scratch) {
     const int r = std::max(2, static_cast<int>(rng.uniform(0.03, 0.3) * size));
     const int thickness = rng.chance(0.3) ? rng.integer(1, 4) : cv::FILLED;
     switch (rng.integer(0, 3)) {
-      case 0: cv::circle(bg, centre, r, colour, thickness, cv::LINE_AA); break;
+      case 0:
+        cv::circle(bg, centre, r, colour, thickness, cv::LINE_AA);
+        break;
       case 1:
         cv::ellipse(bg, centre, cv::Size(r, std::max(1, static_cast<int>(r * rng.uniform(0.2, 1.0)))),
                     rng.uniform(0, 180), 0, 360, colour, thickness, cv::LINE_AA);
         break;
       case 2:
-        cv::rectangle(bg, centre, centre + cv::Point(r, static_cast<int>(r * rng.uniform(0.2, 1.5))), colour,
-                      thickness, cv::LINE_AA);
+        cv::rectangle(bg, centre, centre + cv::Point(r, static_cast<int>(r * rng.uniform(0.2, 1.5))), colour, thickness,
+                      cv::LINE_AA);
         break;
       default:
         cv::line(bg, centre, cv::Point(rng.integer(0, width - 1), rng.integer(0, height - 1)), colour,
@@ -513,12 +525,12 @@ Homography similarity(double scale, double angle, Pt from, Pt to) {
 
 struct Placed {
   Kind kind;
-  Outline outline;          // garment frame
-  Homography to_image;      // garment frame -> image pixels
-  double scale = 1;         // image pixels per garment unit (before perspective)
+  Outline outline;      // garment frame
+  Homography to_image;  // garment frame -> image pixels
+  double scale = 1;     // image pixels per garment unit (before perspective)
   double angle = 0;
-  Garment garment;          // image labels
-  int variation = 1;        // FLD variation_type
+  Garment garment;    // image labels
+  int variation = 1;  // FLD variation_type
 };
 
 Kind random_kind(Rng& rng) {
@@ -526,9 +538,7 @@ Kind random_kind(Rng& rng) {
   return r < 0.4 ? Kind::Top : r < 0.6 ? Kind::Trousers : r < 0.75 ? Kind::Skirt : Kind::Dress;
 }
 
-const char* category_name(Kind k) {
-  return k == Kind::Top ? "upper" : k == Kind::Dress ? "full" : "lower";
-}
+const char* category_name(Kind k) { return k == Kind::Top ? "upper" : k == Kind::Dress ? "full" : "lower"; }
 
 // Samples a garment and a placement whose landmarks are at least half inside the image.
 Placed place_garment(Rng& rng, int width, int height, bool scene) {
@@ -536,14 +546,23 @@ Placed place_garment(Rng& rng, int width, int height, bool scene) {
   Placed pl;
   pl.kind = random_kind(rng);
   switch (pl.kind) {
-    case Kind::Top: pl.outline = build_top(rng); break;
-    case Kind::Trousers: pl.outline = build_trousers(rng); break;
-    case Kind::Skirt: pl.outline = build_skirt(rng); break;
-    case Kind::Dress: pl.outline = build_dress(rng); break;
+    case Kind::Top:
+      pl.outline = build_top(rng);
+      break;
+    case Kind::Trousers:
+      pl.outline = build_trousers(rng);
+      break;
+    case Kind::Skirt:
+      pl.outline = build_skirt(rng);
+      break;
+    case Kind::Dress:
+      pl.outline = build_dress(rng);
+      break;
   }
   const Outline& o = pl.outline;
   double gx0 = 1e9, gy0 = 1e9, gx1 = -1e9, gy1 = -1e9;
-  for (Pt p : o.polygon) gx0 = std::min(gx0, p.x), gy0 = std::min(gy0, p.y), gx1 = std::max(gx1, p.x), gy1 = std::max(gy1, p.y);
+  for (Pt p : o.polygon)
+    gx0 = std::min(gx0, p.x), gy0 = std::min(gy0, p.y), gx1 = std::max(gx1, p.x), gy1 = std::max(gy1, p.y);
   const Pt centre((gx0 + gx1) / 2, (gy0 + gy1) / 2);
   const double extent = std::max(gx1 - gx0, gy1 - gy0), size = std::min(width, height);
 
@@ -560,7 +579,8 @@ Placed place_garment(Rng& rng, int width, int height, bool scene) {
     // Perspective: the image corners move by up to 7% (a camera not quite facing the garment).
     const double j = rng.chance(0.7) ? rng.uniform(0.0, 0.07) : 0.0;
     std::vector<cv::Point2f> src = {{0, 0}, {float(width), 0}, {float(width), float(height)}, {0, float(height)}}, dst;
-    for (auto c : src) dst.emplace_back(c.x + float(rng.uniform(-j, j) * width), c.y + float(rng.uniform(-j, j) * height));
+    for (auto c : src)
+      dst.emplace_back(c.x + float(rng.uniform(-j, j) * width), c.y + float(rng.uniform(-j, j) * height));
     pl.to_image = a.then({cv::Matx33d(cv::getPerspectiveTransform(src, dst))});
 
     Garment& g = pl.garment;
@@ -756,14 +776,20 @@ void write_coco(const fs::path& dir, const std::vector<Rendered>& items, const s
   std::vector<std::string> names;
   for (const auto& n : schema.landmarks) names.push_back(n);
   for (int c = 0; c < schema.num_categories(); ++c)
-    cats.push_back({{"id", c + 1}, {"name", schema.categories[c].name}, {"supercategory", "garment"},
-                    {"keypoints", names}, {"skeleton", json::array()}});
+    cats.push_back({{"id", c + 1},
+                    {"name", schema.categories[c].name},
+                    {"supercategory", "garment"},
+                    {"keypoints", names},
+                    {"skeleton", json::array()}});
   json images = json::array(), annotations = json::array();
   const auto round2 = [](float v) { return std::round(static_cast<double>(v) * 100) / 100; };
   int ann_id = 1;
   for (std::size_t i = 0; i < items.size(); ++i) {
-    images.push_back({{"id", i + 1}, {"file_name", image_name(static_cast<int>(i))}, {"width", opt.width},
-                      {"height", opt.height}, {"split", splits[i]}});
+    images.push_back({{"id", i + 1},
+                      {"file_name", image_name(static_cast<int>(i))},
+                      {"width", opt.width},
+                      {"height", opt.height},
+                      {"split", splits[i]}});
     for (const Garment& g : items[i].garments) {
       json kps = json::array();
       int labelled = 0;
@@ -772,14 +798,20 @@ void write_coco(const fs::path& dir, const std::vector<Rendered>& items, const s
         kps.insert(kps.end(), {v ? round2(p.x) : 0.0, v ? round2(p.y) : 0.0, v});
         labelled += v > 0;
       }
-      annotations.push_back({{"id", ann_id++}, {"image_id", i + 1}, {"category_id", g.category + 1},
+      annotations.push_back({{"id", ann_id++},
+                             {"image_id", i + 1},
+                             {"category_id", g.category + 1},
                              {"bbox", {g.box.x1, g.box.y1, g.box.width(), g.box.height()}},
-                             {"area", g.box.width() * g.box.height()}, {"iscrowd", 0},
-                             {"num_keypoints", labelled}, {"keypoints", kps}});
+                             {"area", g.box.width() * g.box.height()},
+                             {"iscrowd", 0},
+                             {"num_keypoints", labelled},
+                             {"keypoints", kps}});
     }
   }
   const json doc = {{"info", {{"description", "CSPN synthetic garment scenes"}, {"seed", opt.seed}}},
-                    {"categories", cats}, {"images", images}, {"annotations", annotations}};
+                    {"categories", cats},
+                    {"images", images},
+                    {"annotations", annotations}};
   write_atomic(dir / "annotations.json", doc.dump(1) + "\n");
 }
 
@@ -815,8 +847,8 @@ void synthesize(const std::string& out_dir, const SynthOptions& opt, const std::
   }
 
   std::vector<Rendered> items(opt.count);
-  const int threads = std::max(1, std::min(opt.count, opt.threads > 0 ? opt.threads
-                                                                        : static_cast<int>(std::thread::hardware_concurrency())));
+  const int threads = std::max(
+      1, std::min(opt.count, opt.threads > 0 ? opt.threads : static_cast<int>(std::thread::hardware_concurrency())));
   std::atomic<int> next{0};
   std::atomic<bool> stop{false};
   std::mutex mutex;

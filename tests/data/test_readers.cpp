@@ -1,17 +1,17 @@
 // Dataset readers on the real files of ../shared/data and on hand-written broken inputs, and the
 // image header parser against OpenCV's decoder.
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
-#include <string>
-#include <vector>
-
-#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
+#include <string>
+#include <vector>
 
 #include "common.hpp"
 #include "cspn/data/readers.hpp"
@@ -23,8 +23,8 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 constexpr int kUpper = 0, kLower = 1, kFull = 2;  // LandmarkSchema::deepfashion() categories
-constexpr int kLeftCollar = 0, kRightCollar = 1, kLeftSleeve = 2, kRightSleeve = 3, kLeftWaist = 4,
-              kRightWaist = 5, kLeftHem = 6, kRightHem = 7;
+constexpr int kLeftCollar = 0, kRightCollar = 1, kLeftSleeve = 2, kRightSleeve = 3, kLeftWaist = 4, kRightWaist = 5,
+              kLeftHem = 6, kRightHem = 7;
 
 void write_file(const fs::path& path, const std::string& text) {
   fs::create_directories(path.parent_path());
@@ -247,12 +247,9 @@ TEST(ImageSize, BrokenFilesNameThePath) {
   write_file(dir / "cut.jpg", jpeg.substr(0, 40));  // ends inside the quantisation tables
   write_file(dir / "cut.png", png.substr(0, 16));
   write_file(dir / "no_frame.jpg", jpeg.substr(0, 2) + "\xFF\xDA");  // scan data before any SOF
-  const std::map<std::string, std::string> expected = {{"missing.jpg", "cannot open"},
-                                                       {"empty.jpg", "empty"},
-                                                       {"text.jpg", "not a JPEG, PNG or BMP"},
-                                                       {"cut.jpg", "truncated"},
-                                                       {"cut.png", "truncated PNG"},
-                                                       {"no_frame.jpg", "before any frame header"}};
+  const std::map<std::string, std::string> expected = {
+      {"missing.jpg", "cannot open"}, {"empty.jpg", "empty"},       {"text.jpg", "not a JPEG, PNG or BMP"},
+      {"cut.jpg", "truncated"},       {"cut.png", "truncated PNG"}, {"no_frame.jpg", "before any frame header"}};
   for (const auto& [name, what] : expected) {
     const std::string path = (dir / name).string();
     const std::string msg = data_error([&] { image_size(path); });
@@ -322,7 +319,7 @@ TEST(ReadFld, ParsesRowsOfEachClothesType) {
 
 struct BrokenCase {
   const char* name;
-  std::function<void(FldFiles&)> edit_text;       // edits the list files before they are written
+  std::function<void(FldFiles&)> edit_text;        // edits the list files before they are written
   std::function<void(const fs::path&)> edit_tree;  // then edits the written tree (may be empty)
   const char* file_line;                           // expected "<file>:<line>" of the message
   const char* what;                                // expected words of the message
@@ -340,39 +337,92 @@ TEST(ReadFld, MalformedInputNamesFileAndLine) {
   };
   const std::vector<BrokenCase> cases = {
       {"short line", row_a("img/a.jpg 1 1 0 20 10 0 80"), {}, "list_landmarks.txt:3", "needs 21 fields", 1, 1},
-      {"not a number", row_a("img/a.jpg 1 1 0 2x0 10 0 80 10 1 5 40 0 95 40 0 25 70 2 0 0"), {},
-       "list_landmarks.txt:3", "landmark_location_x_1: expected a number, got '2x0'", 1, 1},
-      {"unknown category", row_a("img/a.jpg 4 1 0 20 10 0 80 10 1 5 40 0 95 40 0 25 70 2 0 0"), {},
-       "list_landmarks.txt:3", "unknown clothes_type '4'", 1, 1},
-      {"bad visibility", row_a("img/a.jpg 1 1 0 20 10 0 80 10 3 5 40 0 95 40 0 25 70 2 0 0"), {},
-       "list_landmarks.txt:3", "landmark_visibility_3", 1, 1},
-      {"keypoint far outside", row_a("img/a.jpg 1 1 0 20 10 0 180 10 1 5 40 0 95 40 0 25 70 2 0 0"), {},
-       "list_landmarks.txt:3", "right_collar at (180, 10) is far outside the 100x80 image", 1, 1},
-      {"box outside image", box_a("img/a.jpg 2 5 102 78"), {}, "list_landmarks.txt:3",
-       "box [2, 5, 102, 78] lies outside the 100x80 image", 1, 1},
+      {"not a number",
+       row_a("img/a.jpg 1 1 0 2x0 10 0 80 10 1 5 40 0 95 40 0 25 70 2 0 0"),
+       {},
+       "list_landmarks.txt:3",
+       "landmark_location_x_1: expected a number, got '2x0'",
+       1,
+       1},
+      {"unknown category",
+       row_a("img/a.jpg 4 1 0 20 10 0 80 10 1 5 40 0 95 40 0 25 70 2 0 0"),
+       {},
+       "list_landmarks.txt:3",
+       "unknown clothes_type '4'",
+       1,
+       1},
+      {"bad visibility",
+       row_a("img/a.jpg 1 1 0 20 10 0 80 10 3 5 40 0 95 40 0 25 70 2 0 0"),
+       {},
+       "list_landmarks.txt:3",
+       "landmark_visibility_3",
+       1,
+       1},
+      {"keypoint far outside",
+       row_a("img/a.jpg 1 1 0 20 10 0 180 10 1 5 40 0 95 40 0 25 70 2 0 0"),
+       {},
+       "list_landmarks.txt:3",
+       "right_collar at (180, 10) is far outside the 100x80 image",
+       1,
+       1},
+      {"box outside image",
+       box_a("img/a.jpg 2 5 102 78"),
+       {},
+       "list_landmarks.txt:3",
+       "box [2, 5, 102, 78] lies outside the 100x80 image",
+       1,
+       1},
       {"empty box", box_a("img/a.jpg 98 5 2 78"), {}, "list_landmarks.txt:3", "empty box", 1, 1},
       // The malformed box row, then its image's landmark row that lacks a box: two messages.
       {"box row short", box_a("img/a.jpg 2 5 98"), {}, "list_bbox.txt:3", "expected 5 fields", 1, 2},
-      {"missing image", {}, [](const fs::path& root) { fs::remove(root / "img" / "a.jpg"); },
-       "list_landmarks.txt:3", "cannot open image file", 1, 1},
-      {"corrupt image", {}, [](const fs::path& root) { write_file(root / "img" / "b.jpg", "\xFF\xD8\xFF"); },
-       "list_landmarks.txt:4", "truncated JPEG", 1, 1},
-      {"count mismatch", [](FldFiles& f) { replace_once(f.landmarks, "2\n", "3\n"); }, {}, "list_landmarks.txt:1",
-       "count line says 3 rows, the file has 2", 2, 1},
+      {"missing image",
+       {},
+       [](const fs::path& root) { fs::remove(root / "img" / "a.jpg"); },
+       "list_landmarks.txt:3",
+       "cannot open image file",
+       1,
+       1},
+      {"corrupt image",
+       {},
+       [](const fs::path& root) { write_file(root / "img" / "b.jpg", "\xFF\xD8\xFF"); },
+       "list_landmarks.txt:4",
+       "truncated JPEG",
+       1,
+       1},
+      {"count mismatch",
+       [](FldFiles& f) { replace_once(f.landmarks, "2\n", "3\n"); },
+       {},
+       "list_landmarks.txt:1",
+       "count line says 3 rows, the file has 2",
+       2,
+       1},
       {"duplicate row",
        [](FldFiles& f) {
          replace_once(f.landmarks, "2\n", "3\n");
          f.landmarks += "img/b.jpg 2 1 0 30 5 0 70 5 0 28 75 0 72 75\n";
        },
-       {}, "list_landmarks.txt:5", "duplicate image 'img/b.jpg' (first at line 4)", 2, 1},
+       {},
+       "list_landmarks.txt:5",
+       "duplicate image 'img/b.jpg' (first at line 4)",
+       2,
+       1},
       {"duplicate box",
        [](FldFiles& f) {
          replace_once(f.bbox, "2\n", "3\n");
          f.bbox += "img/b.jpg 1 1 5 5\n";
        },
-       {}, "list_bbox.txt:5", "duplicate image 'img/b.jpg'", 2, 1},
-      {"bad split", [](FldFiles& f) { replace_once(f.partition, "img/b.jpg test", "img/b.jpg holdout"); }, {},
-       "list_eval_partition.txt:4", "expected train, val or test, got 'holdout'", 1, 1},
+       {},
+       "list_bbox.txt:5",
+       "duplicate image 'img/b.jpg'",
+       2,
+       1},
+      {"bad split",
+       [](FldFiles& f) { replace_once(f.partition, "img/b.jpg test", "img/b.jpg holdout"); },
+       {},
+       "list_eval_partition.txt:4",
+       "expected train, val or test, got 'holdout'",
+       1,
+       1},
   };
   for (const BrokenCase& c : cases) {
     SCOPED_TRACE(c.name);
@@ -493,7 +543,10 @@ TEST(ReadCoco, MalformedInputNamesFileAndPath) {
   const std::vector<Case> cases = {
       {"keypoint count", [](json& j) { j["annotations"][0]["keypoints"].push_back(1); }, "annotations[0]",
        "keypoints has 25 values"},
-      {"9 keypoints", [](json& j) { for (int i = 0; i < 3; ++i) j["annotations"][0]["keypoints"].push_back(0); },
+      {"9 keypoints",
+       [](json& j) {
+         for (int i = 0; i < 3; ++i) j["annotations"][0]["keypoints"].push_back(0);
+       },
        "annotations[0]", "9 keypoints != 8 expected"},
       {"visibility", [](json& j) { j["annotations"][0]["keypoints"][2] = 3; }, "annotations[0]",
        "visibility should be 0, 1 or 2, got 3"},
@@ -501,14 +554,19 @@ TEST(ReadCoco, MalformedInputNamesFileAndPath) {
        "keypoints[0]: expected a number"},
       {"unknown category", [](json& j) { j["annotations"][0]["category"] = "hat"; }, "annotations[0]",
        "unknown category 'hat'"},
-      {"box outside", [](json& j) { j["annotations"][0]["bbox"] = {50, 10, 80, 20}; }, "images[0]",
-       "box [50, 10, 130, 30] lies outside the 100x80 image"},
+      {"box outside",
+       [](json& j) {
+         j["annotations"][0]["bbox"] = {50, 10, 80, 20};
+       },
+       "images[0]", "box [50, 10, 130, 30] lies outside the 100x80 image"},
       {"size mismatch", [](json& j) { j["images"][0]["width"] = 120; }, "images[0]",
        "is 100x80 but the annotation says 120x80"},
       {"no file name", [](json& j) { j["images"][0].erase("file_name"); }, "images[0]", "missing field 'file_name'"},
-      {"missing image", [](json& j) { j["images"][0]["file_name"] = "zzz.jpg"; }, "images[0]", "cannot open image file"},
+      {"missing image", [](json& j) { j["images"][0]["file_name"] = "zzz.jpg"; }, "images[0]",
+       "cannot open image file"},
       {"duplicate id", [](json& j) { j["images"][1]["id"] = 5; }, "images[1]", "duplicate image id 5"},
-      {"bad split", [](json& j) { j["images"][0]["split"] = "dev"; }, "images[0]", "split: expected train, val or test"},
+      {"bad split", [](json& j) { j["images"][0]["split"] = "dev"; }, "images[0]",
+       "split: expected train, val or test"},
       // Its image keeps no garment: the reader cannot know where the annotation belonged.
       {"unknown image", [](json& j) { j["annotations"][0]["image_id"] = 99; }, "annotations[0]",
        "image_id 99 is not in images", 2},
@@ -548,18 +606,38 @@ std::string csv_text(const std::vector<std::map<std::string, std::string>>& edit
     for (const auto& c : cols) r[c] = "0.0";
   // Upper body with the garment's own left on the image right (as in the file).
   rows[0].insert_or_assign("image_name", "a.jpg");
-  for (const auto& [k, v] : std::map<std::string, std::string>{
-           {"x_1", "10.0"}, {"y_1", "5.0"}, {"x_2", "90.0"}, {"y_2", "75.0"}, {"lm_lc_x", "60"}, {"lm_lc_y", "8"},
-           {"lm_rc_x", "40"}, {"lm_rc_y", "9"}, {"lm_ls_x", "85"}, {"lm_ls_y", "30"}, {"lm_rs_x", "15"},
-           {"lm_rs_y", "31"}, {"lm_lh_x", "70"}, {"lm_lh_y", "70"}, {"lm_rh_x", "30"}, {"lm_rh_y", "71"}})
+  for (const auto& [k, v] : std::map<std::string, std::string>{{"x_1", "10.0"},
+                                                               {"y_1", "5.0"},
+                                                               {"x_2", "90.0"},
+                                                               {"y_2", "75.0"},
+                                                               {"lm_lc_x", "60"},
+                                                               {"lm_lc_y", "8"},
+                                                               {"lm_rc_x", "40"},
+                                                               {"lm_rc_y", "9"},
+                                                               {"lm_ls_x", "85"},
+                                                               {"lm_ls_y", "30"},
+                                                               {"lm_rs_x", "15"},
+                                                               {"lm_rs_y", "31"},
+                                                               {"lm_lh_x", "70"},
+                                                               {"lm_lh_y", "70"},
+                                                               {"lm_rh_x", "30"},
+                                                               {"lm_rh_y", "71"}})
     rows[0][k] = v;
   for (const char* s : {"lc", "rc", "ls", "rs", "lh", "rh"}) rows[0][std::string("lm_") + s + "_vis"] = "1.0";
   rows[1]["image_name"] = "b.jpg";
   rows[1]["category_type"] = "1.0";
-  for (const auto& [k, v] : std::map<std::string, std::string>{{"x_1", "20"}, {"y_1", "5"}, {"x_2", "80"}, {"y_2", "78"},
-                                                               {"lm_lw_x", "70"}, {"lm_lw_y", "6"}, {"lm_rw_x", "30"},
-                                                               {"lm_rw_y", "6"}, {"lm_lh_x", "75"}, {"lm_lh_y", "76"},
-                                                               {"lm_rh_x", "25"}, {"lm_rh_y", "77"}})
+  for (const auto& [k, v] : std::map<std::string, std::string>{{"x_1", "20"},
+                                                               {"y_1", "5"},
+                                                               {"x_2", "80"},
+                                                               {"y_2", "78"},
+                                                               {"lm_lw_x", "70"},
+                                                               {"lm_lw_y", "6"},
+                                                               {"lm_rw_x", "30"},
+                                                               {"lm_rw_y", "6"},
+                                                               {"lm_lh_x", "75"},
+                                                               {"lm_lh_y", "76"},
+                                                               {"lm_rh_x", "25"},
+                                                               {"lm_rh_y", "77"}})
     rows[1][k] = v;
   for (const char* s : {"lw", "rw", "lh", "rh"}) rows[1][std::string("lm_") + s + "_vis"] = "1.0";
   for (std::size_t i = 0; i < edits.size() && i < rows.size(); ++i)
@@ -618,7 +696,8 @@ TEST(ReadCsv, MalformedInputNamesFileAndLine) {
       {"visibility", csv_text({{{"lm_lc_vis", "0.5"}}}), "info.csv:2", "lm_lc_vis: expected a whole number in [0, 1]"},
       {"wrong slot", csv_text({{}, {{"lm_lc_vis", "1.0"}, {"lm_lc_x", "50"}}}), "info.csv:3",
        "right_collar is labelled but category lower"},
-      {"duplicate", csv_text({{}, {{"image_name", "a.jpg"}}}), "info.csv:3", "duplicate image 'a.jpg' (first at line 2)"},
+      {"duplicate", csv_text({{}, {{"image_name", "a.jpg"}}}), "info.csv:3",
+       "duplicate image 'a.jpg' (first at line 2)"},
       {"box outside", csv_text({{{"x_2", "150"}}}), "info.csv:2", "lies outside the 100x80 image"},
   };
   for (const Case& c : cases) {
@@ -658,7 +737,8 @@ Dataset named_samples(const std::string& folder, int n) {
 }
 
 TEST(Splits, HoldoutIsDeterministicAndFollowsTheFileName) {
-  Dataset a = named_samples("/data/x", 2000), b = named_samples("/elsewhere/y", 2000), c = named_samples("/data/x", 2000);
+  Dataset a = named_samples("/data/x", 2000), b = named_samples("/elsewhere/y", 2000),
+          c = named_samples("/data/x", 2000);
   assign_holdout(a, 0.25, 7);
   assign_holdout(b, 0.25, 7);
   assign_holdout(c, 0.25, 8);

@@ -1,16 +1,16 @@
 // The synthetic data set: determinism, annotation files readable by the readers, and labels that
 // agree with the pixels.
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <string>
-#include <vector>
-
-#include <gtest/gtest.h>
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
+#include <string>
+#include <vector>
 
 #include "common.hpp"
 #include "cspn/data/readers.hpp"

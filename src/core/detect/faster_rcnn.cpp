@@ -1,6 +1,7 @@
 #include "cspn/detect/faster_rcnn.hpp"
 
 #include <algorithm>
+#include <array>
 #include <sstream>
 #include <stdexcept>
 #include <utility>
