@@ -170,6 +170,9 @@ void Config::validate() const {
   static const std::set<std::string> det_backbones{"vgg16", "resnet18", "resnet50"};
   require(det_backbones.count(d.backbone) > 0, "model.detector.backbone", d.backbone, "vgg16, resnet18 or resnet50");
   require(d.roi_op == "align" || d.roi_op == "pool", "model.detector.roi_op", d.roi_op, "align or pool");
+  require(d.roi_sampling_ratio > 0, "model.detector.roi_sampling_ratio", d.roi_sampling_ratio, "> 0");
+  require(d.box_head == "fc" || (d.box_head == "vgg" && d.backbone == "vgg16" && d.roi_size == 7),
+          "model.detector.box_head", d.box_head, "fc, or vgg with backbone vgg16 and roi_size 7");
   require(d.min_size > 0 && d.max_size >= d.min_size, "model.detector.max_size", d.max_size, ">= min_size > 0");
   require(!d.anchor_sizes.empty() && !d.anchor_ratios.empty(), "model.detector.anchor_sizes", d.anchor_sizes,
           "non-empty sizes and ratios");

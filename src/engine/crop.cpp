@@ -88,7 +88,7 @@ void jitter_colour(cv::Mat& bgr, float strength, std::mt19937& rng) {
   cv::cvtColor(gray, gray3, cv::COLOR_GRAY2BGR);
   f = gray3 + saturation * (f - gray3);  // saturation: blend with grey
   const double mean = cv::mean(gray)[0];
-  f = (f - mean) * contrast + mean + brightness;
+  f = (f - cv::Scalar::all(mean)) * contrast + cv::Scalar::all(mean + brightness);
   f.convertTo(bgr, CV_8UC3);  // saturates to [0, 255]
 }
 

@@ -1,3 +1,4 @@
+#include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include "common.hpp"
@@ -134,4 +135,32 @@ TEST(MeanShape, AveragesBoxNormalisedLayouts) {
   // Left hem: (0.2 + 0.3) / 2 = 0.25 of the width.
   EXPECT_NEAR(p[0][6][0].item<float>(), 100 + 0.25 * 50, 1e-4);
   EXPECT_NEAR(p[0][6][1].item<float>(), 200, 1e-4);
+}
+
+TEST(CropBatcher, DecodedTargetsMapBackToTheGroundTruth) {
+  // Encode a garment's landmarks into the training targets of a crop, decode them and map them back
+  // to the image: the result must be the annotation (within the codec's quarter-pixel precision).
+  Dataset data{LandmarkSchema::deepfashion(), {}, {}};
+  const auto dir = test::scratch_dir("batcher-roundtrip");
+  cv::imwrite((dir / "a.png").string(), cv::Mat(200, 180, CV_8UC3, cv::Scalar::all(90)));
+  Sample s;
+  s.image = (dir / "a.png").string();
+  s.width = 180;
+  s.height = 200;
+  s.garments.push_back(upper_garment());
+  data.samples.push_back(s);
+  Config cfg;
+  cfg.set("model.keypoints.input_size=[128, 96]");
+  cfg.data.workers = 0;
+  const CropBatcher batcher(data, CropBatcher::ground_truth_jobs(data), cfg, false);
+  const auto batch = batcher.make({0}, 0);
+  const HeatmapCodec codec(cfg.model.keypoints);
+  const auto xy = HeatmapCodec::to_image(codec.decode(batch.targets).first, batch.crop_to_image);
+  const float stride_in_image = 4.0f * fit_box(upper_garment().box, 1.25f, 96, 128).w / 96;
+  for (int k : {0, 1, 2, 3, 6, 7}) {
+    EXPECT_EQ(batch.weights[0][k].item<float>(), 1.0f) << k;
+    EXPECT_NEAR(xy[0][k][0].item<float>(), upper_garment().keypoints[k].x, 0.3f * stride_in_image) << k;
+    EXPECT_NEAR(xy[0][k][1].item<float>(), upper_garment().keypoints[k].y, 0.3f * stride_in_image) << k;
+  }
+  EXPECT_EQ(batch.weights[0][4].item<float>(), 0.0f);
 }
