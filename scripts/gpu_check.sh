@@ -27,8 +27,8 @@ out=${OUT:-$PWD/gpu-out}
 mkdir -p "$out"
 prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0))' | tee "$out/device.txt"
-cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCSPN_WITH_OPENCV=OFF -DCSPN_DEPS_DIR="$deps" \
+cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_POLICY_VERSION_MINIMUM=3.5 -DCSPN_WITH_OPENCV=OFF -DCSPN_DEPS_DIR="$deps" \
   -DCMAKE_PREFIX_PATH="$prefix" >"$out/cmake.log" 2>&1 || { tail -40 "$out/cmake.log"; exit 1; }
 cmake --build build-gpu -j "$(nproc)" --target cspn_core_tests cspn_bench >"$out/build.log" 2>&1 || { grep -m20 -E "error|Error" "$out/build.log"; exit 1; }
 ./build-gpu/cspn_core_tests --gtest_brief=1 2>&1 | tee "$out/tests.txt" | tail -30
-./build-gpu/cspn_bench --device cuda --iters 20 --json "$out/bench_cuda.json" | tee "$out/bench_cuda.txt"
+./build-gpu/cspn_bench --device cuda --iters 10 --json "$out/bench_cuda.json" | tee "$out/bench_cuda.txt"
