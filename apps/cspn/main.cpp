@@ -212,7 +212,8 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (*demo) {
-      std::cout << "report: " << run_demo(demo_opt) << "\n";
+      const std::string report_dir = run_demo(demo_opt);
+      std::cout << "report: " << report_dir << "\n";
       return 0;
     }
   } catch (const std::exception& e) {

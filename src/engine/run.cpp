@@ -47,7 +47,7 @@ void plot_log(const std::string& log_path, const fs::path& png) {
     if (rec.is_discarded()) continue;
     if (rec.value("type", "") == "train") loss.emplace_back(rec["iter"].get<double>(), rec["loss"].get<double>());
     if (rec.value("type", "") == "epoch" && rec.contains("val"))
-      val.emplace_back(rec["epoch"].get<double>(), rec["val"]["ne_image"].get<double>());
+      val.emplace_back(rec["epoch"].get<double>(), rec["val"]["ne_image"]["avg"].get<double>());
   }
   if (loss.size() < 2) return;
   const int w = 800, h = 400, m = 50;
