@@ -116,7 +116,7 @@ struct TrainConfig {
   std::vector<int> steps{15, 18};  // epochs at which step decays by gamma
   float gamma = 0.1f;
   int warmup_iters = 100;
-  float time_limit_minutes = 0;    // 0: none; else the schedule is stretched to fit this budget
+  float time_limit_minutes = 0;    // 0: none; else as many epochs (<= epochs) as fit this budget
   int val_every = 1;               // epochs between validations
   int log_every = 10;              // iterations between JSON-lines log records
   float checkpoint_minutes = 5;    // mid-epoch checkpoint interval (also at every epoch end)

@@ -157,6 +157,7 @@ nlohmann::json run_phase(const Phase& ph, const Config& cfg, const TrainOptions&
   const auto start = std::chrono::steady_clock::now();
   auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
   auto last_ckpt = start;
+  const int start_epoch = pos.epoch;
   for (int epoch = pos.epoch; epoch < pos.total_epochs; ++epoch) {
     const double epoch_start = elapsed();
     std::vector<size_t> order(ph.items);
@@ -217,10 +218,11 @@ nlohmann::json run_phase(const Phase& ph, const Config& cfg, const TrainOptions&
                    ph.describe(validation));
     }
     log.write(record);
-    // With a time budget, the first epoch's duration fixes how many epochs fit (schedule included).
-    if (epoch == 0 && ph.tc.time_limit_minutes > 0) {
-      const double per_epoch = elapsed() - epoch_start;
-      const int fit = static_cast<int>(60.0 * ph.tc.time_limit_minutes / std::max(per_epoch, 1e-3));
+    // With a time budget, the mean epoch time so far decides how many epochs fit (the schedule
+    // follows). A resumed run keeps the epoch count its checkpoint settled on.
+    if (start_epoch == 0 && ph.tc.time_limit_minutes > 0) {
+      const double per_epoch = elapsed() / (epoch + 1);
+      const int fit = epoch + 1 + static_cast<int>((60.0 * ph.tc.time_limit_minutes - elapsed()) / per_epoch);
       const int total = std::clamp(fit, epoch + 1, ph.tc.epochs);
       if (total != pos.total_epochs) {
         spdlog::info("{}: time limit {} min at {:.1f} s per epoch: {} epochs instead of {}", ph.name,
