@@ -1,6 +1,7 @@
 // Training end to end on a small synthetic set: it must learn (beat the mean-shape baseline), and a
 // run stopped after an epoch and resumed must end where an uninterrupted run ends.
 #include <signal.h>
+#include <unistd.h>
 #include <sys/wait.h>
 
 #include <chrono>
@@ -22,10 +23,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Shared by the tests of this file: 160 synthetic 128x128 images, made once.
+// Shared by the tests of this file: 160 synthetic 128x128 images, made once per process (ctest
+// runs the tests in parallel processes, each with its own copy).
 const std::string& synthetic_set() {
   static const std::string dir = [] {
-    const auto d = test::scratch_dir("train-synth");
+    const auto d = test::scratch_dir("train-synth-" + std::to_string(getpid()));
     SynthOptions opt;
     opt.count = 160;
     opt.seed = 7;
