@@ -1,4 +1,5 @@
 // The cspn command: a thin client of the library. Each subcommand parses its flags and calls it.
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -9,6 +10,7 @@
 #include "cspn/data/readers.hpp"
 #include "cspn/data/synth.hpp"
 #include "cspn/bench.hpp"
+#include "cspn/engine/predict.hpp"
 #include "cspn/engine/progress.hpp"
 #include "cspn/engine/run.hpp"
 #include "cspn/engine/train.hpp"
@@ -94,6 +96,27 @@ int run_eval(const std::string& model_path, const std::string& data, const std::
   return 0;
 }
 
+int run_predict(const std::string& model_path, const std::vector<std::string>& inputs, const std::string& json,
+                PredictOptions opt) {
+  const ModelFile model = load_model_file(model_path);
+  Pipeline pipeline(model, torch::Device(opt.device));
+  const auto files = image_files(inputs);
+  if (files.empty()) throw std::invalid_argument("no image files found in the given inputs");
+  auto result = predict_files(pipeline, files, opt);
+  result["model"] = model_path;
+  for (const auto& e : result["errors"]) spdlog::warn("{}", e["error"].get<std::string>());
+  std::string target = json;
+  if (target.empty() && !opt.out_dir.empty()) target = (fs::path(opt.out_dir) / "predictions.json").string();
+  if (target.empty()) {
+    std::cout << result.dump(2) << "\n";
+  } else {
+    write_json(target, result);
+    std::cerr << result["images"].size() << " images, " << result["annotations"].size() << " garments, "
+              << result["errors"].size() << " unreadable files: " << target << "\n";
+  }
+  return 0;
+}
+
 int run_info(const std::string& model_path, const std::string& config, const std::vector<std::string>& sets) {
   Config cfg;
   LandmarkSchema schema = LandmarkSchema::deepfashion();
@@ -159,7 +182,9 @@ int main(int argc, char** argv) {
   eval->add_option("--format", format, "fld | coco | csv | auto")->check(CLI::IsMember({"fld", "coco", "csv", "auto"}));
   eval->add_option("--split", split, "train | val | test | all");
   eval->add_option("--json", json, "write the metrics as JSON here");
-  eval->add_option("--boxes", eval_opt.boxes, "garment boxes: gt");
+  eval->add_option("--boxes", eval_opt.boxes,
+                   "garment boxes: gt (ground truth), detector (the model's detector: CSPN), image (whole image: NCSPN)")
+      ->check(CLI::IsMember({"gt", "detector", "image"}));
   eval->add_option("--device", eval_opt.device, "cpu | cuda | cuda:N");
   eval->add_option("--set", sets, "override a config key, e.g. test.flip=false or data.holdout=0.3");
   eval->add_option("--baseline", baseline, "evaluate a baseline instead of a model: mean-shape");
@@ -167,6 +192,16 @@ int main(int argc, char** argv) {
   eval->add_option("--report", report, "also write a report folder (metrics, example images)");
   eval->add_flag("--skip-bad", skip_bad, "report and skip malformed records instead of failing");
   eval->add_flag("--quiet", quiet, "no progress bar");
+
+  auto* predict = app.add_subcommand("predict", "detect garments and their landmarks in photos");
+  std::vector<std::string> predict_inputs;
+  PredictOptions predict_opt;
+  predict->add_option("--model", model_path, "model file with both halves (.cspn)")->required()->check(CLI::ExistingFile);
+  predict->add_option("--out", predict_opt.out_dir, "write rendered images (and predictions.json) here");
+  predict->add_option("--json", json, "write the predictions here (default: OUT/predictions.json, else stdout)");
+  predict->add_option("--device", predict_opt.device, "cpu | cuda | cuda:N");
+  predict->add_flag("--quiet", quiet, "no progress bar");
+  predict->add_option("inputs", predict_inputs, "image files or folders (searched recursively)")->required();
 
   auto* info = app.add_subcommand("info", "parameters and GFLOPs per stage of a model or config");
   auto* info_model = info->add_option("--model", model_path, "model file")->check(CLI::ExistingFile);
@@ -184,6 +219,12 @@ int main(int argc, char** argv) {
   bench->add_option("--iters", bench_opt.iters, "timed runs per case (median reported)");
   bench->add_option("--input", bench_opt.input_size, "crop height and width")->expected(2);
   bench->add_option("--json", bench_json, "write the results as JSON here");
+  PipelineBenchOptions pipeline_opt;
+  std::vector<std::string> bench_parts{"landmarks", "pipeline"};
+  bench->add_option("--parts", bench_parts, "what to time: landmarks (network per crop), pipeline (per image)")
+      ->check(CLI::IsMember({"landmarks", "pipeline"}));
+  bench->add_option("--image-sizes", pipeline_opt.sizes, "pipeline: detector input sizes (shorter side)");
+  bench->add_option("--garments", pipeline_opt.garments, "pipeline: garments per image")->check(CLI::PositiveNumber);
 
   auto* demo = app.add_subcommand("demo", "synthesize data, train a small model, evaluate, write a report");
   DemoOptions demo_opt;
@@ -202,12 +243,27 @@ int main(int argc, char** argv) {
       eval_opt.progress = !quiet;
       return run_eval(model_path, data, format, split, json, sets, baseline, train_data, report, eval_opt, skip_bad);
     }
+    if (*predict) {
+      predict_opt.progress = !quiet;
+      return run_predict(model_path, predict_inputs, json, predict_opt);
+    }
     if (*info) {
       if (model_path.empty() && config.empty()) throw std::invalid_argument("cspn info needs --model FILE or --config FILE");
       return run_info(model_path, config, sets);
     }
     if (*bench) {
-      const auto result = run_bench(bench_opt, std::cout);
+      nlohmann::json result;
+      const auto wants = [&](const char* part) {
+        return std::find(bench_parts.begin(), bench_parts.end(), part) != bench_parts.end();
+      };
+      if (wants("landmarks")) result = run_bench(bench_opt, std::cout);
+      if (wants("pipeline")) {
+        if (bench_opt.threads > 0) torch::set_num_threads(bench_opt.threads);
+        pipeline_opt.device = bench_opt.device;
+        pipeline_opt.iters = bench_opt.iters;
+        pipeline_opt.input_size = bench_opt.input_size;
+        result["pipeline"] = bench_pipeline(pipeline_opt, std::cout);
+      }
       if (!bench_json.empty()) write_json(bench_json, result);
       return 0;
     }

@@ -1,6 +1,7 @@
 #pragma once
 // Latency of the landmark network per crop (cspn bench), next to the bare backbone's time.
 // Tensors only, so it also builds where OpenCV is missing (a CUDA machine).
+#include <functional>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -18,6 +19,10 @@ struct BenchOptions {
   std::string device = "cpu";
   int iters = 5;             // timed runs per case; the median is reported
 };
+
+// Median wall time in milliseconds of `iters` runs of fn after two warm-up runs; with `cuda`, each
+// run waits for the GPU.
+double median_ms(const std::function<void()>& fn, int iters, bool cuda);
 
 // Path of the BLAS library mapped into this process (LibTorch's matrix products), "" if none.
 std::string blas_library();

@@ -47,8 +47,9 @@ struct DetectorModelConfig {
   std::string box_head = "fc";           // fc: two new head_dim FC layers | vgg: VGG16's fc6/fc7
                                          // (4096 wide, ImageNet-loadable; backbone vgg16, roi_size 7)
   int head_dim = 256;                    // width of the two fully connected layers
-  bool freeze_bn = true;                 // backbone BatchNorm keeps its running statistics and affine
-                                         // parameters (batches of 1-2 images give poor statistics)
+  bool freeze_bn = false;                // backbone BatchNorm keeps its running statistics and affine
+                                         // parameters: for ImageNet-initialised backbones trained on
+                                         // batches of 1-2 images; from scratch it must learn (false)
   float box_fg_iou = 0.5f, box_bg_iou = 0.5f;
   int box_batch = 128;
   float box_pos_fraction = 0.25f;
@@ -134,18 +135,37 @@ struct TrainConfig {
 struct TestConfig {
   bool flip = true;               // average with the prediction on the mirrored crop
   std::string decode = "quarter"; // quarter (argmax + 1/4 px toward the higher neighbour) | argmax
-  int batch_size = 32;
-  template <class V> void visit(V& v) { v("flip", flip); v("decode", decode); v("batch_size", batch_size); }
+  int batch_size = 32;            // crops per landmark-network batch
+  int detector_batch_size = 4;    // whole images per detector batch
+  float visible_score = 0.2f;     // a predicted landmark is reported visible when its heatmap peak
+                                  // (1.0 = a perfect target's centre) reaches this
+  template <class V> void visit(V& v) {
+    v("flip", flip); v("decode", decode); v("batch_size", batch_size);
+    v("detector_batch_size", detector_batch_size); v("visible_score", visible_score);
+  }
 };
+
+// The detector's optimisation defaults: whole images, a few per batch.
+inline TrainConfig detector_train_defaults() {
+  TrainConfig t;
+  t.lr = 1e-3f;
+  t.batch_size = 4;
+  t.epochs = 20;
+  t.warmup_iters = 100;
+  t.weight_decay = 1e-4f;
+  return t;
+}
 
 struct Config {
   ModelConfig model;
   DataConfig data;
   LossConfig loss;
-  TrainConfig train;
+  TrainConfig train;                                     // the landmark network
+  TrainConfig train_detector = detector_train_defaults();  // the detector (model.detector.enabled)
   TestConfig test;
   template <class V> void visit(V& v) {
-    v("model", model); v("data", data); v("loss", loss); v("train", train); v("test", test);
+    v("model", model); v("data", data); v("loss", loss); v("train", train);
+    v("train_detector", train_detector); v("test", test);
   }
 
   // Overlay a YAML file; errors name the file and the key.

@@ -24,6 +24,13 @@ struct Garment {
   std::vector<Keypoint> keypoints;         // one per schema slot; slots the category lacks: Absent
 };
 
+// True when at least one landmark of the garment is annotated (visible or occluded).
+inline bool has_landmarks(const Garment& g) {
+  for (const auto& p : g.keypoints)
+    if (p.v != Visibility::Absent) return true;
+  return false;
+}
+
 struct Sample {
   std::string image;                       // absolute or reader-resolved path
   int width = 0, height = 0;               // image size in pixels

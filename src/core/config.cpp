@@ -184,16 +184,20 @@ void Config::validate() const {
   require(data.workers >= 0, "data.workers", data.workers, ">= 0");
   require(data.prefetch >= 1, "data.prefetch", data.prefetch, ">= 1");
   require(loss.ohkm_topk >= 1, "loss.ohkm_topk", loss.ohkm_topk, ">= 1");
-  require(train.optimizer == "adam" || train.optimizer == "sgd", "train.optimizer", train.optimizer, "adam or sgd");
-  require(train.schedule == "cosine" || train.schedule == "step", "train.schedule", train.schedule, "cosine or step");
-  require(train.lr > 0, "train.lr", train.lr, "> 0");
-  require(train.epochs >= 1, "train.epochs", train.epochs, ">= 1");
-  require(train.batch_size >= 1, "train.batch_size", train.batch_size, ">= 1");
-  require(train.time_limit_minutes >= 0, "train.time_limit_minutes", train.time_limit_minutes, ">= 0");
-  require(train.val_every >= 0, "train.val_every", train.val_every, ">= 0 (0: never)");
-  require(train.log_every >= 1, "train.log_every", train.log_every, ">= 1");
+  for (const auto& [name, t] : {std::pair<std::string, const TrainConfig&>{"train", train},
+                                 std::pair<std::string, const TrainConfig&>{"train_detector", train_detector}}) {
+    require(t.optimizer == "adam" || t.optimizer == "sgd", name + ".optimizer", t.optimizer, "adam or sgd");
+    require(t.schedule == "cosine" || t.schedule == "step", name + ".schedule", t.schedule, "cosine or step");
+    require(t.lr > 0, name + ".lr", t.lr, "> 0");
+    require(t.epochs >= 1, name + ".epochs", t.epochs, ">= 1");
+    require(t.batch_size >= 1, name + ".batch_size", t.batch_size, ">= 1");
+    require(t.time_limit_minutes >= 0, name + ".time_limit_minutes", t.time_limit_minutes, ">= 0");
+    require(t.val_every >= 0, name + ".val_every", t.val_every, ">= 0 (0: never)");
+    require(t.log_every >= 1, name + ".log_every", t.log_every, ">= 1");
+  }
   require(test.decode == "quarter" || test.decode == "argmax", "test.decode", test.decode, "quarter or argmax");
   require(test.batch_size >= 1, "test.batch_size", test.batch_size, ">= 1");
+  require(test.detector_batch_size >= 1, "test.detector_batch_size", test.detector_batch_size, ">= 1");
 }
 
 nlohmann::json Config::to_json() const {

@@ -110,4 +110,23 @@ std::pair<int, int> image_size(const std::string& path) {
   bad_image(path, std::string("not a JPEG, PNG or BMP file (starts with bytes ") + first + ")");
 }
 
+void check_complete(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::array<unsigned char, 8> head{};
+  if (!in.read(reinterpret_cast<char*>(head.data()), head.size())) return;  // image_size reports short files
+  const bool jpeg = head[0] == 0xFF && head[1] == 0xD8;
+  const bool png = head[0] == 0x89 && head[1] == 'P' && head[2] == 'N' && head[3] == 'G';
+  if (!jpeg && !png) return;
+  // The end marker is searched in the last 4 KiB: some writers append a few bytes after it.
+  in.seekg(0, std::ios::end);
+  const std::streamoff size = in.tellg();
+  const std::streamoff tail = std::min<std::streamoff>(size, 4096);
+  std::string bytes(static_cast<size_t>(tail), '\0');
+  in.seekg(size - tail);
+  in.read(bytes.data(), tail);
+  if (jpeg && bytes.find("\xFF\xD9") == std::string::npos)
+    bad_image(path, "truncated JPEG: no end-of-image marker");
+  if (png && bytes.find("IEND") == std::string::npos) bad_image(path, "truncated PNG: no IEND chunk");
+}
+
 }  // namespace cspn

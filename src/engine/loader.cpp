@@ -14,42 +14,45 @@ cv::Mat read_image(const std::string& path, long max_pixels) {
   if (static_cast<long>(w) * h > max_pixels)
     throw DataError(path + ": image is " + std::to_string(w) + "x" + std::to_string(h) +
                     ", more than the " + std::to_string(max_pixels) + " pixels allowed");
+  check_complete(path);
   cv::Mat image = cv::imread(path, cv::IMREAD_COLOR);
   if (image.empty()) throw DataError(path + ": cannot decode image (corrupt or truncated file?)");
   return image;
 }
 
-CropBatcher::CropBatcher(const Dataset& data, std::vector<CropJob> jobs, const Config& cfg, bool augment)
+ImageStore::ImageStore(const Dataset& data, bool cache, std::map<int, cv::Mat> decoded)
+    : data_(data), cache_enabled_(cache), cache_(std::move(decoded)) {}
+
+cv::Mat ImageStore::get(int sample) const {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = cache_.find(sample);
+    if (it != cache_.end()) return it->second;
+  }
+  cv::Mat decoded = read_image(data_.samples.at(sample).image);
+  if (!cache_enabled_) return decoded;
+  std::lock_guard<std::mutex> lock(mutex_);
+  return cache_.emplace(sample, decoded).first->second;
+}
+
+CropBatcher::CropBatcher(const Dataset& data, std::vector<CropJob> jobs, const Config& cfg, bool augment,
+                         std::map<int, cv::Mat> decoded)
     : data_(data),
       jobs_(std::move(jobs)),
       cfg_(cfg),
       codec_(cfg.model.keypoints),
       augment_(augment),
-      cache_enabled_(cfg.data.cache_images) {}
+      images_(data, cfg.data.cache_images, std::move(decoded)) {}
 
 std::vector<CropJob> CropBatcher::ground_truth_jobs(const Dataset& data) {
   std::vector<CropJob> jobs;
   for (size_t s = 0; s < data.samples.size(); ++s) {
     const auto& garments = data.samples[s].garments;
     for (size_t g = 0; g < garments.size(); ++g) {
-      bool any = false;
-      for (const auto& p : garments[g].keypoints) any |= p.v != Visibility::Absent;
-      if (any) jobs.push_back({static_cast<int>(s), static_cast<int>(g), garments[g].category, garments[g].box});
+      if (has_landmarks(garments[g])) jobs.push_back({static_cast<int>(s), static_cast<int>(g), garments[g].category, garments[g].box});
     }
   }
   return jobs;
-}
-
-cv::Mat CropBatcher::image(int sample) const {
-  if (!cache_enabled_) return read_image(data_.samples[sample].image);
-  {
-    std::lock_guard<std::mutex> lock(cache_mutex_);
-    auto it = cache_.find(sample);
-    if (it != cache_.end()) return it->second;
-  }
-  cv::Mat decoded = read_image(data_.samples[sample].image);
-  std::lock_guard<std::mutex> lock(cache_mutex_);
-  return cache_.emplace(sample, decoded).first->second;
 }
 
 KeypointBatch CropBatcher::make(const std::vector<size_t>& job_indices, std::uint64_t seed) const {
@@ -69,7 +72,7 @@ KeypointBatch CropBatcher::make(const std::vector<size_t>& job_indices, std::uin
     CropWindow win = fit_box(job.box, cfg_.data.box_expand, in_w, in_h);
     if (augment_) win = augment_window(win, cfg_.data, rng);
     const cv::Matx23d m = window_to_crop(win, in_w, in_h);
-    cv::Mat crop = warp_crop(image(job.sample), m, in_w, in_h);
+    cv::Mat crop = warp_crop(images_.get(job.sample), m, in_w, in_h);
     if (augment_) {
       jitter_colour(crop, cfg_.data.color_aug, rng);
       if (unit(rng) < cfg_.data.occlusion_aug) paste_occluder(crop, rng);

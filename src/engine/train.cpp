@@ -9,6 +9,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "cspn/engine/detection.hpp"
 #include "cspn/engine/evaluate.hpp"
 #include "cspn/engine/landmarks_model.hpp"
 #include "cspn/engine/loader.hpp"
@@ -264,6 +265,50 @@ TrainSummary train(const Config& cfg, const Dataset& train_set, const Dataset& v
   file.config = cfg;
   file.schema = train_set.schema;
   nlohmann::json extra{{"data", opt.data_info}};
+
+  if (cfg.model.detector.enabled) {
+    FasterRCNN net(cfg.model.detector, train_set.schema.num_categories() + 1);
+    if (!cfg.model.detector.pretrained.empty()) {
+      const auto report = load_state_dict(*net->backbone(), read_weights(cfg.model.detector.pretrained), "",
+                                          {"fc.", "layer4.", "classifier.", "avgpool."});
+      spdlog::info("detector backbone weights from {}: {} tensors loaded\n{}", cfg.model.detector.pretrained,
+                   report.loaded, report.summary());
+    }
+    DetectionBatcher batcher(train_set, cfg, true);
+    if (batcher.size() == 0) throw std::invalid_argument("the training set has no image with a garment box");
+    Phase phase{"detector", net.ptr(), cfg.train_detector, batcher.size(),
+                [&](const std::vector<size_t>& idx, std::uint64_t seed) { return std::any(batcher.make(idx, seed)); },
+                [&](const std::any& any) {
+                  const auto& batch = std::any_cast<const DetectorBatch&>(any);
+                  const auto losses = net->losses(batch.images.to(device), batch.targets);
+                  torch::Tensor total = torch::zeros({}, batch.images.options().device(device));
+                  nlohmann::json parts;
+                  for (const auto& [name, value] : losses) {
+                    total = total + value;
+                    parts[name] = value.item<double>();
+                  }
+                  return std::make_pair(total, parts);
+                },
+                {},
+                [](const nlohmann::json& m) {
+                  if (!m["det_ap50"].is_number()) return std::string("no ground-truth boxes");
+                  char text[96];
+                  std::snprintf(text, sizeof text, "det_ap50 %.4f, det_ap %.4f", m["det_ap50"].get<double>(),
+                                m["det_ap"].get<double>());
+                  return std::string(text);
+                }};
+    if (!val_set.samples.empty())
+      phase.validate = [&] {
+        GarmentDetector detector(net, cfg, val_set.schema, device);
+        return detector_ap(detector, val_set, cfg);
+      };
+    int epochs = 0;
+    extra["detector"] = {{"validation", run_phase(phase, cfg, opt, device, log, &epochs)},
+                         {"train_images", batcher.size()}, {"epochs", epochs}};
+    summary.epochs = epochs;
+    summary.validation = extra["detector"]["validation"];
+    for (auto& [name, tensor] : state_dict(*net)) file.tensors.emplace_back("detector." + name, tensor);
+  }
 
   if (cfg.model.keypoints.enabled) {
     CSPNNet net(cfg.model.keypoints, train_set.schema.num_landmarks());

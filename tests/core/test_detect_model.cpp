@@ -68,6 +68,7 @@ DetectorModelConfig small_config() {
   cfg.rpn_batch = 64;
   cfg.box_batch = 32;
   cfg.head_dim = 128;
+  cfg.freeze_bn = true;  // one image per batch: BatchNorm keeps its initial statistics
   return cfg;
 }
 

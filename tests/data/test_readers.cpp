@@ -258,6 +258,29 @@ TEST(ImageSize, BrokenFilesNameThePath) {
   }
 }
 
+TEST(ImageSize, TruncatedPayloadIsCaughtBeforeDecoding) {
+  // Headers intact, the rest of the file cut: the size is readable, the image is not complete.
+  const fs::path dir = test::scratch_dir("image_complete");
+  cv::Mat noise(64, 64, CV_8UC3);
+  cv::randu(noise, cv::Scalar::all(0), cv::Scalar::all(255));
+  ASSERT_TRUE(cv::imwrite((dir / "ok.jpg").string(), noise));
+  ASSERT_TRUE(cv::imwrite((dir / "ok.png").string(), noise));
+  const std::string jpeg = read_file(dir / "ok.jpg"), png = read_file(dir / "ok.png");
+  write_file(dir / "half.jpg", jpeg.substr(0, jpeg.size() / 2));
+  write_file(dir / "half.png", png.substr(0, png.size() / 2));
+  write_file(dir / "padded.jpg", jpeg + std::string(16, '\0'));  // bytes after the end marker are fine
+  for (const char* name : {"ok.jpg", "ok.png", "padded.jpg"})
+    EXPECT_NO_THROW(check_complete((dir / name).string())) << name;
+  for (const auto& [name, what] : std::map<std::string, std::string>{{"half.jpg", "truncated JPEG: no end-of-image"},
+                                                                     {"half.png", "truncated PNG: no IEND"}}) {
+    const std::string path = (dir / name).string();
+    EXPECT_EQ(image_size(path), std::make_pair(64, 64)) << name;
+    const std::string msg = data_error([&] { check_complete(path); });
+    EXPECT_NE(msg.find(path), std::string::npos) << msg;
+    EXPECT_NE(msg.find(what), std::string::npos) << msg;
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // FLD layout
 

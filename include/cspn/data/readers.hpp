@@ -39,6 +39,10 @@ Dataset read_dataset(const std::string& path, const std::string& format, const R
 // when the file is missing, empty or not a readable image.
 std::pair<int, int> image_size(const std::string& path);
 
+// Throws DataError when a JPEG file lacks its end-of-image marker or a PNG file its IEND chunk
+// near the end: a truncated copy, which decoders would otherwise fill in silently.
+void check_complete(const std::string& path);
+
 // Marks a deterministic fraction of samples (by a hash of the image file name and seed) as split
 // "test" and the rest "train". For formats without a split of their own and for holdout training.
 void assign_holdout(Dataset& data, double fraction, std::uint64_t seed);

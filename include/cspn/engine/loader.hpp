@@ -25,6 +25,20 @@ namespace cspn {
 // corrupt, or larger than max_pixels (checked from the header, before decoding).
 cv::Mat read_image(const std::string& path, long max_pixels = 80'000'000);
 
+// Decoded images of a dataset by sample index: those handed in, else read from their files and,
+// with `cache`, kept for the next call. Thread-safe.
+class ImageStore {
+ public:
+  ImageStore(const Dataset& data, bool cache, std::map<int, cv::Mat> decoded = {});
+  cv::Mat get(int sample) const;
+
+ private:
+  const Dataset& data_;
+  bool cache_enabled_;
+  mutable std::mutex mutex_;
+  mutable std::map<int, cv::Mat> cache_;
+};
+
 // One crop to make: a box of a sample's image, the ground-truth garment it belongs to (or -1).
 struct CropJob {
   int sample = 0;
@@ -42,10 +56,12 @@ struct KeypointBatch {
 };
 
 // Turns crop jobs over a dataset into batches. Training batches are augmented with an RNG seeded
-// from (seed, batch index), so a batch is the same whichever thread makes it.
+// from (seed, batch index), so a batch is the same whichever thread makes it. Images come from
+// `decoded` (by sample index) where given, else from their files.
 class CropBatcher {
  public:
-  CropBatcher(const Dataset& data, std::vector<CropJob> jobs, const Config& cfg, bool augment);
+  CropBatcher(const Dataset& data, std::vector<CropJob> jobs, const Config& cfg, bool augment,
+              std::map<int, cv::Mat> decoded = {});
 
   // One job per garment that has at least one landmark present.
   static std::vector<CropJob> ground_truth_jobs(const Dataset& data);
@@ -56,15 +72,12 @@ class CropBatcher {
   KeypointBatch make(const std::vector<size_t>& job_indices, std::uint64_t seed) const;
 
  private:
-  cv::Mat image(int sample) const;
   const Dataset& data_;
   std::vector<CropJob> jobs_;
   Config cfg_;
   HeatmapCodec codec_;
   bool augment_;
-  bool cache_enabled_;
-  mutable std::mutex cache_mutex_;
-  mutable std::map<int, cv::Mat> cache_;  // decoded images by sample, with data.cache_images
+  ImageStore images_;
 };
 
 // Runs make(i) for i in [0, count) on `workers` threads, at most `prefetch` batches ahead of the

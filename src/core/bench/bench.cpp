@@ -12,17 +12,14 @@
 #include "cspn/model/cspn_net.hpp"
 
 namespace cspn {
-namespace {
-
-// Median wall time in milliseconds of `iters` runs of fn, after two warm-up runs.
-double median_ms(const std::function<void()>& fn, int iters, const torch::Device& device) {
+double median_ms(const std::function<void()>& fn, int iters, bool cuda) {
   auto sync = [&] {
-    if (device.is_cuda()) torch::cuda::synchronize();
+    if (cuda) torch::cuda::synchronize();
   };
   for (int i = 0; i < 2; ++i) fn();
   sync();
   std::vector<double> times;
-  for (int i = 0; i < iters; ++i) {
+  for (int i = 0; i < std::max(iters, 1); ++i) {
     const auto t0 = std::chrono::steady_clock::now();
     fn();
     sync();
@@ -31,8 +28,6 @@ double median_ms(const std::function<void()>& fn, int iters, const torch::Device
   std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
   return times[times.size() / 2];
 }
-
-}  // namespace
 
 std::string blas_library() {
   std::ifstream maps("/proc/self/maps");
@@ -80,8 +75,8 @@ nlohmann::json run_bench(const BenchOptions& opt, std::ostream& out) {
       net->eval();
       for (int batch : opt.batches) {
         const auto x = torch::randn({batch, 3, h, w}, torch::TensorOptions().device(device));
-        const double full = median_ms([&] { net->forward(x); }, opt.iters, device);
-        const double bare = median_ms([&] { net->backbone->features(x); }, opt.iters, device);
+        const double full = median_ms([&] { net->forward(x); }, opt.iters, device.is_cuda());
+        const double bare = median_ms([&] { net->backbone->features(x); }, opt.iters, device.is_cuda());
         std::snprintf(line, sizeof line, "%-10s %6d %6d %12.1f %12.2f %10.1f %16.2f\n", backbone.c_str(), stages, batch,
                       full, full / batch, 1000.0 * batch / full, bare / batch);
         out << line << std::flush;

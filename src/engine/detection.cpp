@@ -1,0 +1,260 @@
+#include "cspn/engine/detection.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+
+#include <opencv2/imgproc.hpp>
+
+#include "cspn/detect/ap.hpp"
+#include "cspn/engine/crop.hpp"
+#include "cspn/io/weights.hpp"
+
+namespace cspn {
+namespace {
+
+cv::Mat resized(const cv::Mat& bgr, float scale) {
+  const int w = std::max(1, static_cast<int>(std::lround(bgr.cols * scale)));
+  const int h = std::max(1, static_cast<int>(std::lround(bgr.rows * scale)));
+  if (w == bgr.cols && h == bgr.rows) return bgr;
+  cv::Mat out;
+  cv::resize(bgr, out, cv::Size(w, h), 0, 0, scale < 1 ? cv::INTER_AREA : cv::INTER_LINEAR);
+  return out;
+}
+
+int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+std::vector<std::string> class_names(const LandmarkSchema& schema) {
+  std::vector<std::string> names{"background"};
+  for (const auto& c : schema.categories) names.push_back(c.name);
+  return names;
+}
+
+}  // namespace
+
+float detector_scale(int width, int height, const DetectorModelConfig& cfg) {
+  const float shorter = static_cast<float>(std::min(width, height));
+  const float longer = static_cast<float>(std::max(width, height));
+  return std::min(cfg.min_size / shorter, cfg.max_size / longer);
+}
+
+torch::Tensor detector_input(const std::vector<cv::Mat>& bgr, const std::vector<float>& scales) {
+  std::vector<torch::Tensor> images;
+  int64_t h = 0, w = 0;
+  for (size_t i = 0; i < bgr.size(); ++i) {
+    images.push_back(to_input_tensor(resized(bgr[i], scales[i])));
+    h = std::max(h, images.back().size(1));
+    w = std::max(w, images.back().size(2));
+  }
+  auto batch = torch::zeros({static_cast<int64_t>(images.size()), 3, round_up(h, FasterRCNNImpl::kStride),
+                             round_up(w, FasterRCNNImpl::kStride)});
+  for (size_t i = 0; i < images.size(); ++i)
+    batch[static_cast<int64_t>(i)].narrow(1, 0, images[i].size(1)).narrow(2, 0, images[i].size(2)).copy_(images[i]);
+  return batch;
+}
+
+DetectionBatcher::DetectionBatcher(const Dataset& data, const Config& cfg, bool augment)
+    : data_(data), cfg_(cfg), augment_(augment), images_(data, cfg.data.cache_images) {
+  for (size_t s = 0; s < data.samples.size(); ++s)
+    if (!data.samples[s].garments.empty()) samples_.push_back(static_cast<int>(s));
+}
+
+DetectorBatch DetectionBatcher::make(const std::vector<size_t>& indices, std::uint64_t seed) const {
+  std::mt19937 rng(static_cast<std::uint32_t>(seed * 0x9E3779B97F4A7C15ULL >> 32));
+  std::uniform_real_distribution<float> unit(0.0f, 1.0f);
+  std::vector<cv::Mat> images;
+  std::vector<float> scales;
+  DetectorBatch batch;
+  for (size_t index : indices) {
+    const Sample& sample = data_.samples[samples_.at(index)];
+    cv::Mat image = images_.get(samples_[index]);
+    float scale = detector_scale(image.cols, image.rows, cfg_.model.detector);
+    bool flip = false;
+    if (augment_) {
+      scale *= 1.0f + cfg_.data.scale_aug * (2 * unit(rng) - 1);
+      flip = cfg_.data.flip_aug && unit(rng) < 0.5f;
+      image = image.clone();
+      jitter_colour(image, cfg_.data.color_aug, rng);
+      if (flip) cv::flip(image, image, 1);
+    }
+    const auto n = static_cast<int64_t>(sample.garments.size());
+    auto boxes = torch::empty({n, 4});
+    auto labels = torch::empty({n}, torch::kLong);
+    const float w = static_cast<float>(image.cols);
+    for (int64_t g = 0; g < n; ++g) {
+      const Box& b = sample.garments[g].box;
+      const float x1 = flip ? w - b.x2 : b.x1, x2 = flip ? w - b.x1 : b.x2;
+      boxes[g] = torch::tensor({x1 * scale, b.y1 * scale, x2 * scale, b.y2 * scale});
+      labels[g] = sample.garments[g].category + 1;
+    }
+    batch.targets.push_back({boxes, labels});
+    images.push_back(image);
+    scales.push_back(scale);
+  }
+  batch.images = detector_input(images, scales);
+  return batch;
+}
+
+GarmentDetector::GarmentDetector(FasterRCNN net, const Config& cfg, LandmarkSchema schema, torch::Device device)
+    : net_(std::move(net)), cfg_(cfg), schema_(std::move(schema)), device_(device) {
+  net_->to(device_);
+  net_->eval();
+}
+
+GarmentDetector GarmentDetector::from_model_file(const ModelFile& file, torch::Device device) {
+  if (!file.config.model.detector.enabled)
+    throw std::invalid_argument("the model file has no garment detector (model.detector.enabled is false); "
+                                "use ground-truth boxes (--boxes gt) or train one");
+  FasterRCNN net(file.config.model.detector, file.schema.num_categories() + 1);
+  const LoadReport report = load_state_dict(*net, file.tensors, "detector.");
+  if (!report.missing.empty() || !report.mismatched.empty())
+    throw std::runtime_error("model file does not match its own detector config:\n" + report.summary());
+  return GarmentDetector(net, file.config, file.schema, device);
+}
+
+std::vector<std::vector<DetectedGarment>> GarmentDetector::detect(const std::vector<cv::Mat>& images) {
+  std::vector<std::vector<DetectedGarment>> out;
+  const size_t bs = static_cast<size_t>(cfg_.test.detector_batch_size);
+  for (size_t first = 0; first < images.size(); first += bs) {
+    const std::vector<cv::Mat> chunk(images.begin() + first, images.begin() + std::min(images.size(), first + bs));
+    std::vector<float> scales;
+    for (const auto& im : chunk) scales.push_back(detector_scale(im.cols, im.rows, cfg_.model.detector));
+    const auto detections = net_->detect(detector_input(chunk, scales).to(device_));
+    for (size_t i = 0; i < chunk.size(); ++i) {
+      const auto boxes = (detections[i].boxes.cpu() / scales[i]).contiguous();
+      const auto scores = detections[i].scores.cpu().contiguous();
+      const auto labels = detections[i].labels.cpu().contiguous();
+      auto b = boxes.accessor<float, 2>();
+      const float w = static_cast<float>(chunk[i].cols), h = static_cast<float>(chunk[i].rows);
+      std::vector<DetectedGarment> garments;
+      for (int64_t d = 0; d < boxes.size(0); ++d)
+        garments.push_back({{std::clamp(b[d][0], 0.0f, w), std::clamp(b[d][1], 0.0f, h), std::clamp(b[d][2], 0.0f, w),
+                             std::clamp(b[d][3], 0.0f, h)},
+                            scores[d].item<float>(),
+                            static_cast<int>(labels[d].item<int64_t>() - 1)});
+      out.push_back(std::move(garments));
+    }
+  }
+  return out;
+}
+
+void detect_dataset(GarmentDetector& detector, const Dataset& data, const Config& cfg, int chunk,
+                    const std::function<void(int, const std::vector<cv::Mat>&,
+                                             const std::vector<std::vector<DetectedGarment>>&)>& visit) {
+  const auto n = static_cast<int>(data.samples.size());
+  const int chunks = (n + chunk - 1) / chunk;
+  BatchLoader<std::vector<cv::Mat>> loader(
+      [&](size_t c) {
+        std::vector<cv::Mat> images;
+        for (int s = static_cast<int>(c) * chunk; s < std::min(n, static_cast<int>(c + 1) * chunk); ++s)
+          images.push_back(read_image(data.samples[s].image));
+        return images;
+      },
+      chunks, cfg.data.workers, cfg.data.prefetch);
+  int first = 0;
+  while (auto images = loader.next()) {
+    visit(first, *images, detector.detect(*images));
+    first += static_cast<int>(images->size());
+  }
+}
+
+void add_to_ap(detect::DetectionAP& ap, const std::vector<DetectedGarment>& detections, const Sample& truth) {
+  const auto d = static_cast<int64_t>(detections.size()), g = static_cast<int64_t>(truth.garments.size());
+  auto det_boxes = torch::empty({d, 4}), det_scores = torch::empty({d});
+  auto det_labels = torch::empty({d}, torch::kLong);
+  for (int64_t i = 0; i < d; ++i) {
+    const Box& b = detections[i].box;
+    det_boxes[i] = torch::tensor({b.x1, b.y1, b.x2, b.y2});
+    det_scores[i] = detections[i].score;
+    det_labels[i] = detections[i].category + 1;
+  }
+  auto gt_boxes = torch::empty({g, 4});
+  auto gt_labels = torch::empty({g}, torch::kLong);
+  for (int64_t i = 0; i < g; ++i) {
+    const Box& b = truth.garments[i].box;
+    gt_boxes[i] = torch::tensor({b.x1, b.y1, b.x2, b.y2});
+    gt_labels[i] = truth.garments[i].category + 1;
+  }
+  ap.add(det_boxes, det_scores, det_labels, gt_boxes, gt_labels);
+}
+
+nlohmann::json detector_ap(GarmentDetector& detector, const Dataset& data, const Config& cfg,
+                           const std::function<void(size_t, size_t)>& progress) {
+  detect::DetectionAP ap(class_names(data.schema));
+  size_t done = 0;
+  detect_dataset(detector, data, cfg, cfg.test.detector_batch_size * 4,
+                 [&](int first, const std::vector<cv::Mat>&, const std::vector<std::vector<DetectedGarment>>& dets) {
+                   for (size_t i = 0; i < dets.size(); ++i) add_to_ap(ap, dets[i], data.samples[first + i]);
+                   done += dets.size();
+                   if (progress) progress(done, data.samples.size());
+                 });
+  return ap.result();
+}
+
+std::vector<int> match_detections(const std::vector<DetectedGarment>& detections,
+                                  const std::vector<Garment>& truth, float min_iou) {
+  std::vector<size_t> order(detections.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return detections[a].score > detections[b].score; });
+  std::vector<int> match(detections.size(), -1);
+  std::vector<bool> taken(truth.size(), false);
+  for (size_t d : order) {
+    const Box& a = detections[d].box;
+    float best = min_iou;
+    for (size_t g = 0; g < truth.size(); ++g) {
+      if (taken[g] || truth[g].category != detections[d].category) continue;
+      const Box& b = truth[g].box;
+      const float iw = std::max(0.0f, std::min(a.x2, b.x2) - std::max(a.x1, b.x1));
+      const float ih = std::max(0.0f, std::min(a.y2, b.y2) - std::max(a.y1, b.y1));
+      const float inter = iw * ih;
+      const float uni = a.width() * a.height() + b.width() * b.height() - inter;
+      const float iou = uni > 0 ? inter / uni : 0.0f;
+      if (iou >= best) {
+        best = iou;
+        match[d] = static_cast<int>(g);
+      }
+    }
+    if (match[d] >= 0) taken[match[d]] = true;
+  }
+  return match;
+}
+
+Pipeline::Pipeline(const ModelFile& file, torch::Device device)
+    : detector_(GarmentDetector::from_model_file(file, device)),
+      landmarks_(LandmarkPredictor::from_model_file(file, device)) {}
+
+std::vector<std::vector<GarmentPrediction>> Pipeline::predict(const std::vector<cv::Mat>& images) {
+  const auto detections = detector_.detect(images);
+  const LandmarkSchema& schema = landmarks_.schema();
+  Dataset frames{schema, {}, {}};
+  std::map<int, cv::Mat> decoded;
+  std::vector<CropJob> jobs;
+  for (size_t i = 0; i < images.size(); ++i) {
+    Sample s;
+    s.width = images[i].cols;
+    s.height = images[i].rows;
+    frames.samples.push_back(s);
+    decoded.emplace(static_cast<int>(i), images[i]);
+    for (const auto& d : detections[i]) jobs.push_back({static_cast<int>(i), -1, d.category, d.box});
+  }
+  std::vector<std::vector<GarmentPrediction>> out(images.size());
+  if (jobs.empty()) return out;
+  const Config& cfg = landmarks_.config();
+  CropBatcher batcher(frames, jobs, cfg, false, std::move(decoded));
+  const auto [coords, scores] = landmarks_.predict_jobs(batcher);
+  auto c = coords.accessor<float, 3>();
+  auto s = scores.accessor<float, 2>();
+  std::vector<size_t> next(images.size(), 0);
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    const CropJob& job = jobs[j];
+    const DetectedGarment& d = detections[job.sample][next[job.sample]++];
+    GarmentPrediction g{d.category, d.score, d.box, std::vector<LandmarkPoint>(schema.num_landmarks())};
+    for (int k : schema.categories[d.category].landmarks)
+      g.landmarks[k] = {c[j][k][0], c[j][k][1], s[j][k], s[j][k] >= cfg.test.visible_score};
+    out[job.sample].push_back(std::move(g));
+  }
+  return out;
+}
+
+}  // namespace cspn

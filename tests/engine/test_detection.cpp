@@ -1,0 +1,213 @@
+// The detection half in the engine: detector input scaling and padding, training batches whose
+// boxes follow their (flipped, rescaled) pixels, detection-to-garment matching, and the whole
+// two-stage pipeline end to end: train both halves briefly on synthetic scenes, evaluate with each
+// box source, and predict on a folder holding good, corrupt, empty and non-image files.
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "common.hpp"
+#include "cspn/data/synth.hpp"
+#include "cspn/engine/crop.hpp"
+#include "cspn/engine/detection.hpp"
+#include "cspn/engine/predict.hpp"
+#include "cspn/engine/run.hpp"
+#include "cspn/engine/train.hpp"
+
+using namespace cspn;
+namespace fs = std::filesystem;
+
+namespace {
+
+Garment garment(int category, Box box) {
+  Garment g;
+  g.category = category;
+  g.box = box;
+  g.keypoints.assign(LandmarkSchema::deepfashion().num_landmarks(), Keypoint{});
+  return g;
+}
+
+DetectedGarment detection(int category, Box box, float score) { return {box, score, category}; }
+
+}  // namespace
+
+TEST(Detection, ScaleFitsShorterSideAndCapsLongerSide) {
+  DetectorModelConfig cfg;
+  cfg.min_size = 320;
+  cfg.max_size = 512;
+  EXPECT_FLOAT_EQ(detector_scale(640, 480, cfg), 320.0f / 480.0f);
+  EXPECT_FLOAT_EQ(detector_scale(480, 640, cfg), 320.0f / 480.0f);
+  EXPECT_FLOAT_EQ(detector_scale(1000, 200, cfg), 512.0f / 1000.0f);  // 1.6 would make it 1600 wide
+  EXPECT_FLOAT_EQ(detector_scale(160, 160, cfg), 2.0f);
+}
+
+TEST(Detection, InputPadsToTheStrideAndKeepsPixels) {
+  cv::Mat a(50, 100, CV_8UC3, cv::Scalar(10, 200, 30)), b(70, 60, CV_8UC3, cv::Scalar(250, 0, 90));
+  const auto batch = detector_input({a, b}, {1.0f, 1.0f});
+  ASSERT_EQ(batch.sizes(), (std::vector<int64_t>{2, 3, 80, 112}));
+  EXPECT_TRUE(batch[0].narrow(1, 0, 50).narrow(2, 0, 100).equal(to_input_tensor(a)));
+  EXPECT_TRUE(batch[1].narrow(1, 0, 70).narrow(2, 0, 60).equal(to_input_tensor(b)));
+  EXPECT_EQ(batch[0].narrow(1, 50, 30).abs().max().item<float>(), 0.0f);
+  EXPECT_EQ(batch[1].narrow(2, 60, 52).abs().max().item<float>(), 0.0f);
+  EXPECT_EQ(detector_input({a}, {0.5f}).sizes(), (std::vector<int64_t>{1, 3, 32, 64}));
+}
+
+TEST(Detection, TrainingBoxesFollowTheirPixels) {
+  // A white garment-sized rectangle on black: after any flip and rescale, the target box must
+  // still frame the white pixels.
+  const auto dir = test::scratch_dir("detection-batcher");
+  cv::Mat image(100, 200, CV_8UC3, cv::Scalar(0, 0, 0));
+  cv::rectangle(image, cv::Point(20, 30), cv::Point(59, 79), cv::Scalar(255, 255, 255), cv::FILLED);
+  cv::imwrite((dir / "a.png").string(), image);
+  Dataset data{LandmarkSchema::deepfashion(), {}, {}};
+  Sample s;
+  s.image = (dir / "a.png").string();
+  s.width = 200;
+  s.height = 100;
+  s.garments.push_back(garment(0, {20, 30, 60, 80}));
+  data.samples.push_back(s);
+  Config cfg;
+  cfg.model.detector.min_size = 160;
+  cfg.model.detector.max_size = 400;
+  cfg.data.color_aug = 0;
+  cfg.data.scale_aug = 0.2f;
+  DetectionBatcher batcher(data, cfg, true);
+  ASSERT_EQ(batcher.size(), 1u);
+  int flipped = 0;
+  for (std::uint64_t seed = 0; seed < 12; ++seed) {
+    const auto batch = batcher.make({0}, seed);
+    const auto box = batch.targets[0].boxes[0];
+    const int x1 = static_cast<int>(std::lround(box[0].item<float>())), y1 = static_cast<int>(std::lround(box[1].item<float>()));
+    const int x2 = static_cast<int>(std::lround(box[2].item<float>())), y2 = static_cast<int>(std::lround(box[3].item<float>()));
+    const auto red = batch.images[0][0];  // normalised: white is > 2, black < -2
+    EXPECT_GT(red.slice(0, y1 + 2, y2 - 2).slice(1, x1 + 2, x2 - 2).min().item<float>(), 2.0f) << "seed " << seed;
+    const float scale = box[3].sub(box[1]).item<float>() / 50.0f;
+    const int w = static_cast<int>(std::lround(200 * scale)), h = static_cast<int>(std::lround(100 * scale));
+    const auto picture = red.slice(0, 0, h).slice(1, 0, w);  // without the padding
+    EXPECT_LT(picture.slice(1, 0, std::max(1, x1 - 2)).max().item<float>(), -1.5f) << "seed " << seed;
+    EXPECT_LT(picture.slice(1, std::min(x2 + 2, w - 1), w).max().item<float>(), -1.5f) << "seed " << seed;
+    EXPECT_LT(picture.slice(0, std::min(y2 + 2, h - 1), h).max().item<float>(), -1.5f) << "seed " << seed;
+    EXPECT_EQ(batch.targets[0].labels[0].item<int64_t>(), 1);
+    flipped += x1 > w / 2;
+  }
+  EXPECT_GT(flipped, 0) << "no flipped batch in 12 seeds";
+  EXPECT_LT(flipped, 12) << "every batch flipped";
+}
+
+TEST(Detection, MatchingIsGreedyBySameCategoryAndIoU) {
+  const std::vector<Garment> truth{garment(0, {0, 0, 100, 100}), garment(0, {50, 0, 150, 100}),
+                                   garment(1, {0, 200, 100, 300})};
+  const std::vector<DetectedGarment> dets{
+      detection(0, {10, 0, 110, 100}, 0.6f),   // IoU 0.82 with truth 0, 0.43 with truth 1
+      detection(0, {5, 0, 105, 100}, 0.9f),    // IoU 0.90 with truth 0: first, takes it
+      detection(2, {0, 200, 100, 300}, 0.8f),  // right place, wrong category
+      detection(1, {0, 260, 100, 360}, 0.7f),  // IoU 0.25: too little overlap
+      detection(0, {48, 0, 148, 100}, 0.5f),   // truth 1
+  };
+  EXPECT_EQ(match_detections(dets, truth), (std::vector<int>{-1, 0, -1, -1, 1}));
+  EXPECT_EQ(match_detections({}, truth), std::vector<int>{});
+  EXPECT_EQ(match_detections(dets, {}), (std::vector<int>(5, -1)));
+}
+
+TEST(Detection, PipelineEndToEnd) {
+  const auto dir = test::scratch_dir("detection-pipeline-" + std::to_string(getpid()));
+  SynthOptions so;
+  so.count = 24;
+  so.seed = 11;
+  so.width = so.height = 128;
+  so.scenes = true;
+  so.max_garments = 2;
+  synthesize((dir / "scenes").string(), so);
+
+  Config cfg;
+  cfg.load_yaml_string(R"(
+model:
+  detector: {enabled: true, backbone: resnet18, min_size: 128, max_size: 128, anchor_sizes: [32, 64, 128],
+             rpn_pre_nms_train: 300, rpn_post_nms_train: 64, rpn_pre_nms_test: 300, rpn_post_nms_test: 32,
+             rpn_batch: 64, box_batch: 32, head_dim: 64}
+  keypoints: {backbone: resnet18, stages: 2, channels: 32, input_size: [64, 64], sigma: 1.5}
+data: {workers: 0}
+train_detector: {epochs: 1, batch_size: 4, warmup_iters: 2, val_every: 1, log_every: 1}
+train: {epochs: 1, batch_size: 8, warmup_iters: 2, val_every: 0, log_every: 1}
+test: {batch_size: 16, detector_batch_size: 2}
+)", "pipeline test config");
+  const std::string scenes = (dir / "scenes").string();
+  const Dataset train_set = load_split(scenes, "coco", "train", cfg, false);
+  const Dataset val_set = load_split(scenes, "coco", "val", cfg, false);
+  const Dataset test_set = load_split(scenes, "coco", "test", cfg, false);
+  TrainOptions to;
+  to.out_dir = (dir / "run").string();
+  to.progress = false;
+  const TrainSummary summary = train(cfg, train_set, val_set, to);
+  const ModelFile model = load_model_file(summary.model_path);
+  bool has_detector = false, has_keypoints = false;
+  for (const auto& [name, t] : model.tensors) {
+    has_detector |= name.rfind("detector.rpn.head.", 0) == 0;
+    has_keypoints |= name.rfind("keypoints.", 0) == 0;
+  }
+  EXPECT_TRUE(has_detector && has_keypoints) << "one model file holds both halves";
+  EXPECT_TRUE(model.extra["detector"]["validation"].contains("det_ap50"));
+
+  size_t garments = 0;
+  for (const auto& s : test_set.samples) garments += s.garments.size();
+  for (const char* boxes : {"gt", "image", "detector"}) {
+    EvalOptions eo;
+    eo.boxes = boxes;
+    eo.progress = false;
+    const auto r = evaluate_model(model, test_set, eo).metrics;
+    EXPECT_EQ(r["boxes"], boxes);
+    EXPECT_EQ(r["garments"].get<size_t>(), garments) << boxes << ": every garment is scored";
+    EXPECT_TRUE(r["ne_image"]["avg"].is_number()) << boxes;
+    if (std::string(boxes) == "detector") {
+      EXPECT_EQ(r["matched"].get<size_t>() + r["missed"].get<size_t>(), garments);
+      EXPECT_TRUE(r.contains("det_ap50") && r.contains("det_ap"));
+      EXPECT_TRUE(r["detection"]["per_category"].contains("upper"));
+    }
+  }
+
+  // predict: a good photo, then files that are not images; the bad ones are reported, not fatal.
+  const auto inputs = dir / "inputs";
+  fs::create_directories(inputs);
+  fs::copy_file(test_set.samples[0].image, inputs / "good.jpg");
+  {
+    std::ifstream in(test_set.samples[0].image, std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), {});
+    std::ofstream(inputs / "truncated.jpg", std::ios::binary) << bytes.substr(0, bytes.size() / 3);
+  }
+  std::ofstream(inputs / "empty.png").close();
+  std::ofstream(inputs / "notes.jpg") << "not an image\n";
+  Pipeline pipeline(model, torch::kCPU);
+  PredictOptions po;
+  po.out_dir = (dir / "rendered").string();
+  po.progress = false;
+  const auto files = image_files({inputs.string()});
+  ASSERT_EQ(files.size(), 4u);
+  const auto out = predict_files(pipeline, files, po);
+  ASSERT_EQ(out["images"].size() + out["errors"].size(), 4u);
+  EXPECT_EQ(out["errors"].size(), 3u) << out["errors"].dump();
+  bool good_read = false;
+  for (const auto& im : out["images"]) good_read |= im["file_name"].get<std::string>().find("good.jpg") != std::string::npos;
+  EXPECT_TRUE(good_read);
+  EXPECT_TRUE(fs::exists(dir / "rendered" / "good.jpg"));
+  for (const auto& a : out["annotations"]) {
+    EXPECT_EQ(a["keypoints"].size(), 3u * LandmarkSchema::deepfashion().num_landmarks());
+    const auto cat = a["category"].get<std::string>();
+    const auto& schema = LandmarkSchema::deepfashion();
+    EXPECT_EQ(a["landmarks"].size(), schema.categories[schema.category_index(cat)].landmarks.size());
+  }
+
+  // The command line: the same run, written to a JSON file.
+  const std::string cspn = std::string(test::kBinaryDir) + "/cspn";
+  const auto json = dir / "cli.json";
+  ASSERT_EQ(test::run_process({cspn, "predict", "--model", summary.model_path, "--json", json.string(), "--quiet",
+                               inputs.string()}),
+            0);
+  std::ifstream in(json);
+  const auto cli = nlohmann::json::parse(in);
+  EXPECT_EQ(cli["images"].size(), out["images"].size());
+  EXPECT_EQ(cli["errors"].size(), out["errors"].size());
+}
