@@ -10,6 +10,7 @@
 #include "cspn/data/readers.hpp"
 #include "cspn/data/synth.hpp"
 #include "cspn/bench.hpp"
+#include "cspn/detect/faster_rcnn.hpp"
 #include "cspn/engine/predict.hpp"
 #include "cspn/engine/progress.hpp"
 #include "cspn/engine/run.hpp"
@@ -139,6 +140,15 @@ int run_info(const std::string& model_path, const std::string& config, const std
     std::printf("%-10s %14lld %12.1f %12.2f %12.2f\n", part.name.c_str(), static_cast<long long>(part.params),
                 part.params * 4.0 / 1e6, part.gflops, cumulative);
   }
+  if (cfg.model.detector.enabled) {
+    const auto& d = cfg.model.detector;
+    FasterRCNN detector(d, schema.num_categories() + 1);
+    int64_t params = 0;
+    for (const auto& p : detector->parameters()) params += p.numel();
+    std::cout << "detector: Faster R-CNN, " << d.backbone << " (stride 16), " << (d.roi_op == "align" ? "RoIAlign" : "RoI pooling")
+              << ", " << schema.num_categories() << " categories + background, input shorter side " << d.min_size
+              << " (longer <= " << d.max_size << "): " << params << " params (" << params * 4.0 / 1e6 << " MB fp32)\n";
+  }
   return 0;
 }
 
@@ -234,6 +244,7 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
   try {
+    use_threads(0);
     if (*synth) return run_synth(synth_out, synth_opt);
     if (*train_cmd) {
       train_opt.progress = !quiet;
@@ -258,7 +269,7 @@ int main(int argc, char** argv) {
       };
       if (wants("landmarks")) result = run_bench(bench_opt, std::cout);
       if (wants("pipeline")) {
-        if (bench_opt.threads > 0) torch::set_num_threads(bench_opt.threads);
+        use_threads(bench_opt.threads);
         pipeline_opt.device = bench_opt.device;
         pipeline_opt.iters = bench_opt.iters;
         pipeline_opt.input_size = bench_opt.input_size;

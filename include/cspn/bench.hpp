@@ -15,7 +15,7 @@ struct BenchOptions {
   std::vector<int> stages{1, 4};
   std::vector<int> batches{1, 16};
   std::vector<int> input_size{256, 192};
-  int threads = 2;           // intra-op threads on CPU (0: LibTorch default)
+  int threads = 2;           // intra-op threads on CPU (0: leave the current setting)
   std::string device = "cpu";
   int iters = 5;             // timed runs per case; the median is reported
 };

@@ -30,6 +30,8 @@ struct DetectorModelConfig {
   bool enabled = false;
   std::string backbone = "resnet18";     // vgg16|resnet18|resnet50 (stride-16 C4 features)
   std::string pretrained;
+  bool backbone_from_keypoints = false;  // start conv1..layer3 from the landmark network trained just
+                                         // before in the same run (same ResNet; garment features)
   int min_size = 320;                    // shorter image side after resizing
   int max_size = 512;                    // cap on the longer side
   std::vector<float> anchor_sizes{32, 64, 128, 256, 512};
@@ -50,6 +52,9 @@ struct DetectorModelConfig {
   bool freeze_bn = false;                // backbone BatchNorm keeps its running statistics and affine
                                          // parameters: for ImageNet-initialised backbones trained on
                                          // batches of 1-2 images; from scratch it must learn (false)
+  int trainable_layers = 5;              // ResNet: the last n of layer4, layer3, layer2, layer1, conv1
+                                         // learn, as torchvision's (C4 has no layer4); the rest is
+                                         // frozen, BatchNorm statistics included
   float box_fg_iou = 0.5f, box_bg_iou = 0.5f;
   int box_batch = 128;
   float box_pos_fraction = 0.25f;
@@ -57,14 +62,14 @@ struct DetectorModelConfig {
   int detections_per_image = 20;
   template <class V> void visit(V& v) {
     v("enabled", enabled); v("backbone", backbone); v("pretrained", pretrained);
-    v("min_size", min_size); v("max_size", max_size); v("anchor_sizes", anchor_sizes);
+    v("backbone_from_keypoints", backbone_from_keypoints); v("min_size", min_size); v("max_size", max_size); v("anchor_sizes", anchor_sizes);
     v("anchor_ratios", anchor_ratios); v("rpn_pre_nms_train", rpn_pre_nms_train);
     v("rpn_post_nms_train", rpn_post_nms_train); v("rpn_pre_nms_test", rpn_pre_nms_test);
     v("rpn_post_nms_test", rpn_post_nms_test); v("rpn_nms", rpn_nms); v("rpn_fg_iou", rpn_fg_iou);
     v("rpn_bg_iou", rpn_bg_iou); v("rpn_batch", rpn_batch); v("rpn_pos_fraction", rpn_pos_fraction);
     v("roi_op", roi_op); v("roi_size", roi_size); v("roi_sampling_ratio", roi_sampling_ratio);
     v("roi_aligned", roi_aligned); v("box_head", box_head); v("head_dim", head_dim);
-    v("freeze_bn", freeze_bn);
+    v("freeze_bn", freeze_bn); v("trainable_layers", trainable_layers);
     v("box_fg_iou", box_fg_iou); v("box_bg_iou", box_bg_iou); v("box_batch", box_batch);
     v("box_pos_fraction", box_pos_fraction); v("score_thresh", score_thresh); v("nms", nms);
     v("detections_per_image", detections_per_image);
@@ -122,7 +127,8 @@ struct TrainConfig {
   int log_every = 10;              // iterations between JSON-lines log records
   float checkpoint_minutes = 5;    // mid-epoch checkpoint interval (also at every epoch end)
   std::uint64_t seed = 0;
-  int threads = 0;                 // intra-op threads; 0 = LibTorch default
+  int threads = 0;                 // intra-op threads; 0 = every core this process may use (LibTorch's
+                                   // own default can be 1 on a machine without SMT)
   template <class V> void visit(V& v) {
     v("optimizer", optimizer); v("lr", lr); v("momentum", momentum); v("weight_decay", weight_decay);
     v("epochs", epochs); v("batch_size", batch_size); v("schedule", schedule); v("steps", steps);

@@ -173,6 +173,12 @@ void Config::validate() const {
   require(d.roi_sampling_ratio > 0, "model.detector.roi_sampling_ratio", d.roi_sampling_ratio, "> 0");
   require(d.box_head == "fc" || (d.box_head == "vgg" && d.backbone == "vgg16" && d.roi_size == 7),
           "model.detector.box_head", d.box_head, "fc, or vgg with backbone vgg16 and roi_size 7");
+  require(!d.backbone_from_keypoints || (model.keypoints.enabled && d.enabled && d.backbone == k.backbone &&
+                                        d.pretrained.empty()),
+          "model.detector.backbone_from_keypoints", d.backbone_from_keypoints,
+          "false, or true with model.keypoints enabled, the same backbone in both and no detector.pretrained");
+  require(d.trainable_layers >= 0 && d.trainable_layers <= 5 && (d.backbone != "vgg16" || d.trainable_layers == 5),
+          "model.detector.trainable_layers", d.trainable_layers, "0..5 (5 with vgg16)");
   require(d.min_size > 0 && d.max_size >= d.min_size, "model.detector.max_size", d.max_size, ">= min_size > 0");
   require(!d.anchor_sizes.empty() && !d.anchor_ratios.empty(), "model.detector.anchor_sizes", d.anchor_sizes,
           "non-empty sizes and ratios");

@@ -1,6 +1,9 @@
 #include "cspn/engine/run.hpp"
 
+#include <sched.h>
+
 #include <algorithm>
+#include <thread>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -83,6 +86,18 @@ void plot_log(const std::string& log_path, const fs::path& png) {
 }
 
 }  // namespace
+
+int use_threads(int requested) {
+  int n = requested;
+  if (n <= 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 0;
+    if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  }
+  torch::set_num_threads(n);
+  return n;
+}
 
 Dataset load_split(const std::string& path, const std::string& format, const std::string& split,
                    const Config& cfg, bool skip_bad) {

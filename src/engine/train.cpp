@@ -14,6 +14,7 @@
 #include "cspn/engine/landmarks_model.hpp"
 #include "cspn/engine/loader.hpp"
 #include "cspn/engine/progress.hpp"
+#include "cspn/engine/run.hpp"
 #include "cspn/io/model_file.hpp"
 #include "cspn/io/weights.hpp"
 #include "cspn/model/losses.hpp"
@@ -56,10 +57,11 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainConfig& t, st
   return std::make_unique<torch::optim::Adam>(params, torch::optim::AdamOptions(t.lr).weight_decay(t.weight_decay));
 }
 
-// Where an interrupted run stands: epoch and batches done in it, and the resolved epoch count.
+// Where an interrupted run stands: epoch and batches done in it, the resolved iteration count
+// (epochs x batches, or what the time budget allows) and the iterations done.
 struct Position {
-  int epoch = 0, batch = 0, total_epochs = 0;
-  int64_t global_iter = 0;
+  int epoch = 0, batch = 0;
+  int64_t total_iters = 0, global_iter = 0;
 };
 
 void atomic_replace(const fs::path& tmp, const fs::path& target) {
@@ -74,7 +76,7 @@ void save_checkpoint(const fs::path& path, torch::nn::Module& net, torch::optim:
   archive.write("model", model_archive);
   archive.write("optimizer", optim_archive);
   archive.write("position", torch::tensor({static_cast<int64_t>(pos.epoch), static_cast<int64_t>(pos.batch),
-                                           static_cast<int64_t>(pos.total_epochs), pos.global_iter}));
+                                           pos.total_iters, pos.global_iter}));
   const fs::path tmp = path.string() + ".tmp";
   archive.save_to(tmp.string());
   atomic_replace(tmp, path);
@@ -96,7 +98,7 @@ Position load_checkpoint(const fs::path& path, torch::nn::Module& net, torch::op
   torch::Tensor p;
   archive.read("position", p);
   auto a = p.accessor<int64_t, 1>();
-  return {static_cast<int>(a[0]), static_cast<int>(a[1]), static_cast<int>(a[2]), a[3]};
+  return {static_cast<int>(a[0]), static_cast<int>(a[1]), a[2], a[3]};
 }
 
 class JsonLog {
@@ -143,23 +145,39 @@ nlohmann::json run_phase(const Phase& ph, const Config& cfg, const TrainOptions&
   const int bs = ph.tc.batch_size;
   const int iters_per_epoch = std::max<int>(1, static_cast<int>(ph.items / bs));
 
+  const int64_t max_iters = static_cast<int64_t>(ph.tc.epochs) * iters_per_epoch;
   Position pos;
-  pos.total_epochs = ph.tc.epochs;
-  if (opt.resume && fs::exists(ckpt_path)) {
+  pos.total_iters = max_iters;
+  const bool resumed = opt.resume && fs::exists(ckpt_path);
+  if (resumed) {
     pos = load_checkpoint(ckpt_path, *ph.net, *optimizer, device);
     spdlog::info("{}: resuming {} at epoch {}, batch {}", ph.name, ckpt_path.string(), pos.epoch + 1, pos.batch);
   }
+  const auto epochs_of = [&](int64_t iters) { return (iters + iters_per_epoch - 1) / iters_per_epoch; };
   log.write({{"type", "start"}, {"phase", ph.name}, {"items", ph.items}, {"iters_per_epoch", iters_per_epoch},
-             {"epochs", pos.total_epochs}, {"device", device.str()}, {"resume_epoch", pos.epoch}});
-  spdlog::info("{}: {} examples, {} batches of {} per epoch, {} epochs, device {}", ph.name, ph.items, iters_per_epoch,
-               bs, pos.total_epochs, device.str());
+             {"epochs", ph.tc.epochs}, {"device", device.str()}, {"resume_epoch", pos.epoch}});
+  spdlog::info("{}: {} examples, {} batches of {} per epoch, {} epochs{}, device {}", ph.name, ph.items,
+               iters_per_epoch, bs, ph.tc.epochs,
+               ph.tc.time_limit_minutes > 0 ? " at most (time budget " + std::to_string(ph.tc.time_limit_minutes) + " min)"
+                                            : std::string(),
+               device.str());
 
   nlohmann::json validation;
   const auto start = std::chrono::steady_clock::now();
   auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
   auto last_ckpt = start;
-  const int start_epoch = pos.epoch;
-  for (int epoch = pos.epoch; epoch < pos.total_epochs; ++epoch) {
+  const int64_t start_iter = pos.global_iter;
+  // With a time budget, the mean iteration time so far (validations included) decides how many
+  // iterations fit, re-estimated as training goes; the learning-rate schedule follows, and the
+  // last epoch may be partial. A resumed run keeps the count its checkpoint settled on.
+  const auto fit_budget = [&] {
+    const int64_t done = pos.global_iter - start_iter;
+    if (resumed || ph.tc.time_limit_minutes <= 0 || done < 10) return;
+    const double per_iter = elapsed() / static_cast<double>(done);
+    const auto fit = pos.global_iter + static_cast<int64_t>((60.0 * ph.tc.time_limit_minutes - elapsed()) / per_iter);
+    pos.total_iters = std::clamp<int64_t>(fit, pos.global_iter, max_iters);
+  };
+  for (int epoch = pos.epoch; pos.global_iter < pos.total_iters; ++epoch) {
     const double epoch_start = elapsed();
     std::vector<size_t> order(ph.items);
     std::iota(order.begin(), order.end(), 0);
@@ -172,14 +190,15 @@ nlohmann::json run_phase(const Phase& ph, const Config& cfg, const TrainOptions&
           return ph.make_batch(idx, (ph.tc.seed << 32) ^ (static_cast<uint64_t>(epoch) << 20) ^ b);
         },
         iters_per_epoch - first_batch, cfg.data.workers, cfg.data.prefetch);
-    Progress bar(ph.name + " " + std::to_string(epoch + 1) + "/" + std::to_string(pos.total_epochs),
+    Progress bar(ph.name + " " + std::to_string(epoch + 1) + "/" + std::to_string(epochs_of(pos.total_iters)),
                  iters_per_epoch - first_batch, "it", opt.progress);
     double loss_sum = 0;
     int loss_count = 0;
     int b = first_batch;
-    while (auto batch = loader.next()) {
-      const double lr = learning_rate(ph.tc, pos.global_iter, static_cast<int64_t>(pos.total_epochs) * iters_per_epoch,
-                                      iters_per_epoch);
+    while (pos.global_iter < pos.total_iters) {
+      auto batch = loader.next();
+      if (!batch) break;
+      const double lr = learning_rate(ph.tc, pos.global_iter, pos.total_iters, iters_per_epoch);
       set_lr(*optimizer, lr);
       auto [total, parts] = ph.loss(*batch);
       const double value = total.item<double>();
@@ -195,22 +214,25 @@ nlohmann::json run_phase(const Phase& ph, const Config& cfg, const TrainOptions&
       ++b;
       loss_sum += value;
       ++loss_count;
+      fit_budget();
       const double img_s = (b - first_batch) * bs / std::max(1e-9, elapsed() - epoch_start);
       char suffix[96];
       std::snprintf(suffix, sizeof suffix, " loss %.3e lr %.1e %.1f ex/s", value, lr, img_s);
       bar.update(b - first_batch, suffix);
       if (pos.global_iter % ph.tc.log_every == 0)
         log.write({{"type", "train"}, {"phase", ph.name}, {"epoch", epoch + 1}, {"iter", pos.global_iter},
-                   {"loss", value}, {"parts", parts}, {"lr", lr}, {"examples_per_s", img_s}, {"elapsed_s", elapsed()}});
+                   {"loss", value}, {"parts", parts}, {"lr", lr}, {"examples_per_s", img_s}, {"elapsed_s", elapsed()},
+                   {"total_iters", pos.total_iters}});
       if (std::chrono::steady_clock::now() - last_ckpt > std::chrono::duration<double>(60.0 * ph.tc.checkpoint_minutes)) {
-        save_checkpoint(ckpt_path, *ph.net, *optimizer, {epoch, b, pos.total_epochs, pos.global_iter});
+        save_checkpoint(ckpt_path, *ph.net, *optimizer, {epoch, b, pos.total_iters, pos.global_iter});
         last_ckpt = std::chrono::steady_clock::now();
       }
     }
     bar.finish();
-    nlohmann::json record{{"type", "epoch"}, {"phase", ph.name}, {"epoch", epoch + 1},
-                          {"loss", loss_sum / std::max(1, loss_count)}, {"elapsed_s", elapsed()}};
-    const bool last_epoch = epoch + 1 == pos.total_epochs;
+    nlohmann::json record{{"type", "epoch"}, {"phase", ph.name}, {"epoch", epoch + 1}, {"batches", b - first_batch},
+                          {"loss", loss_sum / std::max(1, loss_count)}, {"elapsed_s", elapsed()},
+                          {"total_iters", pos.total_iters}};
+    const bool last_epoch = pos.global_iter >= pos.total_iters;
     if (ph.validate && ph.tc.val_every > 0 && ((epoch + 1) % ph.tc.val_every == 0 || last_epoch)) {
       validation = ph.validate();
       ph.net->train();
@@ -219,20 +241,12 @@ nlohmann::json run_phase(const Phase& ph, const Config& cfg, const TrainOptions&
                    ph.describe(validation));
     }
     log.write(record);
-    // With a time budget, the mean epoch time so far decides how many epochs fit (the schedule
-    // follows). A resumed run keeps the epoch count its checkpoint settled on.
-    if (start_epoch == 0 && ph.tc.time_limit_minutes > 0) {
-      const double per_epoch = elapsed() / (epoch + 1);
-      const int fit = epoch + 1 + static_cast<int>((60.0 * ph.tc.time_limit_minutes - elapsed()) / per_epoch);
-      const int total = std::clamp(fit, epoch + 1, ph.tc.epochs);
-      if (total != pos.total_epochs) {
-        spdlog::info("{}: time limit {} min at {:.1f} s per epoch: {} epochs instead of {}", ph.name,
-                     ph.tc.time_limit_minutes, per_epoch, total, pos.total_epochs);
-        log.write({{"type", "schedule"}, {"phase", ph.name}, {"epochs", total}, {"epoch_s", per_epoch}});
-        pos.total_epochs = total;
-      }
-    }
-    save_checkpoint(ckpt_path, *ph.net, *optimizer, {epoch + 1, 0, pos.total_epochs, pos.global_iter});
+    fit_budget();
+    if (ph.tc.time_limit_minutes > 0 && !resumed)
+      spdlog::info("{}: {:.1f} of {} min spent, {} of {} iterations done", ph.name, elapsed() / 60,
+                   ph.tc.time_limit_minutes, pos.global_iter, pos.total_iters);
+    // A partial last epoch is saved as finished: its remaining batches are not in the schedule.
+    save_checkpoint(ckpt_path, *ph.net, *optimizer, {epoch + 1, 0, pos.total_iters, pos.global_iter});
     last_ckpt = std::chrono::steady_clock::now();
     *epochs_done = epoch + 1;
   }
@@ -255,7 +269,7 @@ TrainSummary train(const Config& cfg, const Dataset& train_set, const Dataset& v
     std::ofstream yaml(out / "config.yaml");
     yaml << cfg.to_yaml() << '\n';
   }
-  if (cfg.train.threads > 0) torch::set_num_threads(cfg.train.threads);
+  spdlog::info("{} intra-op threads", use_threads(cfg.train.threads));
   torch::manual_seed(cfg.train.seed);
   JsonLog log(out / "log.jsonl");
   const auto start = std::chrono::steady_clock::now();
@@ -266,9 +280,50 @@ TrainSummary train(const Config& cfg, const Dataset& train_set, const Dataset& v
   file.schema = train_set.schema;
   nlohmann::json extra{{"data", opt.data_info}};
 
+  CSPNNet keypoint_net{nullptr};
+  if (cfg.model.keypoints.enabled) {
+    CSPNNet net(cfg.model.keypoints, train_set.schema.num_landmarks());
+    keypoint_net = net;
+    if (!cfg.model.keypoints.pretrained.empty()) {
+      const auto report = load_state_dict(*net->backbone, read_weights(cfg.model.keypoints.pretrained), "", {"fc."});
+      spdlog::info("backbone weights from {}: {} tensors loaded\n{}", cfg.model.keypoints.pretrained, report.loaded,
+                   report.summary());
+    }
+    CropBatcher batcher(train_set, CropBatcher::ground_truth_jobs(train_set), cfg, true);
+    if (batcher.size() == 0) throw std::invalid_argument("the training set has no garment with landmarks");
+    Phase phase{"keypoints", net.ptr(), cfg.train, batcher.size(),
+                [&](const std::vector<size_t>& idx, std::uint64_t seed) { return std::any(batcher.make(idx, seed)); },
+                [&](const std::any& any) {
+                  const auto& batch = std::any_cast<const KeypointBatch&>(any);
+                  const auto output = net->forward(batch.images.to(device));
+                  LossParts loss = cspn_loss(output, batch.targets.to(device), batch.weights.to(device), cfg.loss);
+                  return std::make_pair(loss.total, nlohmann::json{{"stages", loss.stages}, {"global", loss.global}});
+                },
+                {},
+                [](const nlohmann::json& m) {
+                  char text[128];
+                  std::snprintf(text, sizeof text, "ne_image %.4f, ne_paper %.4f, pck@0.2 %.3f",
+                                m["ne_image"]["avg"].get<double>(), m["ne_paper"]["avg"].get<double>(),
+                                m["pck_0_2"].get<double>());
+                  return std::string(text);
+                }};
+    if (!val_set.samples.empty()) phase.validate = [&] { return validate(net, cfg, val_set, device); };
+    int epochs = 0;
+    extra["keypoints"] = {{"validation", run_phase(phase, cfg, opt, device, log, &epochs)},
+                          {"train_garments", batcher.size()}};
+    extra["keypoints"]["epochs"] = epochs;
+    summary.epochs = epochs;
+    summary.validation = extra["keypoints"]["validation"];
+    for (auto& [name, tensor] : state_dict(*net)) file.tensors.emplace_back("keypoints." + name, tensor);
+  }
+
   if (cfg.model.detector.enabled) {
     FasterRCNN net(cfg.model.detector, train_set.schema.num_categories() + 1);
-    if (!cfg.model.detector.pretrained.empty()) {
+    if (cfg.model.detector.backbone_from_keypoints) {
+      // The landmark network's ResNet (trained on garment crops just before) starts the C4 trunk.
+      const auto report = load_state_dict(*net->backbone(), state_dict(*keypoint_net->backbone), "", {"layer4.", "fc."});
+      spdlog::info("detector backbone from the landmark network: {} tensors loaded", report.loaded);
+    } else if (!cfg.model.detector.pretrained.empty()) {
       const auto report = load_state_dict(*net->backbone(), read_weights(cfg.model.detector.pretrained), "",
                                           {"fc.", "layer4.", "classifier.", "avgpool."});
       spdlog::info("detector backbone weights from {}: {} tensors loaded\n{}", cfg.model.detector.pretrained,
@@ -308,41 +363,6 @@ TrainSummary train(const Config& cfg, const Dataset& train_set, const Dataset& v
     summary.epochs = epochs;
     summary.validation = extra["detector"]["validation"];
     for (auto& [name, tensor] : state_dict(*net)) file.tensors.emplace_back("detector." + name, tensor);
-  }
-
-  if (cfg.model.keypoints.enabled) {
-    CSPNNet net(cfg.model.keypoints, train_set.schema.num_landmarks());
-    if (!cfg.model.keypoints.pretrained.empty()) {
-      const auto report = load_state_dict(*net->backbone, read_weights(cfg.model.keypoints.pretrained), "", {"fc."});
-      spdlog::info("backbone weights from {}: {} tensors loaded\n{}", cfg.model.keypoints.pretrained, report.loaded,
-                   report.summary());
-    }
-    CropBatcher batcher(train_set, CropBatcher::ground_truth_jobs(train_set), cfg, true);
-    if (batcher.size() == 0) throw std::invalid_argument("the training set has no garment with landmarks");
-    Phase phase{"keypoints", net.ptr(), cfg.train, batcher.size(),
-                [&](const std::vector<size_t>& idx, std::uint64_t seed) { return std::any(batcher.make(idx, seed)); },
-                [&](const std::any& any) {
-                  const auto& batch = std::any_cast<const KeypointBatch&>(any);
-                  const auto output = net->forward(batch.images.to(device));
-                  LossParts loss = cspn_loss(output, batch.targets.to(device), batch.weights.to(device), cfg.loss);
-                  return std::make_pair(loss.total, nlohmann::json{{"stages", loss.stages}, {"global", loss.global}});
-                },
-                {},
-                [](const nlohmann::json& m) {
-                  char text[128];
-                  std::snprintf(text, sizeof text, "ne_image %.4f, ne_paper %.4f, pck@0.2 %.3f",
-                                m["ne_image"]["avg"].get<double>(), m["ne_paper"]["avg"].get<double>(),
-                                m["pck_0_2"].get<double>());
-                  return std::string(text);
-                }};
-    if (!val_set.samples.empty()) phase.validate = [&] { return validate(net, cfg, val_set, device); };
-    int epochs = 0;
-    extra["keypoints"] = {{"validation", run_phase(phase, cfg, opt, device, log, &epochs)},
-                          {"train_garments", batcher.size()}};
-    extra["keypoints"]["epochs"] = epochs;
-    summary.epochs = epochs;
-    summary.validation = extra["keypoints"]["validation"];
-    for (auto& [name, tensor] : state_dict(*net)) file.tensors.emplace_back("keypoints." + name, tensor);
   }
 
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

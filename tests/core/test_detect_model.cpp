@@ -154,6 +154,34 @@ TEST(DetectFasterRCNN, LossesAndDetectionsHaveTheRightShapes) {
   }
 }
 
+TEST(DetectFasterRCNN, TrainableLayersFreezeTheRest) {
+  auto cfg = small_config();
+  cfg.freeze_bn = false;
+  cfg.trainable_layers = 3;  // layer4 (absent in C4), layer3, layer2 learn; layer1 and the stem do not
+  FasterRCNN model(cfg, 3);
+  model->train();
+  const auto before = model->named_buffers()["backbone.layer1.0.bn1.running_mean"].clone();
+  const auto learning_before = model->named_buffers()["backbone.layer2.0.bn1.running_mean"].clone();
+  const std::vector<DetTarget> targets{{torch::tensor({{10.f, 12.f, 50.f, 70.f}}), torch::tensor({1L})}};
+  torch::Tensor total = torch::zeros({});
+  for (const auto& [name, value] : model->losses(torch::randn({1, 3, 96, 80}), targets)) total = total + value;
+  total.backward();
+  const auto params = model->named_parameters();
+  for (const char* frozen : {"backbone.conv1.weight", "backbone.bn1.weight", "backbone.layer1.1.conv2.weight",
+                             "backbone.layer1.0.bn1.bias"}) {
+    EXPECT_FALSE(params[frozen].requires_grad()) << frozen;
+    EXPECT_FALSE(params[frozen].grad().defined()) << frozen;
+  }
+  for (const char* learning : {"backbone.layer2.0.conv1.weight", "backbone.layer2.0.downsample.1.weight",
+                               "backbone.layer3.1.bn2.weight", "rpn.head.conv.weight"})
+    EXPECT_TRUE(params[learning].grad().defined()) << learning;
+  EXPECT_TRUE(model->named_buffers()["backbone.layer1.0.bn1.running_mean"].equal(before))
+      << "a frozen layer's BatchNorm must keep its statistics";
+  EXPECT_FALSE(model->named_buffers()["backbone.layer2.0.bn1.running_mean"].equal(learning_before));
+  cfg.trainable_layers = 6;
+  EXPECT_THROW(FasterRCNN(cfg, 3), std::invalid_argument);
+}
+
 TEST(DetectFasterRCNN, Vgg16BackboneWithItsFcHead) {
   auto cfg = small_config();
   cfg.backbone = "vgg16";

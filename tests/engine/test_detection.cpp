@@ -126,7 +126,7 @@ TEST(Detection, PipelineEndToEnd) {
   Config cfg;
   cfg.load_yaml_string(R"(
 model:
-  detector: {enabled: true, backbone: resnet18, min_size: 128, max_size: 128, anchor_sizes: [32, 64, 128],
+  detector: {enabled: true, backbone: resnet18, backbone_from_keypoints: true, min_size: 128, max_size: 128, anchor_sizes: [32, 64, 128],
              rpn_pre_nms_train: 300, rpn_post_nms_train: 64, rpn_pre_nms_test: 300, rpn_post_nms_test: 32,
              rpn_batch: 64, box_batch: 32, head_dim: 64}
   keypoints: {backbone: resnet18, stages: 2, channels: 32, input_size: [64, 64], sigma: 1.5}

@@ -11,6 +11,10 @@
 
 namespace cspn {
 
+// Sets LibTorch's intra-op threads: `requested`, or with 0 every core this process may run on
+// (LibTorch's own default is the physical core count, which can be 1). Returns the count set.
+int use_threads(int requested);
+
 // Reads a dataset and keeps one split. Formats without splits of their own (csv) are split by
 // cfg.data.holdout (held-out images are "test", the rest "train"); "all" keeps everything.
 Dataset load_split(const std::string& path, const std::string& format, const std::string& split,

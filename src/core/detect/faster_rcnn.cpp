@@ -38,6 +38,9 @@ const DetectorModelConfig& validated(const DetectorModelConfig& c, int num_class
   if (c.box_head == "vgg" && (c.backbone != "vgg16" || c.roi_size != VGG16Impl::kFcRoiSize))
     bad_config("box_head vgg needs backbone vgg16 and roi_size 7, got backbone '" + c.backbone +
                "' and roi_size " + std::to_string(c.roi_size));
+  if (c.trainable_layers < 0 || c.trainable_layers > 5 || (c.backbone == "vgg16" && c.trainable_layers != 5))
+    bad_config("trainable_layers should be 0..5 (ResNet backbones; 5 for vgg16), got " +
+               std::to_string(c.trainable_layers));
   if (c.roi_size <= 0 || c.roi_sampling_ratio <= 0 || c.head_dim <= 0)
     bad_config("roi_size, roi_sampling_ratio and head_dim should be > 0, got " +
                std::to_string(c.roi_size) + ", " + std::to_string(c.roi_sampling_ratio) + ", " +
@@ -99,15 +102,27 @@ FasterRCNNImpl::FasterRCNNImpl(const DetectorModelConfig& cfg, int num_classes)
     channels = resnet->channels()[2];
     backbone_ = register_module("backbone", resnet);
   }
-  if (cfg_.freeze_bn) {
-    for (const auto& m : backbone_->modules()) {
-      if (auto bn = std::dynamic_pointer_cast<torch::nn::BatchNorm2dImpl>(m)) {
-        for (auto& p : bn->parameters()) p.requires_grad_(false);
-        bn->eval();
-        frozen_bn_.emplace_back(bn);
-      }
-    }
+  // torchvision's trainable_layers: the last n of layer4, layer3, layer2, layer1, conv1 (+ bn1)
+  // learn; the rest is frozen, BatchNorm statistics included. C4 has no layer4.
+  std::vector<std::string> trainable;
+  const std::vector<std::string> order{"layer4", "layer3", "layer2", "layer1", "conv1"};
+  for (int i = 0; i < cfg_.trainable_layers; ++i) trainable.push_back(order[i] + (i == 4 ? "" : "."));
+  if (cfg_.trainable_layers == 5) trainable.push_back("bn1.");
+  const auto learns = [&](const std::string& name) {
+    if (vgg_) return true;
+    for (const auto& prefix : trainable)
+      if (name.rfind(prefix, 0) == 0) return true;
+    return false;
+  };
+  for (const auto& m : backbone_->named_modules()) {
+    auto bn = std::dynamic_pointer_cast<torch::nn::BatchNorm2dImpl>(m.value());
+    if (!bn || (!cfg_.freeze_bn && learns(m.key()))) continue;
+    for (auto& p : bn->parameters()) p.requires_grad_(false);
+    bn->eval();
+    frozen_bn_.emplace_back(bn);
   }
+  for (auto& p : backbone_->named_parameters())
+    if (!learns(p.key())) p.value().requires_grad_(false);
 
   const int64_t A = anchors_.num_anchors_per_location();
   auto rpn = register_module("rpn", std::make_shared<torch::nn::Module>("RegionProposalNetwork"));
