@@ -89,7 +89,10 @@ int run_eval(const std::string& model_path, const std::string& data, const std::
     const Dataset test = load_split(data, format, split, model.config, skip_bad);
     result = evaluate_model(model, test, opt);
     result.metrics["model"] = model_path;
-    if (!report.empty()) write_report(report, model, test, result, "", 6, opt.device);
+    // The training log next to the model file (a run folder) gives the report its loss curve.
+    const auto run_log = fs::path(model_path).parent_path() / "log.jsonl";
+    if (!report.empty())
+      write_report(report, model, test, result, fs::exists(run_log) ? run_log.string() : "", 6, opt.device);
   }
   result.metrics["split"] = split;
   std::cout << result.table;

@@ -18,7 +18,8 @@ struct KeypointModelConfig {
   std::vector<int> input_size{256, 192}; // crop height, width
   int heatmap_stride = 4;                // heatmap = input / stride
   float sigma = 2.0f;                    // Gaussian target sigma, heatmap pixels
-  std::string pretrained;                // optional .pth/.safetensors ImageNet weights for the backbone
+  std::string pretrained;                // backbone weights: ImageNet .pth/.safetensors (torchvision
+                                         // keys), or an earlier model file's (.cspn) landmark backbone
   template <class V> void visit(V& v) {
     v("enabled", enabled); v("backbone", backbone); v("stages", stages); v("channels", channels);
     v("input_size", input_size); v("heatmap_stride", heatmap_stride); v("sigma", sigma);

@@ -614,6 +614,18 @@ Placed place_garment(Rng& rng, int width, int height, bool scene) {
   }
 }
 
+constexpr float kMaxCover = 0.4f;
+
+bool covers_too_much(const Box& top, const std::vector<Placed>& below) {
+  for (const Placed& p : below) {
+    const Box& b = p.garment.box;
+    const float iw = std::max(0.0f, std::min(top.x2, b.x2) - std::max(top.x1, b.x1));
+    const float ih = std::max(0.0f, std::min(top.y2, b.y2) - std::max(top.y1, b.y1));
+    if (iw * ih > kMaxCover * b.width() * b.height()) return true;
+  }
+  return false;
+}
+
 struct Rendered {
   std::vector<Garment> garments;
   std::vector<int> variations;
@@ -642,6 +654,11 @@ Rendered render(std::uint64_t seed, int index, const SynthOptions& opt, const st
   };
   for (int i = 0; i < n; ++i) {
     Placed pl = place_garment(rng, W, H, opt.scenes);
+    // A garment may overlap the ones below it but not bury one: it covers at most kMaxCover of
+    // any earlier garment's box (placement retried, else the garment is left out).
+    int tries = 1;
+    while (covers_too_much(pl.garment.box, placed) && tries++ < 20) pl = place_garment(rng, W, H, opt.scenes);
+    if (covers_too_much(pl.garment.box, placed)) continue;
     const Homography from_image = pl.to_image.inverse();
     const double pixel = 1.0 / pl.scale;
     const Fabric skin = Fabric::plain(skin_colour(rng), &grain);

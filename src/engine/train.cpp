@@ -158,7 +158,7 @@ nlohmann::json run_phase(const Phase& ph, const Config& cfg, const TrainOptions&
              {"epochs", ph.tc.epochs}, {"device", device.str()}, {"resume_epoch", pos.epoch}});
   spdlog::info("{}: {} examples, {} batches of {} per epoch, {} epochs{}, device {}", ph.name, ph.items,
                iters_per_epoch, bs, ph.tc.epochs,
-               ph.tc.time_limit_minutes > 0 ? " at most (time budget " + std::to_string(ph.tc.time_limit_minutes) + " min)"
+               ph.tc.time_limit_minutes > 0 ? fmt::format(" at most (time budget {:g} min)", ph.tc.time_limit_minutes)
                                             : std::string(),
                device.str());
 
@@ -172,7 +172,7 @@ nlohmann::json run_phase(const Phase& ph, const Config& cfg, const TrainOptions&
   // last epoch may be partial. A resumed run keeps the count its checkpoint settled on.
   const auto fit_budget = [&] {
     const int64_t done = pos.global_iter - start_iter;
-    if (resumed || ph.tc.time_limit_minutes <= 0 || done < 10) return;
+    if (resumed || ph.tc.time_limit_minutes <= 0 || done < 3) return;
     const double per_iter = elapsed() / static_cast<double>(done);
     const auto fit = pos.global_iter + static_cast<int64_t>((60.0 * ph.tc.time_limit_minutes - elapsed()) / per_iter);
     pos.total_iters = std::clamp<int64_t>(fit, pos.global_iter, max_iters);
@@ -285,7 +285,18 @@ TrainSummary train(const Config& cfg, const Dataset& train_set, const Dataset& v
     CSPNNet net(cfg.model.keypoints, train_set.schema.num_landmarks());
     keypoint_net = net;
     if (!cfg.model.keypoints.pretrained.empty()) {
-      const auto report = load_state_dict(*net->backbone, read_weights(cfg.model.keypoints.pretrained), "", {"fc."});
+      // ImageNet weights (.pth/.safetensors, torchvision keys), or the backbone of an earlier
+      // landmark model file (.cspn, keys "keypoints.backbone.*"), e.g. one trained on synthetic garments.
+      const StateDict weights = read_weights(cfg.model.keypoints.pretrained);
+      const std::string from_model = "keypoints.backbone.";
+      const bool model_file = std::any_of(weights.begin(), weights.end(), [&](const auto& kv) {
+        return kv.first.rfind(from_model, 0) == 0;
+      });
+      const auto report = load_state_dict(*net->backbone, weights, model_file ? from_model : "", {"fc."});
+      if (report.loaded == 0 || !report.missing.empty() || !report.mismatched.empty())
+        throw std::invalid_argument("model.keypoints.pretrained: " + cfg.model.keypoints.pretrained +
+                                    " does not hold a whole " + cfg.model.keypoints.backbone + " backbone: " +
+                                    report.summary());
       spdlog::info("backbone weights from {}: {} tensors loaded\n{}", cfg.model.keypoints.pretrained, report.loaded,
                    report.summary());
     }

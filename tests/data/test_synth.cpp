@@ -171,6 +171,14 @@ TEST(Synth, ScenesWriteCocoWithSeveralGarments) {
     EXPECT_TRUE(s.garments.size() >= 1 && s.garments.size() <= 4) << s.where;
     most = std::max(most, s.garments.size());
     EXPECT_EQ(s.width, 160);
+    // Garments are drawn in order: none covers more than 40% of the box of one drawn before it.
+    for (size_t top = 1; top < s.garments.size(); ++top)
+      for (size_t below = 0; below < top; ++below) {
+        const Box &a = s.garments[top].box, &b = s.garments[below].box;
+        const float iw = std::max(0.0f, std::min(a.x2, b.x2) - std::max(a.x1, b.x1));
+        const float ih = std::max(0.0f, std::min(a.y2, b.y2) - std::max(a.y1, b.y1));
+        EXPECT_LE(iw * ih, 0.4f * b.width() * b.height() + 1e-3f) << s.where;
+      }
     for (const Garment& g : s.garments)
       for (const Keypoint& p : g.keypoints) {
         occluded += p.v == Visibility::Occluded;

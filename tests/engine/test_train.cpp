@@ -84,6 +84,61 @@ TEST(Train, LearnsOnHeldOutImages) {
   EXPECT_LT(epoch_loss.back(), 0.8 * epoch_loss.front());
 }
 
+TEST(Train, TimeBudgetCutsTheScheduleToFit) {
+  // 1000 epochs cannot fit in 0.1 minutes: training stops when the budget is spent, the schedule
+  // compressed to the iterations that fit.
+  Config cfg = small_config();
+  cfg.train.epochs = 1000;
+  cfg.train.time_limit_minutes = 0.1f;
+  const Dataset train_set = load_split(synthetic_set(), "fld", "train", cfg, false);
+  TrainOptions opt;
+  opt.out_dir = test::scratch_dir("train-budget").string();
+  opt.progress = false;
+  const TrainSummary summary = train(cfg, train_set, Dataset{train_set.schema, {}, {}}, opt);
+  EXPECT_LT(summary.seconds, 60.0);
+  std::ifstream log(fs::path(opt.out_dir) / "log.jsonl");
+  nlohmann::json last;
+  for (std::string line; std::getline(log, line);) {
+    const auto rec = nlohmann::json::parse(line);
+    if (rec["type"] == "train") last = rec;
+  }
+  ASSERT_FALSE(last.is_null());
+  const int64_t iters_per_epoch = static_cast<int64_t>(train_set.samples.size()) / cfg.train.batch_size;
+  EXPECT_LT(last["iter"].get<int64_t>(), 1000 * iters_per_epoch);
+  EXPECT_EQ(last["iter"].get<int64_t>(), last["total_iters"].get<int64_t>()) << "stopped at the fitted end";
+}
+
+TEST(Train, BackboneFromAnEarlierModelFile) {
+  // A landmark model file (another pyramid width) hands its backbone to a new run.
+  Config cfg = small_config();
+  cfg.train.epochs = 1;
+  cfg.train.lr = 1e-9f;  // training barely moves the weights
+  const Dataset train_set = load_split(synthetic_set(), "fld", "train", cfg, false);
+  Config earlier_cfg = cfg;
+  earlier_cfg.model.keypoints.channels = 32;
+  torch::manual_seed(99);
+  CSPNNet earlier(earlier_cfg.model.keypoints, train_set.schema.num_landmarks());
+  ModelFile file{earlier_cfg, train_set.schema, {}, {}};
+  for (auto& [name, tensor] : state_dict(*earlier)) file.tensors.emplace_back("keypoints." + name, tensor);
+  const auto dir = test::scratch_dir("train-pretrained");
+  save_model_file((dir / "earlier.cspn").string(), file);
+
+  cfg.model.keypoints.pretrained = (dir / "earlier.cspn").string();
+  TrainOptions opt;
+  opt.out_dir = (dir / "run").string();
+  opt.progress = false;
+  const ModelFile trained = load_model_file(train(cfg, train_set, Dataset{train_set.schema, {}, {}}, opt).model_path);
+  torch::Tensor conv1;
+  for (const auto& [name, t] : trained.tensors)
+    if (name == "keypoints.backbone.layer2.0.conv1.weight") conv1 = t;
+  ASSERT_TRUE(conv1.defined());
+  EXPECT_LT((conv1 - earlier->backbone->named_parameters()["layer2.0.conv1.weight"]).abs().max().item<double>(), 1e-5);
+
+  cfg.model.keypoints.backbone = "resnet50";  // nothing of a ResNet-50 in it: an error, not a silent no-op
+  opt.out_dir = (dir / "run50").string();
+  EXPECT_THROW(train(cfg, train_set, Dataset{train_set.schema, {}, {}}, opt), std::invalid_argument);
+}
+
 TEST(Train, ResumeAfterAKillMatchesAnUninterruptedRun) {
   // The real command, killed with SIGKILL once its epoch-1 checkpoint exists, then resumed.
   const std::string cspn = std::string(test::kBinaryDir) + "/cspn";
