@@ -58,10 +58,8 @@ std::vector<std::string> image_files(const std::vector<std::string>& inputs) {
         if (entry.is_regular_file() && has_image_extension(entry.path())) found.push_back(entry.path().string());
       std::sort(found.begin(), found.end());
       files.insert(files.end(), found.begin(), found.end());
-    } else if (fs::exists(p)) {
-      files.push_back(input);
     } else {
-      throw std::invalid_argument(input + ": no such file or folder");
+      files.push_back(input);  // a missing or unreadable file is reported by predict_files
     }
   }
   return files;

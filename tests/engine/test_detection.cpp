@@ -184,11 +184,11 @@ test: {batch_size: 16, detector_batch_size: 2}
   PredictOptions po;
   po.out_dir = (dir / "rendered").string();
   po.progress = false;
-  const auto files = image_files({inputs.string()});
-  ASSERT_EQ(files.size(), 4u);
+  auto files = image_files({inputs.string(), (inputs / "missing.jpg").string()});
+  ASSERT_EQ(files.size(), 5u);
   const auto out = predict_files(pipeline, files, po);
-  ASSERT_EQ(out["images"].size() + out["errors"].size(), 4u);
-  EXPECT_EQ(out["errors"].size(), 3u) << out["errors"].dump();
+  ASSERT_EQ(out["images"].size() + out["errors"].size(), 5u);
+  EXPECT_EQ(out["errors"].size(), 4u) << out["errors"].dump();
   bool good_read = false;
   for (const auto& im : out["images"]) good_read |= im["file_name"].get<std::string>().find("good.jpg") != std::string::npos;
   EXPECT_TRUE(good_read);
@@ -204,7 +204,7 @@ test: {batch_size: 16, detector_batch_size: 2}
   const std::string cspn = std::string(test::kBinaryDir) + "/cspn";
   const auto json = dir / "cli.json";
   ASSERT_EQ(test::run_process({cspn, "predict", "--model", summary.model_path, "--json", json.string(), "--quiet",
-                               inputs.string()}),
+                               inputs.string(), (inputs / "missing.jpg").string()}),
             0);
   std::ifstream in(json);
   const auto cli = nlohmann::json::parse(in);

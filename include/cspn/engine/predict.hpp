@@ -12,9 +12,9 @@
 
 namespace cspn {
 
-// Image files named by `inputs`: files as given (whatever their extension, so that a wrong file is
-// reported rather than ignored), folders searched recursively for image extensions, sorted.
-// Throws std::invalid_argument naming an input that does not exist.
+// Image files named by `inputs`: files as given (whatever their extension, and missing ones too, so
+// that a wrong name is reported rather than ignored), folders searched recursively for image
+// extensions, sorted.
 std::vector<std::string> image_files(const std::vector<std::string>& inputs);
 
 struct PredictOptions {
