@@ -34,8 +34,10 @@ inline std::filesystem::path scratch_dir(const std::string& name) {
                    << " (set CSPN_SHARED_DATA or check out ../shared)";                  \
   } while (0)
 
+#include <fcntl.h>
 #include <spawn.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <vector>
 
@@ -43,19 +45,25 @@ extern char** environ;
 
 namespace cspn::test {
 
-// Starts argv[0] with the given arguments (no shell), its output going to this process's.
-inline pid_t spawn_process(const std::vector<std::string>& argv) {
+// Starts argv[0] with the given arguments (no shell), its output going to this process's, or its
+// standard output to `stdout_file` when one is named.
+inline pid_t spawn_process(const std::vector<std::string>& argv, const std::string& stdout_file = "") {
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  if (!stdout_file.empty())
+    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, stdout_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   pid_t pid = 0;
-  if (posix_spawn(&pid, args[0], nullptr, nullptr, args.data(), environ) != 0) return -1;
-  return pid;
+  const int rc = posix_spawn(&pid, args[0], &actions, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  return rc == 0 ? pid : -1;
 }
 
 // Runs a process to completion; its exit code, or -1 if it could not start or was killed.
-inline int run_process(const std::vector<std::string>& argv) {
-  const pid_t pid = spawn_process(argv);
+inline int run_process(const std::vector<std::string>& argv, const std::string& stdout_file = "") {
+  const pid_t pid = spawn_process(argv, stdout_file);
   if (pid < 0) return -1;
   int status = 0;
   waitpid(pid, &status, 0);

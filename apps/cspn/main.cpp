@@ -101,13 +101,15 @@ int run_eval(const std::string& model_path, const std::string& data, const std::
 }
 
 int run_predict(const std::string& model_path, const std::vector<std::string>& inputs, const std::string& json,
-                PredictOptions opt) {
+                float min_score, PredictOptions opt) {
   const ModelFile model = load_model_file(model_path);
   Pipeline pipeline(model, torch::Device(opt.device));
+  if (min_score >= 0) pipeline.set_min_score(min_score);
   const auto files = image_files(inputs);
   if (files.empty()) throw std::invalid_argument("no image files found in the given inputs");
   auto result = predict_files(pipeline, files, opt);
   result["model"] = model_path;
+  result["min_score"] = pipeline.min_score();
   for (const auto& e : result["errors"]) spdlog::warn("{}", e["error"].get<std::string>());
   std::string target = json;
   if (target.empty() && !opt.out_dir.empty()) target = (fs::path(opt.out_dir) / "predictions.json").string();
@@ -213,6 +215,10 @@ int main(int argc, char** argv) {
   predict->add_option("--out", predict_opt.out_dir, "write rendered images (and predictions.json) here");
   predict->add_option("--json", json, "write the predictions here (default: OUT/predictions.json, else stdout)");
   predict->add_option("--device", predict_opt.device, "cpu | cuda | cuda:N");
+  float predict_min_score = -1;
+  predict->add_option("--min-score", predict_min_score,
+                      "report garments detected with at least this score (default: the model's test.min_score, 0.5)")
+      ->check(CLI::Range(0.0, 1.0));
   predict->add_flag("--quiet", quiet, "no progress bar");
   predict->add_option("inputs", predict_inputs, "image files or folders (searched recursively)")->required();
 
@@ -248,6 +254,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     use_threads(0);
+    keep_freed_memory();
     if (*synth) return run_synth(synth_out, synth_opt);
     if (*train_cmd) {
       train_opt.progress = !quiet;
@@ -259,7 +266,7 @@ int main(int argc, char** argv) {
     }
     if (*predict) {
       predict_opt.progress = !quiet;
-      return run_predict(model_path, predict_inputs, json, predict_opt);
+      return run_predict(model_path, predict_inputs, json, predict_min_score, predict_opt);
     }
     if (*info) {
       if (model_path.empty() && config.empty()) throw std::invalid_argument("cspn info needs --model FILE or --config FILE");

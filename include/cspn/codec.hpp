@@ -32,9 +32,11 @@ class HeatmapCodec {
   std::pair<torch::Tensor, torch::Tensor> encode(const torch::Tensor& keypoints) const;
 
   // heatmaps [N,K,h,w] -> {coords [N,K,2] input pixels, scores [N,K] (peak value)}.
-  // decode: "quarter" shifts the argmax 1/4 pixel toward the higher neighbour; "argmax" does not.
+  // decode: "taylor" moves the argmax to the maximum of a quadratic fitted to the log of the
+  // smoothed map around it (exact for a Gaussian); "quarter" shifts it 1/4 pixel toward the higher
+  // neighbour; "argmax" leaves it on the pixel centre.
   std::pair<torch::Tensor, torch::Tensor> decode(const torch::Tensor& heatmaps,
-                                                 const std::string& mode = "quarter") const;
+                                                 const std::string& mode = "taylor") const;
 
   // Heatmaps predicted on a horizontally mirrored crop [N,K,h,w] -> the same heatmaps in the
   // unmirrored frame (flipped back along w, partner slots swapped).
@@ -44,6 +46,9 @@ class HeatmapCodec {
   static torch::Tensor to_image(const torch::Tensor& coords, const torch::Tensor& crop_to_image);
 
  private:
+  // Sub-pixel step [N,K,2] (heatmap pixels, within +-1) from the argmax (px, py) [N,K] of each map.
+  torch::Tensor taylor_offset(const torch::Tensor& heatmaps, const torch::Tensor& px, const torch::Tensor& py) const;
+
   int input_h_, input_w_, stride_, heatmap_h_, heatmap_w_;
   float sigma_;
 };

@@ -60,6 +60,8 @@ struct DetectorModelConfig {
   int box_batch = 128;
   float box_pos_fraction = 0.25f;
   float score_thresh = 0.05f, nms = 0.5f;
+  float min_box_size = 4.0f;             // detections narrower or lower than this (input pixels) are
+                                         // dropped: slivers left by clipping a box outside the image
   int detections_per_image = 20;
   template <class V> void visit(V& v) {
     v("enabled", enabled); v("backbone", backbone); v("pretrained", pretrained);
@@ -73,7 +75,7 @@ struct DetectorModelConfig {
     v("freeze_bn", freeze_bn); v("trainable_layers", trainable_layers);
     v("box_fg_iou", box_fg_iou); v("box_bg_iou", box_bg_iou); v("box_batch", box_batch);
     v("box_pos_fraction", box_pos_fraction); v("score_thresh", score_thresh); v("nms", nms);
-    v("detections_per_image", detections_per_image);
+    v("min_box_size", min_box_size); v("detections_per_image", detections_per_image);
   }
 };
 
@@ -141,14 +143,18 @@ struct TrainConfig {
 
 struct TestConfig {
   bool flip = true;               // average with the prediction on the mirrored crop
-  std::string decode = "quarter"; // quarter (argmax + 1/4 px toward the higher neighbour) | argmax
+  std::string decode = "taylor";  // taylor (maximum of the log-heatmap's local quadratic) |
+                                  // quarter (argmax + 1/4 px toward the higher neighbour) | argmax
   int batch_size = 32;            // crops per landmark-network batch
   int detector_batch_size = 4;    // whole images per detector batch
   float visible_score = 0.2f;     // a predicted landmark is reported visible when its heatmap peak
                                   // (1.0 = a perfect target's centre) reaches this
+  float min_score = 0.5f;         // predict reports the garments whose detection score reaches
+                                  // this (eval scores every detection)
   template <class V> void visit(V& v) {
     v("flip", flip); v("decode", decode); v("batch_size", batch_size);
     v("detector_batch_size", detector_batch_size); v("visible_score", visible_score);
+    v("min_score", min_score);
   }
 };
 

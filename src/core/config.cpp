@@ -180,6 +180,7 @@ void Config::validate() const {
   require(d.trainable_layers >= 0 && d.trainable_layers <= 5 && (d.backbone != "vgg16" || d.trainable_layers == 5),
           "model.detector.trainable_layers", d.trainable_layers, "0..5 (5 with vgg16)");
   require(d.min_size > 0 && d.max_size >= d.min_size, "model.detector.max_size", d.max_size, ">= min_size > 0");
+  require(d.min_box_size >= 0, "model.detector.min_box_size", d.min_box_size, ">= 0");
   require(!d.anchor_sizes.empty() && !d.anchor_ratios.empty(), "model.detector.anchor_sizes", d.anchor_sizes,
           "non-empty sizes and ratios");
   require(model.keypoints.enabled || model.detector.enabled, "model.keypoints.enabled", model.keypoints.enabled,
@@ -201,9 +202,11 @@ void Config::validate() const {
     require(t.val_every >= 0, name + ".val_every", t.val_every, ">= 0 (0: never)");
     require(t.log_every >= 1, name + ".log_every", t.log_every, ">= 1");
   }
-  require(test.decode == "quarter" || test.decode == "argmax", "test.decode", test.decode, "quarter or argmax");
+  require(test.decode == "taylor" || test.decode == "quarter" || test.decode == "argmax", "test.decode", test.decode,
+          "taylor, quarter or argmax");
   require(test.batch_size >= 1, "test.batch_size", test.batch_size, ">= 1");
   require(test.detector_batch_size >= 1, "test.detector_batch_size", test.detector_batch_size, ">= 1");
+  require(test.min_score >= 0 && test.min_score <= 1, "test.min_score", test.min_score, "in [0, 1]");
 }
 
 nlohmann::json Config::to_json() const {

@@ -1,6 +1,7 @@
 #include "cspn/engine/detection.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <random>
 
@@ -13,12 +14,16 @@
 namespace cspn {
 namespace {
 
+cv::Size resized_size(const cv::Mat& bgr, float scale) {
+  return {std::max(1, static_cast<int>(std::lround(bgr.cols * scale))),
+          std::max(1, static_cast<int>(std::lround(bgr.rows * scale)))};
+}
+
 cv::Mat resized(const cv::Mat& bgr, float scale) {
-  const int w = std::max(1, static_cast<int>(std::lround(bgr.cols * scale)));
-  const int h = std::max(1, static_cast<int>(std::lround(bgr.rows * scale)));
-  if (w == bgr.cols && h == bgr.rows) return bgr;
+  const cv::Size size = resized_size(bgr, scale);
+  if (size == bgr.size()) return bgr;
   cv::Mat out;
-  cv::resize(bgr, out, cv::Size(w, h), 0, 0, scale < 1 ? cv::INTER_AREA : cv::INTER_LINEAR);
+  cv::resize(bgr, out, size, 0, 0, scale < 1 ? cv::INTER_AREA : cv::INTER_LINEAR);
   return out;
 }
 
@@ -119,7 +124,12 @@ std::vector<std::vector<DetectedGarment>> GarmentDetector::detect(const std::vec
     const std::vector<cv::Mat> chunk(images.begin() + first, images.begin() + std::min(images.size(), first + bs));
     std::vector<float> scales;
     for (const auto& im : chunk) scales.push_back(detector_scale(im.cols, im.rows, cfg_.model.detector));
-    const auto detections = net_->detect(detector_input(chunk, scales).to(device_));
+    std::vector<std::array<int64_t, 2>> sizes;  // each image's own area in the padded batch
+    for (size_t i = 0; i < chunk.size(); ++i) {
+      const cv::Size size = resized_size(chunk[i], scales[i]);
+      sizes.push_back({size.height, size.width});
+    }
+    const auto detections = net_->detect(detector_input(chunk, scales).to(device_), sizes);
     for (size_t i = 0; i < chunk.size(); ++i) {
       const auto boxes = (detections[i].boxes.cpu() / scales[i]).contiguous();
       const auto scores = detections[i].scores.cpu().contiguous();
@@ -222,7 +232,8 @@ std::vector<int> match_detections(const std::vector<DetectedGarment>& detections
 
 Pipeline::Pipeline(const ModelFile& file, torch::Device device)
     : detector_(GarmentDetector::from_model_file(file, device)),
-      landmarks_(LandmarkPredictor::from_model_file(file, device)) {}
+      landmarks_(LandmarkPredictor::from_model_file(file, device)),
+      min_score_(file.config.test.min_score) {}
 
 std::vector<std::vector<GarmentPrediction>> Pipeline::predict(const std::vector<cv::Mat>& images) {
   const auto detections = detector_.detect(images);
@@ -230,13 +241,18 @@ std::vector<std::vector<GarmentPrediction>> Pipeline::predict(const std::vector<
   Dataset frames{schema, {}, {}};
   std::map<int, cv::Mat> decoded;
   std::vector<CropJob> jobs;
+  std::vector<const DetectedGarment*> garment_of_job;
   for (size_t i = 0; i < images.size(); ++i) {
     Sample s;
     s.width = images[i].cols;
     s.height = images[i].rows;
     frames.samples.push_back(s);
     decoded.emplace(static_cast<int>(i), images[i]);
-    for (const auto& d : detections[i]) jobs.push_back({static_cast<int>(i), -1, d.category, d.box});
+    for (const auto& d : detections[i]) {
+      if (d.score < min_score_) continue;
+      jobs.push_back({static_cast<int>(i), -1, d.category, d.box});
+      garment_of_job.push_back(&d);
+    }
   }
   std::vector<std::vector<GarmentPrediction>> out(images.size());
   if (jobs.empty()) return out;
@@ -245,10 +261,9 @@ std::vector<std::vector<GarmentPrediction>> Pipeline::predict(const std::vector<
   const auto [coords, scores] = landmarks_.predict_jobs(batcher);
   auto c = coords.accessor<float, 3>();
   auto s = scores.accessor<float, 2>();
-  std::vector<size_t> next(images.size(), 0);
   for (size_t j = 0; j < jobs.size(); ++j) {
     const CropJob& job = jobs[j];
-    const DetectedGarment& d = detections[job.sample][next[job.sample]++];
+    const DetectedGarment& d = *garment_of_job[j];
     GarmentPrediction g{d.category, d.score, d.box, std::vector<LandmarkPoint>(schema.num_landmarks())};
     for (int k : schema.categories[d.category].landmarks)
       g.landmarks[k] = {c[j][k][0], c[j][k][1], s[j][k], s[j][k] >= cfg.test.visible_score};

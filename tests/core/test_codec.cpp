@@ -1,5 +1,5 @@
-// HeatmapCodec: targets against a naive per-pixel loop, encode -> decode round trips, the quarter
-// shift on hand-made maps, flip consistency and the crop -> image affine.
+// HeatmapCodec: targets against a naive per-pixel loop, encode -> decode round trips (argmax,
+// quarter shift, Taylor step), the quarter shift on hand-made maps, flip consistency and the crop -> image affine.
 #include <cmath>
 #include <stdexcept>
 #include <vector>
@@ -90,6 +90,51 @@ TEST(HeatmapCodec, RoundTripQuarterWithinQuarterPixelAndBetterThanArgmax) {
   // Offsets uniform in [-0.5, 0.5]: the mean error is 0.125 with the shift, 0.25 without.
   EXPECT_NEAR(err_q.mean().item<float>(), 0.125f, 0.01f);
   EXPECT_NEAR(err_a.mean().item<float>(), 0.25f, 0.01f);
+}
+
+TEST(HeatmapCodec, RoundTripTaylorIsNearlyExact) {
+  const auto codec = make_codec();
+  // The log of a Gaussian is a quadratic: one step lands on its centre, wherever the argmax has
+  // neighbours on every side.
+  auto kp = random_keypoints(2000, 1.0, kW - 2.0, kH - 2.0);
+  auto [target, weight] = codec.encode(kp);
+  auto taylor = codec.decode(target.unsqueeze(0), "taylor").first[0];
+  auto err = (taylor - kp.narrow(1, 0, 2)).abs() / kStride;
+  EXPECT_LE(err.max().item<float>(), 1e-3f);
+  // On the outermost pixels there is no neighbour on one side and the argmax stands.
+  auto edge = random_keypoints(2000, -0.49, kW - 0.51, kH - 0.51);
+  auto edge_target = codec.encode(edge).first.unsqueeze(0);
+  auto edge_err = (codec.decode(edge_target, "taylor").first[0] - edge.narrow(1, 0, 2)).abs() / kStride;
+  EXPECT_LE(edge_err.max().item<float>(), 0.5f + 1e-4f);
+}
+
+TEST(HeatmapCodec, TaylorFindsAnyGaussianAndBeatsQuarterUnderNoise) {
+  const auto codec = make_codec();
+  torch::manual_seed(3);
+  auto kp = random_keypoints(1000, 4.0, kW - 5.0, kH - 5.0);
+  auto xy = kp.narrow(1, 0, 2);
+  // A network's map: a lower, wider peak than the target's, then with noise on top.
+  auto wide = (0.7 * HeatmapCodec(kH * kStride, kW * kStride, kStride, 1.5f * kSigma).encode(kp).first).unsqueeze(0);
+  auto err = [&](const torch::Tensor& maps, const char* mode) {
+    return (codec.decode(maps, mode).first[0] - xy).square().sum(1).sqrt() / kStride;  // [K] heatmap px
+  };
+  EXPECT_LE(err(wide, "taylor").max().item<float>(), 1e-3f);
+  auto noisy = wide + 0.01 * torch::randn_like(wide);
+  const float taylor = err(noisy, "taylor").mean().item<float>(), quarter = err(noisy, "quarter").mean().item<float>();
+  EXPECT_LT(taylor, 0.8f * quarter) << "taylor " << taylor << " quarter " << quarter << " (heatmap px)";
+}
+
+TEST(HeatmapCodec, TaylorLeavesAFlatMapOnItsArgmax) {
+  const auto codec = make_codec();
+  // No peak to step to: a constant map and a map with one positive pixel on a negative floor.
+  auto hm = torch::zeros({1, 2, kH, kW});
+  hm[0][1].fill_(-0.1);
+  hm[0][1][9][11] = 0.5f;
+  auto coords = codec.decode(hm, "taylor").first[0];
+  EXPECT_TRUE(torch::isfinite(coords).all().item<bool>());
+  EXPECT_FLOAT_EQ(coords[0][0].item<float>(), static_cast<float>(to_input(0.0)));
+  EXPECT_NEAR(coords[1][0].item<float>(), to_input(11.0), 1e-3);
+  EXPECT_NEAR(coords[1][1].item<float>(), to_input(9.0), 1e-3);
 }
 
 TEST(HeatmapCodec, IntegerCentredPointsDecodeExactly) {

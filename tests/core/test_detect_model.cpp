@@ -154,6 +154,30 @@ TEST(DetectFasterRCNN, LossesAndDetectionsHaveTheRightShapes) {
   }
 }
 
+TEST(DetectFasterRCNN, DetectionsStayInsideEachImageAndAreNotSlivers) {
+  auto cfg = small_config();
+  cfg.score_thresh = 0.0f;  // an untrained head: keep whatever it finds
+  cfg.min_box_size = 6.0f;
+  FasterRCNN model(cfg, 4);
+  model->eval();
+  // Two images padded into one batch: the second one covers only its top-left 40x30.
+  const auto images = torch::randn({2, 3, 96, 80});
+  const auto dets = model->detect(images, {{96, 80}, {40, 30}});
+  ASSERT_EQ(dets.size(), 2u);
+  ASSERT_GT(dets[1].boxes.size(0), 0) << "no detections to check";
+  for (int b = 0; b < 2; ++b) {
+    const auto& boxes = dets[b].boxes;
+    if (boxes.size(0) == 0) continue;
+    const float w = b == 0 ? 80.f : 30.f, h = b == 0 ? 96.f : 40.f;
+    EXPECT_GE(boxes.min().item<float>(), 0.f);
+    EXPECT_LE(boxes.select(1, 2).max().item<float>(), w) << "image " << b;
+    EXPECT_LE(boxes.select(1, 3).max().item<float>(), h) << "image " << b;
+    const auto widths = boxes.select(1, 2) - boxes.select(1, 0), heights = boxes.select(1, 3) - boxes.select(1, 1);
+    EXPECT_GE(torch::min(widths.min(), heights.min()).item<float>(), cfg.min_box_size) << "image " << b;
+  }
+  EXPECT_THROW(model->detect(images, {{96, 80}}), std::invalid_argument);  // one size for two images
+}
+
 TEST(DetectFasterRCNN, TrainableLayersFreezeTheRest) {
   auto cfg = small_config();
   cfg.freeze_bn = false;

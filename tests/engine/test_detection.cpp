@@ -181,6 +181,8 @@ test: {batch_size: 16, detector_batch_size: 2}
   std::ofstream(inputs / "empty.png").close();
   std::ofstream(inputs / "notes.jpg") << "not an image\n";
   Pipeline pipeline(model, torch::kCPU);
+  EXPECT_FLOAT_EQ(pipeline.min_score(), cfg.test.min_score);
+  pipeline.set_min_score(0.0f);  // every detection of this barely trained detector
   PredictOptions po;
   po.out_dir = (dir / "rendered").string();
   po.progress = false;
@@ -204,10 +206,30 @@ test: {batch_size: 16, detector_batch_size: 2}
   const std::string cspn = std::string(test::kBinaryDir) + "/cspn";
   const auto json = dir / "cli.json";
   ASSERT_EQ(test::run_process({cspn, "predict", "--model", summary.model_path, "--json", json.string(), "--quiet",
-                               inputs.string(), (inputs / "missing.jpg").string()}),
+                               "--min-score", "0", inputs.string(), (inputs / "missing.jpg").string()}),
             0);
   std::ifstream in(json);
   const auto cli = nlohmann::json::parse(in);
   EXPECT_EQ(cli["images"].size(), out["images"].size());
   EXPECT_EQ(cli["errors"].size(), out["errors"].size());
+  EXPECT_EQ(cli["annotations"].size(), out["annotations"].size());
+  EXPECT_EQ(cli["min_score"], 0.0);
+
+  // The README's C++ API example, with the model's own min_score: one line per garment of the good
+  // photo scoring at least that, then one per landmark of its category.
+  const std::string example = std::string(test::kBinaryDir) + "/cspn_detect_example";
+  const auto printed = dir / "example.txt";
+  ASSERT_EQ(test::run_process({example, summary.model_path, (inputs / "good.jpg").string()}, printed.string()), 0);
+  std::ifstream text(printed);
+  int printed_garments = 0, printed_landmarks = 0;
+  for (std::string line; std::getline(text, line);) (line.rfind("  ", 0) == 0 ? printed_landmarks : printed_garments)++;
+  int expected_garments = 0, expected_landmarks = 0;
+  for (const auto& a : out["annotations"])
+    if (a["score"].get<float>() >= cfg.test.min_score) {
+      ++expected_garments;
+      expected_landmarks += static_cast<int>(a["landmarks"].size());
+    }
+  EXPECT_EQ(printed_garments, expected_garments);
+  EXPECT_EQ(printed_landmarks, expected_landmarks);
+  EXPECT_EQ(test::run_process({example, summary.model_path, (inputs / "notes.jpg").string()}), 1);
 }

@@ -9,6 +9,7 @@
 // are), "rpn.head.{conv,cls_logits,bbox_pred}", "roi_heads.box_head.{fc6,fc7}" (box_head "fc"),
 // "roi_heads.box_predictor.{cls_score,bbox_pred}".
 #include <cstdint>
+#include <array>
 #include <map>
 #include <memory>
 #include <string>
@@ -46,9 +47,11 @@ class FasterRCNNImpl : public torch::nn::Module {
   // training loss is their sum). Uses the *_train RPN top-N values; call in train mode.
   std::map<std::string, torch::Tensor> losses(const torch::Tensor& images,
                                               const std::vector<DetTarget>& targets);
-  // images [B,3,H,W] -> per image up to detections_per_image detections above score_thresh,
-  // after per-class NMS. Runs without gradients with the *_test RPN values; call in eval mode.
-  std::vector<Detections> detect(const torch::Tensor& images);
+  // images [B,3,H,W] -> per image up to detections_per_image detections above score_thresh and
+  // at least min_box_size wide and high, after per-class NMS. Runs without gradients with the
+  // *_test RPN values; call in eval mode. sizes[b] = {height, width} of image b before padding
+  // (boxes are clipped to it); empty: every image fills the tensor.
+  std::vector<Detections> detect(const torch::Tensor& images, const std::vector<std::array<int64_t, 2>>& sizes = {});
 
   // Keeps frozen BatchNorm layers (freeze_bn) in eval mode whatever the module's mode.
   void train(bool on = true) override;
@@ -68,7 +71,8 @@ class FasterRCNNImpl : public torch::nn::Module {
   torch::Tensor features(const torch::Tensor& images);
   RpnOutput rpn(const torch::Tensor& features);
   // Per image: proposals [P_b,4] (no gradient), P_b <= post_nms.
-  std::vector<torch::Tensor> proposals(const RpnOutput& out, int64_t height, int64_t width,
+  // sizes[b] = {height, width} that image b's boxes are clipped to.
+  std::vector<torch::Tensor> proposals(const RpnOutput& out, const std::vector<std::array<int64_t, 2>>& sizes,
                                        int64_t pre_nms, int64_t post_nms) const;
   // RoI features of boxes per image -> (class logits [R,K], box deltas [R,4K]), R = sum of P_b.
   std::pair<torch::Tensor, torch::Tensor> box_predictions(const torch::Tensor& features,

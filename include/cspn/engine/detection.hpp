@@ -113,7 +113,11 @@ class Pipeline {
  public:
   Pipeline(const ModelFile& file, torch::Device device);
 
+  // Per image, the garments detected with a score of at least min_score() and their landmarks.
   std::vector<std::vector<GarmentPrediction>> predict(const std::vector<cv::Mat>& images);
+  // The model's test.min_score unless set here (0 keeps every detection).
+  float min_score() const { return min_score_; }
+  void set_min_score(float score) { min_score_ = score; }
 
   const LandmarkSchema& schema() const { return landmarks_.schema(); }
   GarmentDetector& detector() { return detector_; }
@@ -122,6 +126,7 @@ class Pipeline {
  private:
   GarmentDetector detector_;
   LandmarkPredictor landmarks_;
+  float min_score_;
 };
 
 }  // namespace cspn

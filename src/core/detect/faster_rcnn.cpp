@@ -15,7 +15,7 @@ namespace F = torch::nn::functional;
 
 // torchvision's fixed post-processing constants.
 constexpr double kRpnMinSize = 1e-3;  // proposals thinner than this are dropped
-constexpr double kBoxMinSize = 1e-2;  // detections thinner than this are dropped
+constexpr double kBoxMinSize = 1e-2;  // detections thinner than this are dropped whatever min_box_size says
 constexpr double kSmoothL1Beta = 1.0 / 9.0;
 
 std::string shape_of(const torch::Tensor& t) {
@@ -188,9 +188,9 @@ FasterRCNNImpl::RpnOutput FasterRCNNImpl::rpn(const torch::Tensor& feat) {
   return {std::move(objectness), std::move(deltas), std::move(anchors)};
 }
 
-std::vector<torch::Tensor> FasterRCNNImpl::proposals(const RpnOutput& out, int64_t height,
-                                                     int64_t width, int64_t pre_nms,
-                                                     int64_t post_nms) const {
+std::vector<torch::Tensor> FasterRCNNImpl::proposals(const RpnOutput& out,
+                                                     const std::vector<std::array<int64_t, 2>>& sizes,
+                                                     int64_t pre_nms, int64_t post_nms) const {
   torch::NoGradGuard no_grad;
   const int64_t B = out.objectness.size(0), N = out.objectness.size(1);
   const int64_t k = std::min(pre_nms, N);
@@ -198,13 +198,13 @@ std::vector<torch::Tensor> FasterRCNNImpl::proposals(const RpnOutput& out, int64
   const auto [scores, index] = out.objectness.topk(k, 1);  // [B,k]
   const auto deltas = out.deltas.gather(1, index.unsqueeze(2).expand({B, k, 4}));
   const auto anchors = out.anchors.index_select(0, index.reshape(-1));
-  const auto boxes = detect::clip_boxes(
-      rpn_coder_.decode(deltas.reshape({-1, 4}), anchors).view({B, k, 4}), height, width);
+  const auto decoded = rpn_coder_.decode(deltas.reshape({-1, 4}), anchors).view({B, k, 4});
   std::vector<torch::Tensor> result;
   result.reserve(B);
   for (int64_t b = 0; b < B; ++b) {
-    const auto keep = detect::remove_small_boxes(boxes[b], kRpnMinSize);
-    const auto kept_boxes = boxes[b].index_select(0, keep);
+    const auto boxes = detect::clip_boxes(decoded[b], sizes[b][0], sizes[b][1]);
+    const auto keep = detect::remove_small_boxes(boxes, kRpnMinSize);
+    const auto kept_boxes = boxes.index_select(0, keep);
     auto order = detect::nms(kept_boxes, scores[b].index_select(0, keep), cfg_.rpn_nms);
     order = order.narrow(0, 0, std::min<int64_t>(post_nms, order.size(0)));
     result.push_back(kept_boxes.index_select(0, order));
@@ -299,7 +299,8 @@ std::map<std::string, torch::Tensor> FasterRCNNImpl::losses(const torch::Tensor&
 
   // Box head targets on the proposals plus the ground truth boxes: IoU >= box_fg_iou takes the
   // gt's label, < box_bg_iou is background; box_batch RoIs per image, box_pos_fraction positive.
-  auto boxes = proposals(rpn_out, H, W, cfg_.rpn_pre_nms_train, cfg_.rpn_post_nms_train);
+  auto boxes = proposals(rpn_out, std::vector<std::array<int64_t, 2>>(B, {H, W}), cfg_.rpn_pre_nms_train,
+                         cfg_.rpn_post_nms_train);
   const detect::Matcher box_matcher(cfg_.box_fg_iou, cfg_.box_bg_iou, false);
   const detect::BalancedPositiveNegativeSampler box_sampler(cfg_.box_batch, cfg_.box_pos_fraction);
   std::vector<torch::Tensor> roi_labels, roi_targets;
@@ -335,30 +336,37 @@ std::map<std::string, torch::Tensor> FasterRCNNImpl::losses(const torch::Tensor&
   return out;
 }
 
-std::vector<Detections> FasterRCNNImpl::detect(const torch::Tensor& images) {
+std::vector<Detections> FasterRCNNImpl::detect(const torch::Tensor& images,
+                                               const std::vector<std::array<int64_t, 2>>& sizes) {
   check_images("detect", images);
+  const int64_t B = images.size(0), H = images.size(2), W = images.size(3), K = num_classes_;
+  if (!sizes.empty() && static_cast<int64_t>(sizes.size()) != B)
+    throw std::invalid_argument("cspn::FasterRCNN::detect: expected one size per image (" + std::to_string(B) +
+                                "), got " + std::to_string(sizes.size()));
+  std::vector<std::array<int64_t, 2>> clip = sizes.empty() ? std::vector<std::array<int64_t, 2>>(B, {H, W}) : sizes;
+  for (auto& [h, w] : clip) h = std::clamp<int64_t>(h, 1, H), w = std::clamp<int64_t>(w, 1, W);
   torch::NoGradGuard no_grad;
-  const int64_t H = images.size(2), W = images.size(3), K = num_classes_;
   const auto feat = features(images);
-  const auto boxes = proposals(rpn(feat), H, W, cfg_.rpn_pre_nms_test, cfg_.rpn_post_nms_test);
+  const auto boxes = proposals(rpn(feat), clip, cfg_.rpn_pre_nms_test, cfg_.rpn_post_nms_test);
   const auto [class_logits, box_deltas] = box_predictions(feat, boxes);
   const auto scores = torch::softmax(class_logits, -1);  // [R,K]
-  const auto rois = torch::cat(boxes);
   // Class-specific boxes [R,K,4]; the background column is dropped.
-  const auto decoded = detect::clip_boxes(box_coder_.decode(box_deltas, rois), H, W);
+  const auto decoded = box_coder_.decode(box_deltas, torch::cat(boxes));
   const auto classes = torch::arange(1, K, scores.options().dtype(torch::kLong));
 
   std::vector<Detections> result;
   int64_t first = 0;
-  for (const auto& image_boxes : boxes) {
-    const int64_t n = image_boxes.size(0);
-    auto b = decoded.narrow(0, first, n).narrow(1, 1, K - 1).reshape({-1, 4});
+  for (size_t image = 0; image < boxes.size(); ++image) {
+    const int64_t n = boxes[image].size(0);
+    auto b = detect::clip_boxes(decoded.narrow(0, first, n), clip[image][0], clip[image][1])
+                 .narrow(1, 1, K - 1)
+                 .reshape({-1, 4});
     auto s = scores.narrow(0, first, n).narrow(1, 1, K - 1).reshape(-1);
     auto l = classes.unsqueeze(0).expand({n, K - 1}).reshape(-1);
     first += n;
     auto keep = (s > cfg_.score_thresh).nonzero().select(1, 0);
     b = b.index_select(0, keep), s = s.index_select(0, keep), l = l.index_select(0, keep);
-    keep = detect::remove_small_boxes(b, kBoxMinSize);
+    keep = detect::remove_small_boxes(b, std::max<double>(cfg_.min_box_size, kBoxMinSize));
     b = b.index_select(0, keep), s = s.index_select(0, keep), l = l.index_select(0, keep);
     keep = detect::batched_nms(b, s, l, cfg_.nms);
     keep = keep.narrow(0, 0, std::min<int64_t>(cfg_.detections_per_image, keep.size(0)));
