@@ -147,13 +147,16 @@ struct TestConfig {
                                   // quarter (argmax + 1/4 px toward the higher neighbour) | argmax
   int batch_size = 32;            // crops per landmark-network batch
   int detector_batch_size = 4;    // whole images per detector batch
+  bool detector_flip = true;      // the detector's box head also sees the mirrored image; class
+                                  // probabilities and boxes are averaged (one more trunk pass)
   float visible_score = 0.2f;     // a predicted landmark is reported visible when its heatmap peak
                                   // (1.0 = a perfect target's centre) reaches this
   float min_score = 0.5f;         // predict reports the garments whose detection score reaches
                                   // this (eval scores every detection)
   template <class V> void visit(V& v) {
     v("flip", flip); v("decode", decode); v("batch_size", batch_size);
-    v("detector_batch_size", detector_batch_size); v("visible_score", visible_score);
+    v("detector_batch_size", detector_batch_size); v("detector_flip", detector_flip);
+    v("visible_score", visible_score);
     v("min_score", min_score);
   }
 };

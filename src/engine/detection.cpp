@@ -129,7 +129,7 @@ std::vector<std::vector<DetectedGarment>> GarmentDetector::detect(const std::vec
       const cv::Size size = resized_size(chunk[i], scales[i]);
       sizes.push_back({size.height, size.width});
     }
-    const auto detections = net_->detect(detector_input(chunk, scales).to(device_), sizes);
+    const auto detections = net_->detect(detector_input(chunk, scales).to(device_), sizes, cfg_.test.detector_flip);
     for (size_t i = 0; i < chunk.size(); ++i) {
       const auto boxes = (detections[i].boxes.cpu() / scales[i]).contiguous();
       const auto scores = detections[i].scores.cpu().contiguous();

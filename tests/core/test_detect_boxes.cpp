@@ -92,6 +92,13 @@ TEST(DetectBoxes, ClipAndRemoveSmall) {
   EXPECT_EQ(to_vector(remove_small_boxes(clipped, 0.5)), (std::vector<int64_t>{0, 1}));
 }
 
+TEST(DetectBoxes, FlipMirrorsAboutTheImageWidth) {
+  const auto boxes = torch::tensor({{2.f, 3.f, 10.f, 20.f}, {0.f, 0.f, 40.f, 5.f}});
+  EXPECT_EQ(max_diff(flip_boxes(boxes, 40), torch::tensor({{30.f, 3.f, 38.f, 20.f}, {0.f, 0.f, 40.f, 5.f}})), 0.0);
+  EXPECT_EQ(max_diff(flip_boxes(flip_boxes(boxes, 40), 40), boxes), 0.0);
+  EXPECT_THROW(flip_boxes(torch::zeros({2, 3}), 40), std::invalid_argument);
+}
+
 TEST(DetectBoxes, MatcherThresholdsAndLowQualityMatches) {
   // 2 gts x 5 boxes.
   const auto q = torch::tensor({{0.8f, 0.5f, 0.1f, 0.2f, 0.0f},

@@ -302,15 +302,19 @@ TEST(DetectFasterRCNN, OverfitsOneSyntheticImage) {
                                                       << totals.back();
 
   model->eval();
-  const auto dets = model->detect(image)[0];
-  ASSERT_GE(dets.boxes.size(0), 2);
-  for (int64_t g = 0; g < 2; ++g) {
-    // The best-scoring detection of the object's class overlaps it with IoU > 0.7.
-    const auto of_class = (dets.labels == g + 1).nonzero().select(1, 0);
-    ASSERT_GT(of_class.numel(), 0) << "no detection of class " << g + 1;
-    const auto best = dets.boxes.index_select(0, of_class.narrow(0, 0, 1));
-    const double iou = cspn::detect::box_iou(best, gt.narrow(0, g, 1)).item<double>();
-    EXPECT_GT(iou, 0.7) << "class " << g + 1;
+  // The mirrored view alone has never been seen: the direct view must carry flip averaging, and
+  // the box deltas from the mirrored view must come back unmirrored, or the boxes drift.
+  for (const bool flip : {false, true}) {
+    const auto dets = model->detect(image, {}, flip)[0];
+    ASSERT_GE(dets.boxes.size(0), 2) << "flip " << flip;
+    for (int64_t g = 0; g < 2; ++g) {
+      // The best-scoring detection of the object's class overlaps it with IoU > 0.7.
+      const auto of_class = (dets.labels == g + 1).nonzero().select(1, 0);
+      ASSERT_GT(of_class.numel(), 0) << "no detection of class " << g + 1 << ", flip " << flip;
+      const auto best = dets.boxes.index_select(0, of_class.narrow(0, 0, 1));
+      const double iou = cspn::detect::box_iou(best, gt.narrow(0, g, 1)).item<double>();
+      EXPECT_GT(iou, 0.7) << "class " << g + 1 << ", flip " << flip;
+    }
   }
 }
 

@@ -54,6 +54,8 @@ class BoxCoder {
 
 // Clamps x to [0, width] and y to [0, height]. boxes [...,4] -> same shape.
 torch::Tensor clip_boxes(const torch::Tensor& boxes, int64_t height, int64_t width);
+// The mirror images of boxes [...,4] in an image `width` wide: x1' = width - x2, x2' = width - x1.
+torch::Tensor flip_boxes(const torch::Tensor& boxes, int64_t width);
 // Indices (int64, increasing) of the boxes [N,4] whose width and height are both >= min_size.
 torch::Tensor remove_small_boxes(const torch::Tensor& boxes, double min_size);
 

@@ -50,8 +50,11 @@ class FasterRCNNImpl : public torch::nn::Module {
   // images [B,3,H,W] -> per image up to detections_per_image detections above score_thresh and
   // at least min_box_size wide and high, after per-class NMS. Runs without gradients with the
   // *_test RPN values; call in eval mode. sizes[b] = {height, width} of image b before padding
-  // (boxes are clipped to it); empty: every image fills the tensor.
-  std::vector<Detections> detect(const torch::Tensor& images, const std::vector<std::array<int64_t, 2>>& sizes = {});
+  // (boxes are clipped to it); empty: every image fills the tensor. flip: the box head's class
+  // probabilities and box deltas are averaged with those of the mirrored proposal in the mirrored
+  // image (one more trunk pass).
+  std::vector<Detections> detect(const torch::Tensor& images, const std::vector<std::array<int64_t, 2>>& sizes = {},
+                                 bool flip = false);
 
   // Keeps frozen BatchNorm layers (freeze_bn) in eval mode whatever the module's mode.
   void train(bool on = true) override;

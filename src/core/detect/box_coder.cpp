@@ -130,6 +130,15 @@ torch::Tensor clip_boxes(const torch::Tensor& boxes, int64_t height, int64_t wid
   return torch::stack({x, y}, -1).flatten(-2);
 }
 
+torch::Tensor flip_boxes(const torch::Tensor& boxes, int64_t width) {
+  if (!boxes.defined() || boxes.dim() < 1 || boxes.size(-1) != 4)
+    throw std::invalid_argument("cspn::detect::flip_boxes: boxes should be [...,4], got " +
+                                (boxes.defined() ? shape_of(boxes) : std::string("undefined")));
+  const auto w = static_cast<double>(width);
+  const auto c = boxes.unbind(-1);
+  return torch::stack({w - c[2], c[1], w - c[0], c[3]}, -1);
+}
+
 torch::Tensor remove_small_boxes(const torch::Tensor& boxes, double min_size) {
   check_box_tensor("remove_small_boxes", "boxes", boxes);
   const auto keep = ((boxes.select(1, 2) - boxes.select(1, 0)) >= min_size) &

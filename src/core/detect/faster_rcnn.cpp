@@ -337,7 +337,7 @@ std::map<std::string, torch::Tensor> FasterRCNNImpl::losses(const torch::Tensor&
 }
 
 std::vector<Detections> FasterRCNNImpl::detect(const torch::Tensor& images,
-                                               const std::vector<std::array<int64_t, 2>>& sizes) {
+                                               const std::vector<std::array<int64_t, 2>>& sizes, bool flip) {
   check_images("detect", images);
   const int64_t B = images.size(0), H = images.size(2), W = images.size(3), K = num_classes_;
   if (!sizes.empty() && static_cast<int64_t>(sizes.size()) != B)
@@ -346,10 +346,23 @@ std::vector<Detections> FasterRCNNImpl::detect(const torch::Tensor& images,
   std::vector<std::array<int64_t, 2>> clip = sizes.empty() ? std::vector<std::array<int64_t, 2>>(B, {H, W}) : sizes;
   for (auto& [h, w] : clip) h = std::clamp<int64_t>(h, 1, H), w = std::clamp<int64_t>(w, 1, W);
   torch::NoGradGuard no_grad;
-  const auto feat = features(images);
+  // With flip, the mirrored images go through the trunk in the same batch; the proposals come from
+  // the images as they are.
+  const auto all_feat = features(flip ? torch::cat({images, images.flip({3})}) : images);
+  const auto feat = all_feat.narrow(0, 0, B);
   const auto boxes = proposals(rpn(feat), clip, cfg_.rpn_pre_nms_test, cfg_.rpn_post_nms_test);
-  const auto [class_logits, box_deltas] = box_predictions(feat, boxes);
-  const auto scores = torch::softmax(class_logits, -1);  // [R,K]
+  auto [class_logits, box_deltas] = box_predictions(feat, boxes);
+  auto scores = torch::softmax(class_logits, -1);  // [R,K]
+  if (flip) {
+    // The box head on each proposal's mirror image in the mirrored features; its class
+    // probabilities and (unmirrored) box deltas are averaged with the direct ones.
+    std::vector<torch::Tensor> mirrored;
+    for (const auto& b : boxes) mirrored.push_back(detect::flip_boxes(b, W));
+    const auto [flip_logits, flip_deltas] = box_predictions(all_feat.narrow(0, B, B), mirrored);
+    scores = 0.5 * (scores + torch::softmax(flip_logits, -1));
+    const auto unmirror = torch::tensor({-1.0, 1.0, 1.0, 1.0}, flip_deltas.options());
+    box_deltas = 0.5 * (box_deltas + (flip_deltas.view({-1, K, 4}) * unmirror).view({-1, 4 * K}));
+  }
   // Class-specific boxes [R,K,4]; the background column is dropped.
   const auto decoded = box_coder_.decode(box_deltas, torch::cat(boxes));
   const auto classes = torch::arange(1, K, scores.options().dtype(torch::kLong));
