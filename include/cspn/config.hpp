@@ -62,7 +62,8 @@ struct DetectorModelConfig {
   float score_thresh = 0.05f, nms = 0.5f;
   float min_box_size = 4.0f;             // detections narrower or lower than this (input pixels) are
                                          // dropped: slivers left by clipping a box outside the image
-  int detections_per_image = 20;
+  int detections_per_image = 100;        // COCO's AP counts up to 100 per image (and torchvision keeps
+                                         // 100); predict reports only those >= test.min_score
   template <class V> void visit(V& v) {
     v("enabled", enabled); v("backbone", backbone); v("pretrained", pretrained);
     v("backbone_from_keypoints", backbone_from_keypoints); v("min_size", min_size); v("max_size", max_size); v("anchor_sizes", anchor_sizes);
