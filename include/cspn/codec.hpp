@@ -33,7 +33,7 @@ class HeatmapCodec {
 
   // heatmaps [N,K,h,w] -> {coords [N,K,2] input pixels, scores [N,K] (peak value)}.
   // decode: "taylor" moves the argmax to the maximum of a quadratic fitted to the log of the
-  // smoothed map around it (exact for a Gaussian); "quarter" shifts it 1/4 pixel toward the higher
+  // map around it (exact for a Gaussian); "quarter" shifts it 1/4 pixel toward the higher
   // neighbour; "argmax" leaves it on the pixel centre.
   std::pair<torch::Tensor, torch::Tensor> decode(const torch::Tensor& heatmaps,
                                                  const std::string& mode = "taylor") const;

@@ -23,6 +23,13 @@ void check_box_tensor(const char* where, const char* name, const torch::Tensor& 
                                 (t.defined() ? shape_of(t) : std::string("an undefined tensor")));
 }
 
+// Boxes of any leading shape: [...,4].
+void check_box_last_dim(const char* where, const torch::Tensor& t) {
+  if (!t.defined() || t.dim() < 1 || t.size(-1) != 4)
+    throw std::invalid_argument(std::string("cspn::detect::") + where + ": boxes should be [...,4], got " +
+                                (t.defined() ? shape_of(t) : std::string("undefined")));
+}
+
 }  // namespace
 
 AnchorGenerator::AnchorGenerator(std::vector<float> sizes, std::vector<float> aspect_ratios)
@@ -119,9 +126,7 @@ torch::Tensor BoxCoder::decode(const torch::Tensor& deltas, const torch::Tensor&
 }
 
 torch::Tensor clip_boxes(const torch::Tensor& boxes, int64_t height, int64_t width) {
-  if (!boxes.defined() || boxes.dim() < 1 || boxes.size(-1) != 4)
-    throw std::invalid_argument("cspn::detect::clip_boxes: boxes should be [...,4], got " +
-                                (boxes.defined() ? shape_of(boxes) : std::string("undefined")));
+  check_box_last_dim("clip_boxes", boxes);
   const auto x = boxes.index({torch::indexing::Ellipsis, torch::indexing::Slice(0, 4, 2)})
                      .clamp(0, static_cast<double>(width));
   const auto y = boxes.index({torch::indexing::Ellipsis, torch::indexing::Slice(1, 4, 2)})
@@ -131,9 +136,7 @@ torch::Tensor clip_boxes(const torch::Tensor& boxes, int64_t height, int64_t wid
 }
 
 torch::Tensor flip_boxes(const torch::Tensor& boxes, int64_t width) {
-  if (!boxes.defined() || boxes.dim() < 1 || boxes.size(-1) != 4)
-    throw std::invalid_argument("cspn::detect::flip_boxes: boxes should be [...,4], got " +
-                                (boxes.defined() ? shape_of(boxes) : std::string("undefined")));
+  check_box_last_dim("flip_boxes", boxes);
   const auto w = static_cast<double>(width);
   const auto c = boxes.unbind(-1);
   return torch::stack({w - c[2], c[1], w - c[0], c[3]}, -1);
