@@ -111,7 +111,8 @@ struct DataConfig {
 
 struct LossConfig {
   int ohkm_topk = 4;              // stages 2..4 back-propagate the K hardest landmarks
-  float global_weight = 1.0f;     // weight of the GlobalNet (stage 1 pyramid) heatmap loss
+  float global_weight = 0.5f;     // weight of each stage's coarse-level heatmap loss (stage 1: the
+                                  // GlobalNet's 4 levels, later stages P3..P5; mean over levels; CPN: 0.5)
   template <class V> void visit(V& v) { v("ohkm_topk", ohkm_topk); v("global_weight", global_weight); }
 };
 
@@ -126,7 +127,9 @@ struct TrainConfig {
   std::vector<int> steps{15, 18};  // epochs at which step decays by gamma
   float gamma = 0.1f;
   int warmup_iters = 100;
-  float time_limit_minutes = 0;    // 0: none; else as many epochs (<= epochs) as fit this budget
+  int iters = 0;                   // 0: epochs x batches per epoch; else exactly this many iterations
+                                   // (epochs is then ignored), whatever the machine's speed
+  float time_limit_minutes = 0;    // 0: none; else as many iterations as fit this budget (at most the above)
   int val_every = 1;               // epochs between validations
   int log_every = 10;              // iterations between JSON-lines log records
   float checkpoint_minutes = 5;    // mid-epoch checkpoint interval (also at every epoch end)
@@ -135,7 +138,7 @@ struct TrainConfig {
                                    // own default can be 1 on a machine without SMT)
   template <class V> void visit(V& v) {
     v("optimizer", optimizer); v("lr", lr); v("momentum", momentum); v("weight_decay", weight_decay);
-    v("epochs", epochs); v("batch_size", batch_size); v("schedule", schedule); v("steps", steps);
+    v("epochs", epochs); v("iters", iters); v("batch_size", batch_size); v("schedule", schedule); v("steps", steps);
     v("gamma", gamma); v("warmup_iters", warmup_iters); v("time_limit_minutes", time_limit_minutes);
     v("val_every", val_every); v("log_every", log_every);
     v("checkpoint_minutes", checkpoint_minutes); v("seed", seed); v("threads", threads);

@@ -1,5 +1,6 @@
 #include "cspn/config.hpp"
 
+#include <cmath>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -191,12 +192,15 @@ void Config::validate() const {
   require(data.workers >= 0, "data.workers", data.workers, ">= 0");
   require(data.prefetch >= 1, "data.prefetch", data.prefetch, ">= 1");
   require(loss.ohkm_topk >= 1, "loss.ohkm_topk", loss.ohkm_topk, ">= 1");
+  require(loss.global_weight >= 0 && std::isfinite(loss.global_weight), "loss.global_weight", loss.global_weight,
+          "finite and >= 0");
   for (const auto& [name, t] : {std::pair<std::string, const TrainConfig&>{"train", train},
                                  std::pair<std::string, const TrainConfig&>{"train_detector", train_detector}}) {
     require(t.optimizer == "adam" || t.optimizer == "sgd", name + ".optimizer", t.optimizer, "adam or sgd");
     require(t.schedule == "cosine" || t.schedule == "step", name + ".schedule", t.schedule, "cosine or step");
     require(t.lr > 0, name + ".lr", t.lr, "> 0");
     require(t.epochs >= 1, name + ".epochs", t.epochs, ">= 1");
+    require(t.iters >= 0, name + ".iters", t.iters, ">= 0 (0: epochs x batches per epoch)");
     require(t.batch_size >= 1, name + ".batch_size", t.batch_size, ">= 1");
     require(t.time_limit_minutes >= 0, name + ".time_limit_minutes", t.time_limit_minutes, ">= 0");
     require(t.val_every >= 0, name + ".val_every", t.val_every, ">= 0 (0: never)");

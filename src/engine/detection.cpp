@@ -258,9 +258,9 @@ std::vector<std::vector<GarmentPrediction>> Pipeline::predict(const std::vector<
   if (jobs.empty()) return out;
   const Config& cfg = landmarks_.config();
   CropBatcher batcher(frames, jobs, cfg, false, std::move(decoded));
-  const auto [coords, scores] = landmarks_.predict_jobs(batcher);
-  auto c = coords.accessor<float, 3>();
-  auto s = scores.accessor<float, 2>();
+  const auto predictions = landmarks_.predict_jobs(batcher);
+  auto c = predictions.coords.accessor<float, 3>();
+  auto s = predictions.scores.accessor<float, 2>();
   for (size_t j = 0; j < jobs.size(); ++j) {
     const CropJob& job = jobs[j];
     const DetectedGarment& d = *garment_of_job[j];

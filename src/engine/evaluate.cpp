@@ -1,5 +1,9 @@
 #include "cspn/engine/evaluate.hpp"
 
+#include <cmath>
+#include <cstdio>
+#include <stdexcept>
+
 namespace cspn {
 
 void score_jobs(const Dataset& data, const std::vector<CropJob>& jobs, const torch::Tensor& coords,
@@ -31,6 +35,43 @@ void score_jobs(const Dataset& data, const std::vector<CropJob>& jobs, const tor
     boxes[r] = torch::tensor({g.box.x1, g.box.y1, g.box.x2, g.box.y2});
   }
   metrics.add(coords.index_select(0, torch::tensor(rows)), gt, vis, category, size, boxes);
+}
+
+StageMetrics::StageMetrics(const LandmarkSchema& schema, int stages) {
+  if (stages < 1) throw std::invalid_argument("StageMetrics: need at least one stage, got " + std::to_string(stages));
+  stages_.assign(static_cast<size_t>(stages), LandmarkMetrics(schema));
+}
+
+void StageMetrics::add(const Dataset& data, const std::vector<CropJob>& jobs,
+                       const std::vector<torch::Tensor>& stage_coords) {
+  if (stage_coords.size() != stages_.size())
+    throw std::invalid_argument("StageMetrics::add: predictions of " + std::to_string(stage_coords.size()) +
+                                " stages for a model of " + std::to_string(stages_.size()));
+  for (size_t s = 0; s < stages_.size(); ++s) score_jobs(data, jobs, stage_coords[s], stages_[s]);
+}
+
+nlohmann::json StageMetrics::per_stage() const {
+  nlohmann::json out = nlohmann::json::array();
+  for (size_t s = 0; s < stages_.size(); ++s) {
+    const auto m = stages_[s].result();
+    out.push_back({{"stage", s + 1},
+                   {"ne_image", {{"avg", m["ne_image"]["avg"]}}},
+                   {"ne_paper", {{"avg", m["ne_paper"]["avg"]}}},
+                   {"pck_0_2", m["pck_0_2"]}});
+  }
+  return out;
+}
+
+std::string StageMetrics::describe(const nlohmann::json& per_stage) {
+  std::string text = "per stage ne_image:";
+  for (const auto& s : per_stage) {
+    const auto& ne = s["ne_image"]["avg"];
+    char part[48];
+    std::snprintf(part, sizeof part, " %s%d %.4f", text.back() == ':' ? "" : "| ", s["stage"].get<int>(),
+                  ne.is_number() ? ne.get<double>() : std::nan(""));
+    text += part;
+  }
+  return text;
 }
 
 }  // namespace cspn

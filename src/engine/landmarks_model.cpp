@@ -20,27 +20,33 @@ LandmarkPredictor LandmarkPredictor::from_model_file(const ModelFile& file, torc
   return LandmarkPredictor(net, file.config, file.schema, device);
 }
 
-std::pair<torch::Tensor, torch::Tensor> LandmarkPredictor::predict_crops(const torch::Tensor& images) {
+LandmarkPredictions LandmarkPredictor::predict_crops(const torch::Tensor& images, bool all_stages) {
   torch::NoGradGuard no_grad;
   auto x = images.to(device_);
   const int64_t b = x.size(0);
-  torch::Tensor heatmaps;
-  if (cfg_.test.flip) {
-    auto both = net_->forward(torch::cat({x, x.flip({3})})).stages.back();
-    heatmaps = 0.5 * (both.slice(0, 0, b) + HeatmapCodec::unflip(both.slice(0, b), schema_.flip));
-  } else {
-    heatmaps = net_->forward(x).stages.back();
+  auto stages = net_->forward(cfg_.test.flip ? torch::cat({x, x.flip({3})}) : x).stages;
+  if (!all_stages) stages.erase(stages.begin(), stages.end() - 1);
+  LandmarkPredictions out;
+  for (auto& heatmaps : stages) {
+    if (cfg_.test.flip)
+      heatmaps = 0.5 * (heatmaps.slice(0, 0, b) + HeatmapCodec::unflip(heatmaps.slice(0, b), schema_.flip));
+    auto [coords, scores] = codec_.decode(heatmaps, cfg_.test.decode);
+    out.coords = coords.cpu();
+    out.scores = scores.cpu();
+    if (all_stages) out.stage_coords.push_back(out.coords);
   }
-  auto [coords, scores] = codec_.decode(heatmaps, cfg_.test.decode);
-  return {coords.cpu(), scores.cpu()};
+  return out;
 }
 
-std::pair<torch::Tensor, torch::Tensor> LandmarkPredictor::predict_jobs(
-    const CropBatcher& batcher, const std::function<void(size_t, size_t)>& progress) {
+LandmarkPredictions LandmarkPredictor::predict_jobs(const CropBatcher& batcher,
+                                                    const std::function<void(size_t, size_t)>& progress,
+                                                    bool all_stages) {
   const size_t n = batcher.size(), bs = static_cast<size_t>(cfg_.test.batch_size);
   const size_t batches = (n + bs - 1) / bs;
-  auto coords = torch::zeros({static_cast<int64_t>(n), schema_.num_landmarks(), 2});
-  auto scores = torch::zeros({static_cast<int64_t>(n), schema_.num_landmarks()});
+  const int64_t k = schema_.num_landmarks();
+  LandmarkPredictions out{torch::zeros({static_cast<int64_t>(n), k, 2}), torch::zeros({static_cast<int64_t>(n), k}), {}};
+  if (all_stages)
+    for (int s = 0; s < net_->num_stages(); ++s) out.stage_coords.push_back(torch::zeros_like(out.coords));
   BatchLoader<KeypointBatch> loader(
       [&](size_t i) {
         std::vector<size_t> idx;
@@ -50,15 +56,16 @@ std::pair<torch::Tensor, torch::Tensor> LandmarkPredictor::predict_jobs(
       batches, cfg_.data.workers, cfg_.data.prefetch);
   size_t done = 0;
   while (auto batch = loader.next()) {
-    auto [crop_xy, s] = predict_crops(batch->images);
-    auto image_xy = HeatmapCodec::to_image(crop_xy, batch->crop_to_image);
+    const auto crops = predict_crops(batch->images, all_stages);
     auto rows = torch::tensor(std::vector<int64_t>(batch->jobs.begin(), batch->jobs.end()));
-    coords.index_copy_(0, rows, image_xy);
-    scores.index_copy_(0, rows, s);
+    out.coords.index_copy_(0, rows, HeatmapCodec::to_image(crops.coords, batch->crop_to_image));
+    out.scores.index_copy_(0, rows, crops.scores);
+    for (size_t s = 0; s < out.stage_coords.size(); ++s)
+      out.stage_coords[s].index_copy_(0, rows, HeatmapCodec::to_image(crops.stage_coords[s], batch->crop_to_image));
     done += batch->jobs.size();
     if (progress) progress(done, n);
   }
-  return {coords, scores};
+  return out;
 }
 
 MeanShape::MeanShape(const Dataset& train) {

@@ -129,7 +129,7 @@ EvalResult evaluate_model(const ModelFile& model, const Dataset& test, const Eva
   const torch::Device device(opt.device);
   const Config& cfg = model.config;
   LandmarkPredictor predictor = LandmarkPredictor::from_model_file(model, device);
-  LandmarkMetrics metrics(test.schema);
+  StageMetrics metrics(test.schema, predictor.net()->num_stages());
   nlohmann::json facts{{"boxes", opt.boxes}};
   if (opt.boxes == "gt" || opt.boxes == "image") {
     auto jobs = CropBatcher::ground_truth_jobs(test);
@@ -137,9 +137,10 @@ EvalResult evaluate_model(const ModelFile& model, const Dataset& test, const Eva
       for (auto& job : jobs) job.box = whole_image(test.samples[job.sample]);
     CropBatcher batcher(test, jobs, cfg, false);
     Progress bar("eval", batcher.size(), "crop", opt.progress);
-    auto coords = predictor.predict_jobs(batcher, [&](size_t done, size_t) { bar.update(done); }).first;
+    const auto predictions =
+        predictor.predict_jobs(batcher, [&](size_t done, size_t) { bar.update(done); }, /*all_stages=*/true);
     bar.finish();
-    score_jobs(test, jobs, coords, metrics);
+    metrics.add(test, jobs, predictions.stage_coords);
     facts["crops"] = jobs.size();
   } else if (opt.boxes == "detector") {
     GarmentDetector detector = GarmentDetector::from_model_file(model, device);
@@ -181,7 +182,7 @@ EvalResult evaluate_model(const ModelFile& model, const Dataset& test, const Eva
                        }
                      }
                      CropBatcher batcher(test, jobs, cfg, false, std::move(decoded));
-                     score_jobs(test, jobs, predictor.predict_jobs(batcher).first, metrics);
+                     metrics.add(test, jobs, predictor.predict_jobs(batcher, {}, /*all_stages=*/true).stage_coords);
                      crops += static_cast<long>(jobs.size());
                      bar.update(static_cast<size_t>(first) + images.size());
                    });
@@ -192,8 +193,10 @@ EvalResult evaluate_model(const ModelFile& model, const Dataset& test, const Eva
   } else {
     throw std::invalid_argument("--boxes " + opt.boxes + ": expected gt, detector or image");
   }
-  EvalResult result{metrics.result(), metrics.table()};
+  EvalResult result{metrics.last().result(), metrics.last().table()};
   result.metrics.update(facts);
+  result.metrics["per_stage"] = metrics.per_stage();
+  result.table += StageMetrics::describe(result.metrics["per_stage"]) + "\n";
   if (opt.boxes == "detector") {
     char line[256];
     std::snprintf(line, sizeof line,
@@ -233,7 +236,7 @@ void write_report(const std::string& dir, const ModelFile& model, const Dataset&
     few.samples.push_back(test.samples[i]);
   LandmarkPredictor predictor = LandmarkPredictor::from_model_file(model, torch::Device(device));
   CropBatcher batcher(few, CropBatcher::ground_truth_jobs(few), model.config, false);
-  auto coords = predictor.predict_jobs(batcher).first;
+  const auto coords = predictor.predict_jobs(batcher).coords;
   std::map<int, cv::Mat> canvases;
   for (size_t j = 0; j < batcher.size(); ++j) {
     const CropJob& job = batcher.job(j);

@@ -117,10 +117,11 @@ nlohmann::json validate(CSPNNet& net, const Config& cfg, const Dataset& val, tor
   CropBatcher batcher(val, CropBatcher::ground_truth_jobs(val), cfg, false);
   std::vector<CropJob> jobs(batcher.size());
   for (size_t i = 0; i < jobs.size(); ++i) jobs[i] = batcher.job(i);
-  auto coords = predictor.predict_jobs(batcher).first;
-  LandmarkMetrics metrics(val.schema);
-  score_jobs(val, jobs, coords, metrics);
-  return metrics.result();
+  StageMetrics metrics(val.schema, net->num_stages());
+  metrics.add(val, jobs, predictor.predict_jobs(batcher, {}, /*all_stages=*/true).stage_coords);
+  auto result = metrics.last().result();
+  result["per_stage"] = metrics.per_stage();
+  return result;
 }
 
 // One network's training: its batches, its loss and its validation, run by run_phase().
@@ -145,7 +146,7 @@ nlohmann::json run_phase(const Phase& ph, const Config& cfg, const TrainOptions&
   const int bs = ph.tc.batch_size;
   const int iters_per_epoch = std::max<int>(1, static_cast<int>(ph.items / bs));
 
-  const int64_t max_iters = static_cast<int64_t>(ph.tc.epochs) * iters_per_epoch;
+  const int64_t max_iters = ph.tc.iters > 0 ? ph.tc.iters : static_cast<int64_t>(ph.tc.epochs) * iters_per_epoch;
   Position pos;
   pos.total_iters = max_iters;
   const bool resumed = opt.resume && fs::exists(ckpt_path);
@@ -155,9 +156,9 @@ nlohmann::json run_phase(const Phase& ph, const Config& cfg, const TrainOptions&
   }
   const auto epochs_of = [&](int64_t iters) { return (iters + iters_per_epoch - 1) / iters_per_epoch; };
   log.write({{"type", "start"}, {"phase", ph.name}, {"items", ph.items}, {"iters_per_epoch", iters_per_epoch},
-             {"epochs", ph.tc.epochs}, {"device", device.str()}, {"resume_epoch", pos.epoch}});
-  spdlog::info("{}: {} examples, {} batches of {} per epoch, {} epochs{}, device {}", ph.name, ph.items,
-               iters_per_epoch, bs, ph.tc.epochs,
+             {"epochs", ph.tc.epochs}, {"iters", max_iters}, {"device", device.str()}, {"resume_epoch", pos.epoch}});
+  spdlog::info("{}: {} examples, {} batches of {} per epoch, {} iterations{}, device {}", ph.name, ph.items,
+               iters_per_epoch, bs, max_iters,
                ph.tc.time_limit_minutes > 0 ? fmt::format(" at most (time budget {:g} min)", ph.tc.time_limit_minutes)
                                             : std::string(),
                device.str());
@@ -186,7 +187,9 @@ nlohmann::json run_phase(const Phase& ph, const Config& cfg, const TrainOptions&
     BatchLoader<std::any> loader(
         [&, epoch, first_batch](size_t i) {
           const size_t b = i + first_batch;
-          std::vector<size_t> idx(order.begin() + b * bs, order.begin() + (b + 1) * bs);
+          // Fewer examples than a batch: the one batch holds them all.
+          std::vector<size_t> idx(order.begin() + std::min(order.size(), b * bs),
+                                  order.begin() + std::min(order.size(), (b + 1) * bs));
           return ph.make_batch(idx, (ph.tc.seed << 32) ^ (static_cast<uint64_t>(epoch) << 20) ^ b);
         },
         iters_per_epoch - first_batch, cfg.data.workers, cfg.data.prefetch);
@@ -308,15 +311,15 @@ TrainSummary train(const Config& cfg, const Dataset& train_set, const Dataset& v
                   const auto& batch = std::any_cast<const KeypointBatch&>(any);
                   const auto output = net->forward(batch.images.to(device));
                   LossParts loss = cspn_loss(output, batch.targets.to(device), batch.weights.to(device), cfg.loss);
-                  return std::make_pair(loss.total, nlohmann::json{{"stages", loss.stages}, {"global", loss.global}});
+                  return std::make_pair(loss.total, nlohmann::json{{"stages", loss.stages}, {"coarse", loss.coarse}});
                 },
                 {},
                 [](const nlohmann::json& m) {
+                  const auto number = [](const nlohmann::json& v) { return v.is_number() ? v.get<double>() : std::nan(""); };
                   char text[128];
-                  std::snprintf(text, sizeof text, "ne_image %.4f, ne_paper %.4f, pck@0.2 %.3f",
-                                m["ne_image"]["avg"].get<double>(), m["ne_paper"]["avg"].get<double>(),
-                                m["pck_0_2"].get<double>());
-                  return std::string(text);
+                  std::snprintf(text, sizeof text, "ne_image %.4f, ne_paper %.4f, pck@0.2 %.3f; ",
+                                number(m["ne_image"]["avg"]), number(m["ne_paper"]["avg"]), number(m["pck_0_2"]));
+                  return text + StageMetrics::describe(m["per_stage"]);
                 }};
     if (!val_set.samples.empty()) phase.validate = [&] { return validate(net, cfg, val_set, device); };
     int epochs = 0;

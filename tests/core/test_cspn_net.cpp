@@ -40,10 +40,42 @@ TEST(CSPNNet, OutputShapesForEveryStageCountAndTwoInputSizes) {
       const std::vector<int64_t> expected{2, kLandmarks, h / 4, w / 4};
       ASSERT_EQ(out.stages.size(), static_cast<size_t>(stages));
       for (const auto& s : out.stages) EXPECT_EQ(s.sizes(), expected);
-      ASSERT_EQ(out.global.size(), 4u);
-      for (const auto& g : out.global) EXPECT_EQ(g.sizes(), expected);
+      EXPECT_TRUE(out.coarse.empty()) << "the coarse-level heads run only in training";
+    }
+    // Training: every stage's supervised coarse levels, GlobalNet's 4 for stage 1, P3..P5 later.
+    net->train();
+    torch::GradMode::set_enabled(true);
+    const auto out = net->forward(torch::randn({2, 3, 64, 32}));
+    torch::GradMode::set_enabled(false);
+    ASSERT_EQ(out.coarse.size(), static_cast<size_t>(stages));
+    for (int s = 0; s < stages; ++s) {
+      ASSERT_EQ(out.coarse[s].size(), s == 0 ? 4u : 3u) << "stage " << s + 1;
+      for (const auto& c : out.coarse[s]) EXPECT_EQ(c.sizes(), (std::vector<int64_t>{2, kLandmarks, 16, 8}));
     }
   }
+}
+
+TEST(CSPNNet, LaterStagesCorrectThePreviousAnswer) {
+  cspn::CSPNNet net(small_config(3), kLandmarks);
+  net->train();
+  const auto x = torch::randn({2, 3, 64, 64});
+  // With its correction head at zero, a stage hands on the previous answer unchanged.
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : net->stage(1).named_parameters())
+      if (p.key().rfind("head.3.", 0) == 0) p.value().zero_();
+    const auto out = net->forward(x);
+    EXPECT_TRUE(torch::equal(out.stages[1], out.stages[0]));
+    EXPECT_FALSE(torch::equal(out.stages[2], out.stages[1]));
+  }
+  // The previous answer enters without gradient: stage 3's loss reaches stage 1's features (through
+  // the cross-stage projections) but not stage 1's heatmap head.
+  net->zero_grad();
+  net->forward(x).stages[2].pow(2).sum().backward();
+  const auto params = net->named_parameters();
+  EXPECT_FALSE(params["stage1.head.weight"].grad().defined() && params["stage1.head.weight"].grad().abs().sum().item<double>() > 0);
+  EXPECT_GT(params["stage1.fuse.conv1.weight"].grad().abs().sum().item<double>(), 0);
+  EXPECT_GT(params["stage1.lateral.3.0.weight"].grad().abs().sum().item<double>(), 0);
 }
 
 TEST(CSPNNet, StagewiseRunEqualsForward) {
@@ -52,7 +84,7 @@ TEST(CSPNNet, StagewiseRunEqualsForward) {
   net->eval();
   const auto x = torch::randn({1, 3, 64, 64});
   const auto out = net->forward(x);
-  cspn::StageOutput cur{net->backbone->features(x), {}, {}};
+  cspn::StageOutput cur{net->backbone->features(x), {}, {}, {}};
   for (int i = 0; i < net->num_stages(); ++i) {
     cur = net->stage_forward(i, cur);
     EXPECT_TRUE(torch::equal(cur.heatmaps, out.stages[i])) << "stage " << i + 1;
@@ -90,9 +122,11 @@ TEST(CSPNNet, ParameterKeysFollowTorchvisionAndStageNames) {
     EXPECT_TRUE(starts_with(keys[i].first, "stage")) << keys[i].first;
   const std::vector<std::string> examples{"backbone.layer1.0.conv1.weight", "backbone.layer2.0.downsample.0.weight",
                                           "backbone.layer4.1.bn2.running_var", "stage1.lateral.0.0.weight",
-                                          "stage1.refine.3.2.conv3.weight", "stage1.fuse.1.bias",
-                                          "stage2.cross.3.1.running_mean", "stage4.encoder.1.downsample.0.weight",
-                                          "stage4.head.3.weight"};
+                                          "stage1.refine.3.2.conv3.weight", "stage1.fuse.conv1.weight",
+                                          "stage1.head.bias", "stage1.global_head.3.3.weight",
+                                          "stage2.cross_encoder.3.1.running_mean", "stage2.cross_decoder.0.0.weight",
+                                          "stage2.heatmap_in.weight", "stage3.coarse_head.2.3.weight",
+                                          "stage4.encoder.1.downsample.0.weight", "stage4.head.3.weight"};
   for (const auto& k : examples)
     EXPECT_TRUE(std::any_of(keys.begin(), keys.end(), [&](const auto& kv) { return kv.first == k; })) << k;
   // A state dict with a "backbone." prefix loads into the backbone alone.
@@ -169,16 +203,18 @@ TEST(CspnCosts, PartsAddUpAndMatchKnownCounts) {
   const int64_t c = 32, m = 16, k = kLandmarks;
   const int64_t conv_bn = c * c + 2 * c;                                       // 1x1 C->C + BN
   const int64_t bottleneck = c * m + 2 * m + m * m * 9 + 2 * m + m * c + 2 * c;  // 1x1, 3x3, 1x1
-  const int64_t cascade = 4 * conv_bn                      // cross-stage projections
-                          + (k * c + 2 * c)                // heatmap input projection
+  const int64_t head = conv_bn + (c * k * 9 + k);                             // 1x1 + BN, 3x3 -> K
+  const int64_t cascade = 8 * conv_bn                      // cross-stage projections (encoder, decoder)
+                          + (k * c + c)                    // heatmap input projection (with bias)
                           + 4 * bottleneck + 3 * conv_bn   // encoder (3 strided, projected)
                           + 4 * conv_bn                    // decoder laterals
-                          + conv_bn + (c * k * 9 + k);     // head
+                          + head;                          // the correction head (coarse heads only train)
   for (int s = 2; s <= 4; ++s) EXPECT_EQ(costs[s].params, cascade) << "stage" << s;
 
+  // Inference leaves out stage 1's 4 GlobalNet heads and 3 coarse heads per later stage.
   int64_t all = 0;
   for (const auto& p : net->parameters()) all += p.numel();
-  EXPECT_EQ(params, all);
+  EXPECT_EQ(params, all - (4 + 3 * 3) * head);
   torch::NoGradGuard no_grad;
   net->eval();
   const double whole = cspn::count_flops([&] { net->forward(torch::zeros({1, 3, 64, 64})); });

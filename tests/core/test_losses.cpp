@@ -85,10 +85,12 @@ TEST(Losses, OhkmWithLargeTopKIsTheMeanOverPresent) {
 }
 
 TEST(Losses, CspnLossCombinesStages) {
-  // K = 2, target zero: GlobalNet levels lose 1 each (4 levels), stage 1 loses 4, stage 2's
-  // hardest landmark loses 9 (the other 1).
+  // K = 2, target zero. Stage 1: GlobalNet levels lose 1 each (4 levels, mean 1), its answer 4.
+  // Stage 2: coarse levels lose 1, 2 and 3 (mean 2); its hardest landmark loses 9 (the other 1).
   cspn::CSPNOutput out;
-  for (int l = 0; l < 4; ++l) out.global.push_back(maps_with_losses({{1, 1}}));
+  out.coarse.resize(2);
+  for (int l = 0; l < 4; ++l) out.coarse[0].push_back(maps_with_losses({{1, 1}}));
+  for (float v : {1.0f, 2.0f, 3.0f}) out.coarse[1].push_back(maps_with_losses({{v, v}}));
   out.stages.push_back(maps_with_losses({{4, 4}}));
   out.stages.push_back(maps_with_losses({{9, 1}}));
   const auto target = torch::zeros_like(out.stages[0]);
@@ -96,11 +98,29 @@ TEST(Losses, CspnLossCombinesStages) {
   cfg.ohkm_topk = 1;
   cfg.global_weight = 0.5f;
   const auto parts = cspn::cspn_loss(out, target, torch::ones({1, 2}), cfg);
-  EXPECT_NEAR(parts.global, 4.0, 1e-5);
+  ASSERT_EQ(parts.coarse.size(), 2u);
+  EXPECT_NEAR(parts.coarse[0], 1.0, 1e-5);
+  EXPECT_NEAR(parts.coarse[1], 2.0, 1e-5);
   ASSERT_EQ(parts.stages.size(), 2u);
   EXPECT_NEAR(parts.stages[0], 4.0, 1e-5);
   EXPECT_NEAR(parts.stages[1], 9.0, 1e-5);
-  EXPECT_NEAR(parts.total.item<float>(), 0.5 * 4 + 4 + 9, 1e-5);
+  EXPECT_NEAR(parts.total.item<float>(), 0.5 * 1 + 4 + 0.5 * 2 + 9, 1e-5);
+  // In eval mode there are no coarse heatmaps: the answers alone.
+  out.coarse.clear();
+  EXPECT_NEAR(cspn::cspn_loss(out, target, torch::ones({1, 2}), cfg).total.item<float>(), 4 + 9, 1e-5);
+}
+
+TEST(Losses, EveryStageAnswerGetsAGradient) {
+  cspn::CSPNOutput out;
+  for (int s = 0; s < 4; ++s) out.stages.push_back(torch::rand({2, 8, 4, 4}).requires_grad_(true));
+  const auto target = torch::zeros({2, 8, 4, 4});
+  cspn::cspn_loss(out, target, torch::ones({2, 8}), cspn::LossConfig{}).total.backward();
+  for (int s = 0; s < 4; ++s) {
+    ASSERT_TRUE(out.stages[s].grad().defined()) << "stage " << s + 1;
+    // Stage 1 (L2) moves all 8 landmarks; later stages (OHKM, top 4) exactly 4 per sample.
+    const auto moved = (out.stages[s].grad().abs().sum({2, 3}) > 0).sum(1);
+    EXPECT_TRUE(torch::equal(moved, torch::full({2}, s == 0 ? 8 : 4, torch::kLong))) << "stage " << s + 1;
+  }
 }
 
 TEST(Losses, RejectBadShapes) {

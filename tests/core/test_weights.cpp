@@ -331,7 +331,11 @@ TEST(ModelFile, RejectsPlainWeightsNewerFormatsAndBadMetadata) {
     cspn::write_safetensors(p, tensors, m);
     return error_of([&] { cspn::load_model_file(p); });
   };
-  EXPECT_NE(with("cspn.format", "2").find("format 2"), std::string::npos);
+  EXPECT_NE(with("cspn.format", "3").find("format 3"), std::string::npos);
+  // Format 1 predates the cascade redesign: its landmark network is refused, saying why.
+  msg = with("cspn.format", "1");
+  EXPECT_NE(msg.find("old cascade layout"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("retrain"), std::string::npos) << msg;
   EXPECT_NE(with("cspn.format", "one").find("not a version number"), std::string::npos);
   EXPECT_NE(with("cspn.config", "{broken").find("cspn.config"), std::string::npos);
   EXPECT_NE(with("cspn.schema", "{\"landmarks\": 3}").find("cspn.schema"), std::string::npos);

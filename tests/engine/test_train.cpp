@@ -84,6 +84,30 @@ TEST(Train, LearnsOnHeldOutImages) {
   EXPECT_LT(epoch_loss.back(), 0.8 * epoch_loss.front());
 }
 
+TEST(Evaluate, ScoresEveryStageAndTheLastIsTheModelsAnswer) {
+  Config cfg = small_config();
+  cfg.model.keypoints.stages = 3;
+  const Dataset test_set = load_split(synthetic_set(), "fld", "test", cfg, false);
+  ModelFile model{cfg, test_set.schema, {}, {}};
+  torch::manual_seed(5);
+  CSPNNet net(cfg.model.keypoints, test_set.schema.num_landmarks());
+  for (auto& [name, tensor] : state_dict(*net)) model.tensors.emplace_back("keypoints." + name, tensor);
+  const auto result = evaluate_model(model, test_set, EvalOptions{"gt", "cpu", false});
+  const auto& m = result.metrics;
+  ASSERT_EQ(m["per_stage"].size(), 3u);
+  for (int s = 0; s < 3; ++s) {
+    EXPECT_EQ(m["per_stage"][s]["stage"], s + 1);
+    EXPECT_TRUE(m["per_stage"][s]["ne_image"]["avg"].is_number());
+  }
+  const auto& last = m["per_stage"].back();
+  EXPECT_EQ(last["ne_image"]["avg"], m["ne_image"]["avg"]);
+  EXPECT_EQ(last["ne_paper"]["avg"], m["ne_paper"]["avg"]);
+  EXPECT_EQ(last["pck_0_2"], m["pck_0_2"]);
+  // Untrained correction heads are not zero: the stages' answers differ.
+  EXPECT_NE(m["per_stage"][0]["ne_image"]["avg"], last["ne_image"]["avg"]);
+  EXPECT_NE(result.table.find("per stage ne_image: 1 "), std::string::npos) << result.table;
+}
+
 TEST(Train, TimeBudgetCutsTheScheduleToFit) {
   // 1000 epochs cannot fit in 0.1 minutes: training stops when the budget is spent, the schedule
   // compressed to the iterations that fit.
@@ -106,6 +130,30 @@ TEST(Train, TimeBudgetCutsTheScheduleToFit) {
   const int64_t iters_per_epoch = static_cast<int64_t>(train_set.samples.size()) / cfg.train.batch_size;
   EXPECT_LT(last["iter"].get<int64_t>(), 1000 * iters_per_epoch);
   EXPECT_EQ(last["iter"].get<int64_t>(), last["total_iters"].get<int64_t>()) << "stopped at the fitted end";
+}
+
+TEST(Train, IterationBudgetIsExactEvenWithFewerExamplesThanABatch) {
+  // train.iters fixes the run's length whatever the machine's speed; 5 garments at batch 8 make
+  // one short batch per epoch (this once read past the end of the epoch's order).
+  Config cfg = small_config();
+  cfg.train.epochs = 1000;
+  cfg.train.iters = 7;
+  Dataset train_set = load_split(synthetic_set(), "fld", "train", cfg, false);
+  train_set.samples.resize(5);
+  TrainOptions opt;
+  opt.out_dir = test::scratch_dir("train-iters").string();
+  opt.progress = false;
+  const TrainSummary summary = train(cfg, train_set, Dataset{train_set.schema, {}, {}}, opt);
+  EXPECT_EQ(summary.epochs, 7);
+  std::ifstream log(fs::path(opt.out_dir) / "log.jsonl");
+  nlohmann::json last;
+  for (std::string line; std::getline(log, line);) {
+    const auto rec = nlohmann::json::parse(line);
+    if (rec["type"] == "train") last = rec;
+  }
+  ASSERT_FALSE(last.is_null());
+  EXPECT_EQ(last["iter"], 7);
+  EXPECT_EQ(last["total_iters"], 7);
 }
 
 TEST(Train, BackboneFromAnEarlierModelFile) {

@@ -15,20 +15,27 @@
 
 namespace cspn {
 
+struct LandmarkPredictions {
+  torch::Tensor coords;                      // [N,K,2] the last stage's landmarks
+  torch::Tensor scores;                      // [N,K] their heatmap peaks
+  std::vector<torch::Tensor> stage_coords;   // when asked for: every stage's [N,K,2], in stage order
+                                             // (back() equals coords)
+};
+
 class LandmarkPredictor {
  public:
   LandmarkPredictor(CSPNNet net, const Config& cfg, LandmarkSchema schema, torch::Device device);
   // From a model file's "keypoints.*" tensors.
   static LandmarkPredictor from_model_file(const ModelFile& file, torch::Device device);
 
-  // images [B,3,H,W] crops (any device) -> {coords [B,K,2] crop pixels, scores [B,K]} on the CPU.
-  // With test.flip the mirrored crops run in the same batch and the heatmaps are averaged.
-  std::pair<torch::Tensor, torch::Tensor> predict_crops(const torch::Tensor& images);
+  // images [B,3,H,W] crops (any device) -> landmarks in crop pixels, on the CPU; every stage's
+  // too with all_stages. With test.flip the mirrored crops run in the same batch and each stage's
+  // heatmaps are averaged.
+  LandmarkPredictions predict_crops(const torch::Tensor& images, bool all_stages = false);
 
-  // Every job's landmarks in image pixels: {coords [J,K,2], scores [J,K]}.
-  // progress(done, total) after each batch.
-  std::pair<torch::Tensor, torch::Tensor> predict_jobs(const CropBatcher& batcher,
-                                                       const std::function<void(size_t, size_t)>& progress = {});
+  // Every job's landmarks in image pixels (N = J jobs). progress(done, total) after each batch.
+  LandmarkPredictions predict_jobs(const CropBatcher& batcher, const std::function<void(size_t, size_t)>& progress = {},
+                                   bool all_stages = false);
 
   CSPNNet& net() { return net_; }
   const Config& config() const { return cfg_; }

@@ -11,8 +11,11 @@
 
 namespace cspn {
 
-// Metadata "cspn.format" of the files this build writes; it reads this version and older ones.
-inline constexpr int kModelFileFormat = 1;
+// Metadata "cspn.format" of the files this build writes. Format 2 (issue 9): stages 2..4 refine the
+// previous answer (cross-stage encoder and decoder features, residual heatmaps, coarse-level heads).
+// Format 1 landmark networks have another stage layout and are refused; their backbone can still
+// start a new run (model.keypoints.pretrained).
+inline constexpr int kModelFileFormat = 2;
 
 struct ModelFile {
   Config config;

@@ -1,8 +1,12 @@
 #pragma once
 // The Cascaded Stacked Pyramid Network (PAPER.md): a ResNet backbone, a first stage in the style of
-// CPN (GlobalNet pyramid + RefineNet), and up to three further stages, each a light
-// encoder-decoder fed by the previous stage's pyramid features and heatmaps. Every stage is
-// supervised.
+// CPN (GlobalNet pyramid + RefineNet), and up to three further stages that each refine the answer
+// before them. A later stage is a light encoder-decoder after MSPN: every encoder level takes the
+// previous stage's encoder and decoder features at that level (cross-stage aggregation), the first
+// one also the previous heatmaps; its decoder's finest level predicts a correction that is added to
+// the previous heatmaps, so a stage starts as the identity and can only learn to improve on it.
+// Every level of every stage is supervised in training; the coarse-level heads run only then.
+#include <string>
 #include <vector>
 
 #include <torch/torch.h>
@@ -13,48 +17,56 @@
 namespace cspn {
 
 struct CSPNOutput {
-  std::vector<torch::Tensor> global;  // stage 1 GlobalNet heatmaps, one per pyramid level, [B,K,h,w]
-  std::vector<torch::Tensor> stages;  // final heatmaps of each stage, [B,K,h,w]; back() is the answer
+  std::vector<torch::Tensor> stages;               // each stage's answer, [B,K,H/4,W/4]; back() is the net's
+  std::vector<std::vector<torch::Tensor>> coarse;  // training only, per stage: heatmaps of its supervised
+                                                   // pyramid levels, each upsampled to [B,K,H/4,W/4]
+                                                   // (stage 1: the GlobalNet's P2..P5; later: P3..P5)
 };
 
-// What one stage hands to the next. The backbone's output is written as a StageOutput too
-// (pyramid = C2..C5, no heatmaps), so stages chain uniformly.
+// What one stage hands to the next. The backbone's output is a StageOutput too (encoder = C2..C5,
+// nothing else), so stages chain uniformly.
 struct StageOutput {
-  std::vector<torch::Tensor> pyramid;  // 4 levels, finest first: [B,C_l,H/4,W/4] .. [B,C_l,H/32,W/32]
+  std::vector<torch::Tensor> encoder;  // 4 levels, finest first: [B,C_l,H/4,W/4] .. [B,C_l,H/32,W/32]
+  std::vector<torch::Tensor> decoder;  // 4 levels, [B,channels,..]; empty for the backbone
   torch::Tensor heatmaps;              // [B,K,H/4,W/4]; undefined for the backbone
-  std::vector<torch::Tensor> global;   // stage 1 only: GlobalNet heatmaps per level, [B,K,H/4,W/4]
+  std::vector<torch::Tensor> coarse;   // training only: CSPNOutput::coarse of this stage
 };
 
-// Stage 1, after CPN. GlobalNet: 1x1 lateral convs C2..C5 -> `channels`, top-down bilinear
-// upsample + add (pyramid P2..P5), a heatmap head per level upsampled to the P2 size.
-// RefineNet: level l of the pyramid passes l bottlenecks (0 for P2 .. 3 for P5), is upsampled to
-// the P2 size, the four are concatenated and fused by a bottleneck and a 3x3 heatmap head.
+// Stage 1, after CPN. GlobalNet: 1x1 lateral convs C2..C5 -> `channels` (its encoder features),
+// top-down bilinear upsample + add (pyramid P2..P5), a heatmap head per level (training only).
+// RefineNet: level l of the pyramid passes l bottlenecks (0 for P2 .. 3 for P5); these are its
+// decoder features; upsampled to the P2 size, concatenated and fused by a bottleneck (the finest
+// decoder feature handed on), then a 3x3 heatmap head.
 class CPNStageImpl : public torch::nn::Module {
  public:
   CPNStageImpl(const std::vector<int64_t>& in_channels, int64_t channels, int64_t num_landmarks);
-  // backbone.pyramid = C2..C5 -> pyramid P2..P5 [B,channels,..], heatmaps, global heatmaps.
+  // backbone.encoder = C2..C5 -> encoder, decoder [B,channels,..] x4, heatmaps (+ coarse in training).
   StageOutput forward(const StageOutput& backbone);
 
  private:
   std::vector<torch::nn::Sequential> lateral_, global_head_, refine_;
-  torch::nn::Sequential fuse_{nullptr};
+  Bottleneck fuse_{nullptr};
+  torch::nn::Conv2d head_{nullptr};
 };
 TORCH_MODULE(CPNStage);
 
-// Stages 2..4, after MSPN. Encoder: level 0 starts from 1x1 projections of the previous
-// heatmaps and of the previous P2; each deeper level is a stride-2 bottleneck of the level above
-// plus a 1x1 projection of the previous stage's pyramid at that level (cross-stage aggregation).
-// Decoder: 1x1 laterals, top-down bilinear upsample + add. Head on the finest level.
+// Stages 2..4, after MSPN. Encoder level 0: 1x1 projections of the previous encoder and decoder
+// features at H/4 and of the previous heatmaps, summed, then a bottleneck; level l > 0: a stride-2
+// bottleneck of level l-1 plus projections of the previous encoder and decoder features at level
+// l. Decoder: 1x1 laterals, top-down bilinear upsample + add; heads on P3..P5 (training only) and
+// on P2, whose output (starting near zero) is added to the previous heatmaps. The previous heatmaps
+// enter without gradient: each stage answers for its own correction.
 class CascadeStageImpl : public torch::nn::Module {
  public:
   CascadeStageImpl(int64_t channels, int64_t num_landmarks);
-  // previous.pyramid [B,channels,..] x4, previous.heatmaps [B,K,H/4,W/4] -> the same, refined.
+  // previous: encoder, decoder [B,channels,..] x4, heatmaps [B,K,H/4,W/4] -> the same, refined.
   StageOutput forward(const StageOutput& previous);
 
  private:
-  std::vector<torch::nn::Sequential> cross_, lateral_;
+  std::vector<torch::nn::Sequential> cross_encoder_, cross_decoder_, lateral_, coarse_head_;
   std::vector<Bottleneck> encoder_;
-  torch::nn::Sequential heatmap_in_{nullptr}, head_{nullptr};
+  torch::nn::Conv2d heatmap_in_{nullptr};
+  torch::nn::Sequential head_{nullptr};
 };
 TORCH_MODULE(CascadeStage);
 
@@ -62,8 +74,8 @@ class CSPNNetImpl : public torch::nn::Module {
  public:
   CSPNNetImpl(const KeypointModelConfig& cfg, int num_landmarks);
 
-  // x [B,3,H,W] ImageNet-normalised RGB crops -> heatmaps at (H/4, W/4). H and W must be
-  // multiples of 32.
+  // x [B,3,H,W] ImageNet-normalised RGB crops -> every stage's heatmaps at (H/4, W/4) (and the
+  // coarse-level heatmaps in training mode). H and W must be multiples of 32.
   CSPNOutput forward(const torch::Tensor& x);
 
   ResNet backbone{nullptr};           // registered as "backbone": keys "backbone.layer1.0.conv1.weight"
@@ -74,6 +86,9 @@ class CSPNNetImpl : public torch::nn::Module {
   StageOutput stage_forward(int i, const StageOutput& input);
   // Stage i (0-based) as a module, e.g. to count its parameters. Registered as "stage<i+1>".
   torch::nn::Module& stage(int i);
+  // Whether a parameter (a key of stage(i) or of the net) belongs to a head that runs only in
+  // training (GlobalNet and coarse-level heads): inference neither computes nor needs it.
+  static bool training_only(const std::string& key);
 
  private:
   CPNStage stage1_{nullptr};

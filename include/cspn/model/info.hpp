@@ -19,12 +19,13 @@ double count_flops(const std::function<void()>& fn);
 
 struct PartCost {
   std::string name;  // "backbone", "stage1", ...
-  int64_t params = 0;
+  int64_t params = 0;   // used at inference (training-only heads not counted)
   double gflops = 0;
 };
 
 // Backbone and each stage of `net` for one crop of input_h x input_w (multiples of 32), run
-// without gradients in eval mode (the net's mode is restored) on the device of its parameters.
+// without gradients in eval mode (the net's mode is restored) on the device of its parameters:
+// what inference computes, so the training-only heads count neither parameters nor FLOPs.
 std::vector<PartCost> cspn_costs(CSPNNet& net, int input_h, int input_w);
 
 }  // namespace cspn

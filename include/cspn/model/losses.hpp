@@ -27,12 +27,12 @@ torch::Tensor ohkm_l2(const torch::Tensor& pred, const torch::Tensor& target,
 
 struct LossParts {
   torch::Tensor total;             // scalar to back-propagate
-  std::vector<double> stages;      // each stage's loss value (for logs)
-  double global = 0;               // the GlobalNet loss value (sum over levels, before global_weight)
+  std::vector<double> stages;      // each stage's answer loss (for logs)
+  std::vector<double> coarse;      // each stage's coarse-level loss, mean over its levels (0 without)
 };
 
-// Stage 1: L2 on every GlobalNet level (times loss.global_weight) and on its refined output;
-// stages 2..: OHKM with loss.ohkm_topk.
+// Per stage: L2 on its coarse levels (mean over levels, times loss.global_weight; none in eval
+// mode) plus its answer's loss: L2 for stage 1, OHKM with loss.ohkm_topk for stages 2..
 LossParts cspn_loss(const CSPNOutput& out, const torch::Tensor& target, const torch::Tensor& weight,
                     const LossConfig& cfg);
 

@@ -69,6 +69,11 @@ ModelFile load_model_file(const std::string& path) {
     throw std::runtime_error(path + ": bad '" + kSchemaKey + "' metadata: " + e.what());
   }
   if (meta.count(kExtraKey)) model.extra = parse_metadata(meta, kExtraKey, path);
+  if (version < 2 && model.config.model.keypoints.enabled)
+    throw std::runtime_error(path + ": model file format " + std::to_string(version) +
+                             " holds a landmark network of the old cascade layout (before format 2, where "
+                             "stages 2..4 were redesigned to refine the previous stage's answer); retrain it "
+                             "(its backbone can start the new run: --set model.keypoints.pretrained=" + path + ")");
   return model;
 }
 

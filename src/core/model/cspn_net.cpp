@@ -30,12 +30,13 @@ nn::Sequential heatmap_head(int64_t channels, int64_t num_landmarks) {
   return s;
 }
 
-void init_head(const nn::Sequential& head) {
+void init_head(const nn::Conv2d& last) {
   torch::NoGradGuard no_grad;
-  auto* last = head->ptr(head->size() - 1)->as<nn::Conv2d>();
   nn::init::normal_(last->weight, 0.0, 0.001);
   nn::init::zeros_(last->bias);
 }
+
+void init_head(const nn::Sequential& head) { init_head(nn::Conv2d(head->ptr<nn::Conv2dImpl>(head->size() - 1))); }
 
 // x [B,C,h,w] -> [B,C,size[0],size[1]], bilinear, align_corners = false.
 torch::Tensor upsample_to(const torch::Tensor& x, torch::IntArrayRef size) {
@@ -64,13 +65,13 @@ std::string shape_of(const torch::Tensor& t) {
   return os.str();
 }
 
-void check_pyramid(const StageOutput& in, const char* where) {
-  if (in.pyramid.size() != kLevels)
-    throw std::invalid_argument(std::string(where) + ": expected " + std::to_string(kLevels) +
-                                " pyramid levels, got " + std::to_string(in.pyramid.size()));
-  for (const auto& p : in.pyramid)
+void check_levels(const std::vector<torch::Tensor>& levels, const char* where, const char* what) {
+  if (levels.size() != kLevels)
+    throw std::invalid_argument(std::string(where) + ": expected " + std::to_string(kLevels) + " " + what +
+                                " levels, got " + std::to_string(levels.size()));
+  for (const auto& p : levels)
     if (!p.defined() || p.dim() != 4)
-      throw std::invalid_argument(std::string(where) + ": pyramid levels must be [B,C,h,w], got " +
+      throw std::invalid_argument(std::string(where) + ": " + what + " levels must be [B,C,h,w], got " +
                                   (p.defined() ? shape_of(p) : std::string("undefined")));
 }
 
@@ -92,63 +93,77 @@ CPNStageImpl::CPNStageImpl(const std::vector<int64_t>& in_channels, int64_t chan
     for (int b = 0; b < l; ++b) blocks->push_back(Bottleneck(channels, channels / 2, channels, 1));
     refine_.push_back(add_to(*refine, blocks));
   }
-  fuse_ = register_module(
-      "fuse", nn::Sequential(Bottleneck(kLevels * channels, channels / 2, channels, 1),
-                             nn::Conv2d(nn::Conv2dOptions(channels, num_landmarks, 3).padding(1))));
+  fuse_ = register_module("fuse", Bottleneck(kLevels * channels, channels / 2, channels, 1));
+  head_ = register_module("head", nn::Conv2d(nn::Conv2dOptions(channels, num_landmarks, 3).padding(1)));
   init_conv_bn(*this);
   for (const auto& head : global_head_) init_head(head);
-  init_head(fuse_);
+  init_head(head_);
 }
 
 StageOutput CPNStageImpl::forward(const StageOutput& backbone) {
-  check_pyramid(backbone, "CPNStage");
+  check_levels(backbone.encoder, "CPNStage", "backbone");
   StageOutput out;
-  for (int l = 0; l < kLevels; ++l) out.pyramid.push_back(lateral_[l]->forward(backbone.pyramid[l]));
-  top_down(out.pyramid);
+  for (int l = 0; l < kLevels; ++l) out.encoder.push_back(lateral_[l]->forward(backbone.encoder[l]));
+  std::vector<torch::Tensor> pyramid = out.encoder;
+  top_down(pyramid);
 
-  const auto size = out.pyramid[0].sizes().slice(2);  // (H/4, W/4)
+  const auto size = pyramid[0].sizes().slice(2);  // (H/4, W/4)
   std::vector<torch::Tensor> refined;
   for (int l = 0; l < kLevels; ++l) {
-    const auto& p = out.pyramid[l];
-    out.global.push_back(upsample_to(global_head_[l]->forward(p), size));
-    refined.push_back(upsample_to(refine_[l]->is_empty() ? p : refine_[l]->forward(p), size));
+    const auto& p = pyramid[l];
+    if (is_training()) out.coarse.push_back(upsample_to(global_head_[l]->forward(p), size));
+    out.decoder.push_back(refine_[l]->is_empty() ? p : refine_[l]->forward(p));
+    refined.push_back(upsample_to(out.decoder.back(), size));
   }
-  // [B, 4*channels, H/4, W/4] -> [B,K,H/4,W/4]
-  out.heatmaps = fuse_->forward(torch::cat(refined, 1));
+  // [B, 4*channels, H/4, W/4] -> [B,channels,H/4,W/4]: the finest decoder feature -> [B,K,H/4,W/4]
+  out.decoder[0] = fuse_->forward(torch::cat(refined, 1));
+  out.heatmaps = head_->forward(out.decoder[0]);
   return out;
 }
 
 CascadeStageImpl::CascadeStageImpl(int64_t channels, int64_t num_landmarks) {
-  auto cross = register_module("cross", nn::ModuleList());
+  auto cross_encoder = register_module("cross_encoder", nn::ModuleList());
+  auto cross_decoder = register_module("cross_decoder", nn::ModuleList());
   auto encoder = register_module("encoder", nn::ModuleList());
   auto lateral = register_module("lateral", nn::ModuleList());
+  auto coarse_head = register_module("coarse_head", nn::ModuleList());
   for (int l = 0; l < kLevels; ++l) {
-    cross_.push_back(add_to(*cross, conv_bn(channels, channels, 1, /*relu=*/false)));
+    cross_encoder_.push_back(add_to(*cross_encoder, conv_bn(channels, channels, 1, /*relu=*/false)));
+    cross_decoder_.push_back(add_to(*cross_decoder, conv_bn(channels, channels, 1, /*relu=*/false)));
     encoder_.push_back(
         add_to(*encoder, Bottleneck(channels, channels / 2, channels, /*stride=*/l == 0 ? 1 : 2)));
     lateral_.push_back(add_to(*lateral, conv_bn(channels, channels, 1, /*relu=*/true)));
+    if (l > 0) coarse_head_.push_back(add_to(*coarse_head, heatmap_head(channels, num_landmarks)));
   }
-  heatmap_in_ = register_module("heatmap_in", conv_bn(num_landmarks, channels, 1, /*relu=*/false));
+  // Heatmaps lie in [0, 1] and start near 0: a plain projection, no BatchNorm to blow that up.
+  heatmap_in_ = register_module("heatmap_in", nn::Conv2d(nn::Conv2dOptions(num_landmarks, channels, 1)));
   head_ = register_module("head", heatmap_head(channels, num_landmarks));
   init_conv_bn(*this);
+  for (const auto& head : coarse_head_) init_head(head);
   init_head(head_);
 }
 
 StageOutput CascadeStageImpl::forward(const StageOutput& previous) {
-  check_pyramid(previous, "CascadeStage");
+  check_levels(previous.encoder, "CascadeStage", "encoder");
+  check_levels(previous.decoder, "CascadeStage", "decoder");
   if (!previous.heatmaps.defined())
     throw std::invalid_argument("CascadeStage: the previous stage's heatmaps are undefined");
-  const auto& p = previous.pyramid;
+  const auto answer = previous.heatmaps.detach();
+  const auto cross = [&](int l) {
+    return cross_encoder_[l]->forward(previous.encoder[l]) + cross_decoder_[l]->forward(previous.decoder[l]);
+  };
   // Encoder, fine to coarse: e0 [B,C,H/4,W/4] .. e3 [B,C,H/32,W/32].
-  std::vector<torch::Tensor> e(kLevels);
-  e[0] = encoder_[0]->forward(cross_[0]->forward(p[0]) + heatmap_in_->forward(previous.heatmaps));
-  for (int l = 1; l < kLevels; ++l)
-    e[l] = encoder_[l]->forward(e[l - 1]) + cross_[l]->forward(p[l]);
-
   StageOutput out;
-  for (int l = 0; l < kLevels; ++l) out.pyramid.push_back(lateral_[l]->forward(e[l]));
-  top_down(out.pyramid);
-  out.heatmaps = head_->forward(out.pyramid[0]);
+  out.encoder.push_back(encoder_[0]->forward(torch::relu(cross(0) + heatmap_in_->forward(answer))));
+  for (int l = 1; l < kLevels; ++l) out.encoder.push_back(encoder_[l]->forward(out.encoder[l - 1]) + cross(l));
+
+  for (int l = 0; l < kLevels; ++l) out.decoder.push_back(lateral_[l]->forward(out.encoder[l]));
+  top_down(out.decoder);
+  const auto size = out.decoder[0].sizes().slice(2);
+  if (is_training())
+    for (int l = 1; l < kLevels; ++l)
+      out.coarse.push_back(upsample_to(coarse_head_[l - 1]->forward(out.decoder[l]), size));
+  out.heatmaps = answer + head_->forward(out.decoder[0]);
   return out;
 }
 
@@ -181,6 +196,10 @@ torch::nn::Module& CSPNNetImpl::stage(int i) {
   return i == 0 ? static_cast<nn::Module&>(*stage1_) : *cascade_[i - 1];
 }
 
+bool CSPNNetImpl::training_only(const std::string& key) {
+  return key.find("global_head.") != std::string::npos || key.find("coarse_head.") != std::string::npos;
+}
+
 StageOutput CSPNNetImpl::stage_forward(int i, const StageOutput& input) {
   if (i < 0 || i >= num_stages())
     throw std::out_of_range("CSPNNet::stage_forward(" + std::to_string(i) + "): the net has " +
@@ -194,11 +213,11 @@ CSPNOutput CSPNNetImpl::forward(const torch::Tensor& x) {
     throw std::invalid_argument("CSPNNet: expected input [B,3,H,W] with H and W multiples of 32, got " +
                                 shape_of(x));
   CSPNOutput out;
-  StageOutput cur{backbone->features(x), {}, {}};
+  StageOutput cur{backbone->features(x), {}, {}, {}};
   for (int i = 0; i < num_stages(); ++i) {
     cur = stage_forward(i, cur);
-    if (i == 0) out.global = cur.global;
     out.stages.push_back(cur.heatmaps);
+    if (is_training()) out.coarse.push_back(cur.coarse);
   }
   return out;
 }

@@ -79,9 +79,11 @@ class FlopCounter {
   at::CallbackHandle handle_ = at::INVALID_CALLBACK_HANDLE;
 };
 
+// Parameters that inference uses (training-only heads left out).
 int64_t count_params(const torch::nn::Module& m) {
   int64_t n = 0;
-  for (const auto& p : m.parameters()) n += p.numel();
+  for (const auto& p : m.named_parameters())
+    if (!CSPNNetImpl::training_only(p.key())) n += p.value().numel();
   return n;
 }
 
@@ -118,7 +120,7 @@ std::vector<PartCost> cspn_costs(CSPNNet& net, int input_h, int input_w) {
 
   std::vector<PartCost> costs;
   StageOutput cur;
-  const double backbone_flops = count_flops([&] { cur = StageOutput{net->backbone->features(x), {}, {}}; });
+  const double backbone_flops = count_flops([&] { cur = StageOutput{net->backbone->features(x), {}, {}, {}}; });
   costs.push_back({"backbone", count_params(*net->backbone), backbone_flops / 1e9});
   for (int i = 0; i < net->num_stages(); ++i) {
     const double flops = count_flops([&] { cur = net->stage_forward(i, cur); });

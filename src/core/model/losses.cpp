@@ -66,17 +66,24 @@ torch::Tensor ohkm_l2(const torch::Tensor& pred, const torch::Tensor& target,
 LossParts cspn_loss(const CSPNOutput& out, const torch::Tensor& target, const torch::Tensor& weight,
                     const LossConfig& cfg) {
   if (out.stages.empty()) throw std::invalid_argument("cspn_loss: the output has no stages");
+  if (!out.coarse.empty() && out.coarse.size() != out.stages.size())
+    throw std::invalid_argument("cspn_loss: coarse heatmaps for " + std::to_string(out.coarse.size()) +
+                                " stages, answers for " + std::to_string(out.stages.size()));
   LossParts parts;
-  torch::Tensor global = torch::zeros({}, target.options());
-  for (const auto& level : out.global) global = global + heatmap_l2(level, target, weight);
-  parts.global = global.item<double>();
-  parts.total = cfg.global_weight * global;
+  parts.total = torch::zeros({}, target.options());
   for (size_t s = 0; s < out.stages.size(); ++s) {
-    // Stage 1 supervises every present landmark (eq. 1), later stages the hardest ones (eq. 2).
-    const auto loss = s == 0 ? heatmap_l2(out.stages[s], target, weight)
-                             : ohkm_l2(out.stages[s], target, weight, cfg.ohkm_topk);
-    parts.stages.push_back(loss.item<double>());
-    parts.total = parts.total + loss;
+    // Coarse levels: L2 over every present landmark, averaged over the levels (CPN's GlobalNet
+    // loss, MSPN's intermediate supervision).
+    torch::Tensor coarse = torch::zeros({}, target.options());
+    const auto& levels = out.coarse.empty() ? std::vector<torch::Tensor>{} : out.coarse[s];
+    for (const auto& level : levels) coarse = coarse + heatmap_l2(level, target, weight);
+    if (!levels.empty()) coarse = coarse / static_cast<double>(levels.size());
+    // The answer: stage 1 supervises every present landmark (eq. 1), later stages the hardest (eq. 2).
+    const auto answer = s == 0 ? heatmap_l2(out.stages[s], target, weight)
+                               : ohkm_l2(out.stages[s], target, weight, cfg.ohkm_topk);
+    parts.stages.push_back(answer.item<double>());
+    parts.coarse.push_back(coarse.item<double>());
+    parts.total = parts.total + cfg.global_weight * coarse + answer;
   }
   return parts;
 }
