@@ -2,9 +2,12 @@
 """Prints `cspn eval --json` results side by side in the paper's table layout (Markdown).
 
     scripts/eval_table.py "NCSPN (whole image)=image.json" "CSPN (detector)=det.json" "GT boxes=gt.json"
+    scripts/eval_table.py --stages RUN1/test.json RUN2/test.json
 
 One block per NE protocol (ne_paper, ne_image): a row per file, a column per landmark and the
-average; then PCK@0.2, mean pixel error and, where present, detection AP and missed garments.
+average; then PCK@0.2, mean pixel error and, where present, detection AP and missed garments; then
+each model's stages (`per_stage`). With --stages, only the last: a row per file (Table 3 across
+models, the columns within each model).
 """
 import json
 import sys
@@ -20,7 +23,21 @@ def number(value, digits=4):
     return f"{value:.{digits}f}".lstrip("0") if value < 1 else f"{value:.{digits}f}"
 
 
+def print_stages(runs):
+    depth = max(len(m.get("per_stage", [])) for _, m in runs)
+    print("\n| model | " + " | ".join(f"stage {s + 1} ne_image" for s in range(depth)) +
+          " | answer ne_paper | answer PCK@0.2 |")
+    print("|---" * (depth + 3) + "|")
+    for label, m in runs:
+        stages = [number(s["ne_image"]["avg"]) for s in m.get("per_stage", [])]
+        cells = stages + ["-"] * (depth - len(stages))
+        print(f"| {label} | " + " | ".join(cells) + f" | {number(m['ne_paper']['avg'])} | {number(m['pck_0_2'], 3)} |")
+
+
 def main(args):
+    stages_only = bool(args) and args[0] == "--stages"
+    if stages_only:
+        args = args[1:]
     if not args:
         sys.exit(__doc__)
     runs = []
@@ -28,6 +45,9 @@ def main(args):
         label, _, path = arg.rpartition("=")
         with open(path) as f:
             runs.append((label or path, json.load(f)))
+    if stages_only:
+        print_stages(runs)
+        return
     for protocol in ("ne_paper", "ne_image"):
         print(f"\n{protocol}:\n")
         print("| boxes | " + " | ".join(HEADER) + " |")
@@ -41,6 +61,8 @@ def main(args):
     for label, m in runs:
         print(f"| {label} | {number(m['pck_0_2'], 3)} | {m['epe_px']:.1f} | {number(m.get('det_ap50'))} | "
               f"{number(m.get('det_ap'))} | {m.get('matched', '-')} | {m.get('missed', '-')} |")
+    if any("per_stage" in m for _, m in runs):
+        print_stages(runs)
 
 
 if __name__ == "__main__":

@@ -100,20 +100,30 @@ struct DataConfig {
   int prefetch = 4;               // batches prepared ahead
   bool skip_bad = false;          // skip malformed records (reported) instead of failing
   bool cache_images = false;      // keep decoded images in memory (small sets of large photos)
+  int pretrain_synthetic = 0;     // > 0: cspn synthesizes this many single-garment images into
+                                  // RUN/pretrain-synthetic and trains the landmark network on them
+                                  // first (train_pretrain), then on the data given
+  std::vector<int> pretrain_input_size;  // crop height, width for that phase (empty: the model's);
+                                         // smaller crops buy more pretraining in the same time
   template <class V> void visit(V& v) {
     v("box_expand", box_expand); v("scale_aug", scale_aug); v("rotate_aug", rotate_aug);
     v("shift_aug", shift_aug); v("flip_aug", flip_aug); v("color_aug", color_aug);
     v("occlusion_aug", occlusion_aug); v("holdout", holdout); v("holdout_seed", holdout_seed);
     v("workers", workers); v("prefetch", prefetch); v("skip_bad", skip_bad);
-    v("cache_images", cache_images);
+    v("cache_images", cache_images); v("pretrain_synthetic", pretrain_synthetic);
+    v("pretrain_input_size", pretrain_input_size);
   }
 };
 
 struct LossConfig {
   int ohkm_topk = 4;              // stages 2..4 back-propagate the K hardest landmarks
-  float global_weight = 0.5f;     // weight of each stage's coarse-level heatmap loss (stage 1: the
-                                  // GlobalNet's 4 levels, later stages P3..P5; mean over levels; CPN: 0.5)
-  template <class V> void visit(V& v) { v("ohkm_topk", ohkm_topk); v("global_weight", global_weight); }
+  float global_weight = 1.0f;     // weight of the GlobalNet heatmap loss (stage 1's 4 levels, summed)
+  float coarse_to_fine = 1.0f;    // target widening (heatmap px, blur std) per stage before the last
+                                  // and per coarser GlobalNet level: earlier stages and coarser levels
+                                  // learn wider Gaussians (MSPN); 0: every output learns the same targets
+  template <class V> void visit(V& v) {
+    v("ohkm_topk", ohkm_topk); v("global_weight", global_weight); v("coarse_to_fine", coarse_to_fine);
+  }
 };
 
 struct TrainConfig {
@@ -181,11 +191,13 @@ struct Config {
   DataConfig data;
   LossConfig loss;
   TrainConfig train;                                     // the landmark network
+  TrainConfig train_pretrain;                            // the landmark network on synthetic garments
+                                                         // first (data.pretrain_synthetic > 0)
   TrainConfig train_detector = detector_train_defaults();  // the detector (model.detector.enabled)
   TestConfig test;
   template <class V> void visit(V& v) {
     v("model", model); v("data", data); v("loss", loss); v("train", train);
-    v("train_detector", train_detector); v("test", test);
+    v("train_pretrain", train_pretrain); v("train_detector", train_detector); v("test", test);
   }
 
   // Overlay a YAML file; errors name the file and the key.

@@ -194,7 +194,14 @@ void Config::validate() const {
   require(loss.ohkm_topk >= 1, "loss.ohkm_topk", loss.ohkm_topk, ">= 1");
   require(loss.global_weight >= 0 && std::isfinite(loss.global_weight), "loss.global_weight", loss.global_weight,
           "finite and >= 0");
+  require(loss.coarse_to_fine >= 0 && loss.coarse_to_fine <= 16, "loss.coarse_to_fine", loss.coarse_to_fine,
+          "in [0, 16] (heatmap pixels)");
+  const auto& pi = data.pretrain_input_size;
+  require(pi.empty() || (pi.size() == 2 && pi[0] % 32 == 0 && pi[1] % 32 == 0 && pi[0] > 0 && pi[1] > 0),
+          "data.pretrain_input_size", pi, "empty or [height, width], both positive multiples of 32");
+  require(data.pretrain_synthetic >= 0, "data.pretrain_synthetic", data.pretrain_synthetic, ">= 0 (0: none)");
   for (const auto& [name, t] : {std::pair<std::string, const TrainConfig&>{"train", train},
+                                 std::pair<std::string, const TrainConfig&>{"train_pretrain", train_pretrain},
                                  std::pair<std::string, const TrainConfig&>{"train_detector", train_detector}}) {
     require(t.optimizer == "adam" || t.optimizer == "sgd", name + ".optimizer", t.optimizer, "adam or sgd");
     require(t.schedule == "cosine" || t.schedule == "step", name + ".schedule", t.schedule, "cosine or step");

@@ -9,6 +9,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "cspn/data/synth.hpp"
 #include "cspn/engine/detection.hpp"
 #include "cspn/engine/evaluate.hpp"
 #include "cspn/engine/landmarks_model.hpp"
@@ -303,16 +304,42 @@ TrainSummary train(const Config& cfg, const Dataset& train_set, const Dataset& v
       spdlog::info("backbone weights from {}: {} tensors loaded\n{}", cfg.model.keypoints.pretrained, report.loaded,
                    report.summary());
     }
+    const auto keypoint_loss = [&](const std::any& any) {
+      const auto& batch = std::any_cast<const KeypointBatch&>(any);
+      const auto output = net->forward(batch.images.to(device));
+      LossParts loss = cspn_loss(output, batch.targets.to(device), batch.weights.to(device), cfg.loss,
+                                 cfg.model.keypoints.sigma);
+      return std::make_pair(loss.total, nlohmann::json{{"stages", loss.stages}, {"global", loss.global}});
+    };
+    if (cfg.data.pretrain_synthetic > 0) {
+      // Synthetic garments first (generated here, deterministic for the seed), then the real data.
+      const fs::path dir = out / "pretrain-synthetic";
+      SynthOptions synth;
+      synth.count = cfg.data.pretrain_synthetic;
+      synth.seed = cfg.train_pretrain.seed;
+      synth.val_fraction = synth.test_fraction = 0;
+      spdlog::info("pretraining: synthesizing {} garments into {}", synth.count, dir.string());
+      synthesize(dir.string(), synth);
+      const Dataset synthetic = load_split(dir.string(), "fld", "train", cfg, false);
+      if (synthetic.schema.num_landmarks() != train_set.schema.num_landmarks())
+        throw std::invalid_argument("data.pretrain_synthetic: synthetic garments have " +
+                                    std::to_string(synthetic.schema.num_landmarks()) + " landmarks, the data " +
+                                    std::to_string(train_set.schema.num_landmarks()));
+      Config pretrain_cfg = cfg;  // the network is fully convolutional: any crop size trains it
+      if (!cfg.data.pretrain_input_size.empty()) pretrain_cfg.model.keypoints.input_size = cfg.data.pretrain_input_size;
+      CropBatcher batcher(synthetic, CropBatcher::ground_truth_jobs(synthetic), pretrain_cfg, true);
+      Phase phase{"pretrain", net.ptr(), cfg.train_pretrain, batcher.size(),
+                  [&](const std::vector<size_t>& idx, std::uint64_t seed) { return std::any(batcher.make(idx, seed)); },
+                  keypoint_loss, {}, {}};
+      int epochs = 0;
+      run_phase(phase, cfg, opt, device, log, &epochs);
+      extra["pretrain"] = {{"synthetic_garments", batcher.size()}, {"epochs", epochs}};
+    }
     CropBatcher batcher(train_set, CropBatcher::ground_truth_jobs(train_set), cfg, true);
     if (batcher.size() == 0) throw std::invalid_argument("the training set has no garment with landmarks");
     Phase phase{"keypoints", net.ptr(), cfg.train, batcher.size(),
                 [&](const std::vector<size_t>& idx, std::uint64_t seed) { return std::any(batcher.make(idx, seed)); },
-                [&](const std::any& any) {
-                  const auto& batch = std::any_cast<const KeypointBatch&>(any);
-                  const auto output = net->forward(batch.images.to(device));
-                  LossParts loss = cspn_loss(output, batch.targets.to(device), batch.weights.to(device), cfg.loss);
-                  return std::make_pair(loss.total, nlohmann::json{{"stages", loss.stages}, {"coarse", loss.coarse}});
-                },
+                keypoint_loss,
                 {},
                 [](const nlohmann::json& m) {
                   const auto number = [](const nlohmann::json& v) { return v.is_number() ? v.get<double>() : std::nan(""); };

@@ -85,36 +85,32 @@ TEST(Losses, OhkmWithLargeTopKIsTheMeanOverPresent) {
 }
 
 TEST(Losses, CspnLossCombinesStages) {
-  // K = 2, target zero. Stage 1: GlobalNet levels lose 1 each (4 levels, mean 1), its answer 4.
-  // Stage 2: coarse levels lose 1, 2 and 3 (mean 2); its hardest landmark loses 9 (the other 1).
+  // K = 2, target zero (so widening changes nothing). GlobalNet levels lose 1 each (4 levels),
+  // stage 1 loses 4, stage 2's hardest landmark loses 9 (the other 1).
   cspn::CSPNOutput out;
-  out.coarse.resize(2);
-  for (int l = 0; l < 4; ++l) out.coarse[0].push_back(maps_with_losses({{1, 1}}));
-  for (float v : {1.0f, 2.0f, 3.0f}) out.coarse[1].push_back(maps_with_losses({{v, v}}));
+  for (int l = 0; l < 4; ++l) out.global.push_back(maps_with_losses({{1, 1}}));
   out.stages.push_back(maps_with_losses({{4, 4}}));
   out.stages.push_back(maps_with_losses({{9, 1}}));
   const auto target = torch::zeros_like(out.stages[0]);
   cspn::LossConfig cfg;
   cfg.ohkm_topk = 1;
   cfg.global_weight = 0.5f;
-  const auto parts = cspn::cspn_loss(out, target, torch::ones({1, 2}), cfg);
-  ASSERT_EQ(parts.coarse.size(), 2u);
-  EXPECT_NEAR(parts.coarse[0], 1.0, 1e-5);
-  EXPECT_NEAR(parts.coarse[1], 2.0, 1e-5);
+  const auto parts = cspn::cspn_loss(out, target, torch::ones({1, 2}), cfg, 2.0);
+  EXPECT_NEAR(parts.global, 4.0, 1e-5);
   ASSERT_EQ(parts.stages.size(), 2u);
   EXPECT_NEAR(parts.stages[0], 4.0, 1e-5);
   EXPECT_NEAR(parts.stages[1], 9.0, 1e-5);
-  EXPECT_NEAR(parts.total.item<float>(), 0.5 * 1 + 4 + 0.5 * 2 + 9, 1e-5);
-  // In eval mode there are no coarse heatmaps: the answers alone.
-  out.coarse.clear();
-  EXPECT_NEAR(cspn::cspn_loss(out, target, torch::ones({1, 2}), cfg).total.item<float>(), 4 + 9, 1e-5);
+  EXPECT_NEAR(parts.total.item<float>(), 0.5 * 4 + 4 + 9, 1e-5);
+  // In eval mode there are no GlobalNet heatmaps: the answers alone.
+  out.global.clear();
+  EXPECT_NEAR(cspn::cspn_loss(out, target, torch::ones({1, 2}), cfg, 2.0).total.item<float>(), 4 + 9, 1e-5);
 }
 
 TEST(Losses, EveryStageAnswerGetsAGradient) {
   cspn::CSPNOutput out;
   for (int s = 0; s < 4; ++s) out.stages.push_back(torch::rand({2, 8, 4, 4}).requires_grad_(true));
   const auto target = torch::zeros({2, 8, 4, 4});
-  cspn::cspn_loss(out, target, torch::ones({2, 8}), cspn::LossConfig{}).total.backward();
+  cspn::cspn_loss(out, target, torch::ones({2, 8}), cspn::LossConfig{}, 2.0).total.backward();
   for (int s = 0; s < 4; ++s) {
     ASSERT_TRUE(out.stages[s].grad().defined()) << "stage " << s + 1;
     // Stage 1 (L2) moves all 8 landmarks; later stages (OHKM, top 4) exactly 4 per sample.
@@ -123,11 +119,40 @@ TEST(Losses, EveryStageAnswerGetsAGradient) {
   }
 }
 
+// [1,1,h,w] Gaussian of sigma around (cx, cy), peak 1.
+torch::Tensor gaussian_map(double sigma, double cx, double cy, int64_t h = 41, int64_t w = 45) {
+  const auto y = torch::arange(h, torch::kDouble).view({h, 1}), x = torch::arange(w, torch::kDouble).view({1, w});
+  return torch::exp(-((x - cx) * (x - cx) + (y - cy) * (y - cy)) / (2 * sigma * sigma)).view({1, 1, h, w});
+}
+
+TEST(Losses, WidenedTargetsAreWiderGaussiansWithPeakOne) {
+  const auto target = gaussian_map(2.0, 21.3, 19.6);
+  const auto wide = cspn::widen_targets(target, 2.0, 1.5);  // sqrt(2^2 + 1.5^2) = 2.5
+  EXPECT_LT((wide - gaussian_map(2.5, 21.3, 19.6)).abs().max().item<double>(), 2e-3);
+  EXPECT_TRUE(torch::equal(cspn::widen_targets(target, 2.0, 0.0), target));
+  EXPECT_THROW(cspn::widen_targets(target.view({1, 41, 45}), 2.0, 1.0), std::invalid_argument);
+}
+
+TEST(Losses, CoarseToFineHoldsEarlierStagesToWiderTargets) {
+  // Two stages whose answers both equal the sharp target: with coarse_to_fine the first stage is
+  // scored against a wider one (loss > 0), the last against the target itself (loss 0).
+  const auto target = gaussian_map(2.0, 20, 20).expand({1, 2, 41, 45}).contiguous().to(torch::kFloat);
+  cspn::CSPNOutput out;
+  out.stages = {target, target};
+  cspn::LossConfig cfg;
+  cfg.coarse_to_fine = 1.0f;
+  const auto parts = cspn::cspn_loss(out, target, torch::ones({1, 2}), cfg, 2.0);
+  const auto expected = cspn::landmark_l2(target, cspn::widen_targets(target, 2.0, 1.0)).mean().item<double>();
+  EXPECT_NEAR(parts.stages[0], expected, 1e-6);
+  EXPECT_GT(parts.stages[0], 1e-4);
+  EXPECT_NEAR(parts.stages[1], 0.0, 1e-9);
+}
+
 TEST(Losses, RejectBadShapes) {
   const auto a = torch::zeros({2, 3, 4, 4});
   EXPECT_THROW(cspn::landmark_l2(a, torch::zeros({2, 3, 4, 5})), std::invalid_argument);
   EXPECT_THROW(cspn::heatmap_l2(a, a, torch::ones({2, 4})), std::invalid_argument);
   EXPECT_THROW(cspn::ohkm_l2(a, a, torch::ones({2, 3}), 0), std::invalid_argument);
-  EXPECT_THROW(cspn::cspn_loss(cspn::CSPNOutput{}, a, torch::ones({2, 3}), cspn::LossConfig{}),
+  EXPECT_THROW(cspn::cspn_loss(cspn::CSPNOutput{}, a, torch::ones({2, 3}), cspn::LossConfig{}, 2.0),
                std::invalid_argument);
 }

@@ -156,6 +156,37 @@ TEST(Train, IterationBudgetIsExactEvenWithFewerExamplesThanABatch) {
   EXPECT_EQ(last["total_iters"], 7);
 }
 
+TEST(Train, SyntheticPretrainingRunsFirstInTheSameCommand) {
+  // data.pretrain_synthetic: cspn generates garments into the run folder and trains on them (at
+  // their own crop size) before the data given; both phases are logged, the model file says so.
+  Config cfg = small_config();
+  cfg.data.pretrain_synthetic = 24;
+  cfg.data.pretrain_input_size = {32, 32};
+  cfg.train_pretrain.iters = 3;
+  cfg.train_pretrain.batch_size = 8;
+  cfg.train_pretrain.log_every = 1;
+  cfg.train.iters = 2;
+  const Dataset train_set = load_split(synthetic_set(), "fld", "train", cfg, false);
+  TrainOptions opt;
+  opt.out_dir = test::scratch_dir("train-pretrain").string();
+  opt.progress = false;
+  const TrainSummary summary = train(cfg, train_set, Dataset{train_set.schema, {}, {}}, opt);
+  EXPECT_TRUE(fs::exists(fs::path(opt.out_dir) / "pretrain-synthetic" / "Anno" / "list_landmarks.txt"));
+  std::ifstream log(fs::path(opt.out_dir) / "log.jsonl");
+  std::vector<std::pair<std::string, int64_t>> phases;  // (phase, last iteration) in order
+  for (std::string line; std::getline(log, line);) {
+    const auto rec = nlohmann::json::parse(line);
+    if (rec["type"] != "train") continue;
+    if (phases.empty() || phases.back().first != rec["phase"]) phases.emplace_back(rec["phase"], 0);
+    phases.back().second = rec["iter"];
+  }
+  ASSERT_EQ(phases.size(), 2u);
+  EXPECT_EQ(phases[0], (std::pair<std::string, int64_t>{"pretrain", 3}));
+  EXPECT_EQ(phases[1], (std::pair<std::string, int64_t>{"keypoints", 2}));
+  const auto model = load_model_file(summary.model_path);
+  EXPECT_GT(model.extra["pretrain"]["synthetic_garments"].get<int>(), 0);
+}
+
 TEST(Train, BackboneFromAnEarlierModelFile) {
   // A landmark model file (another pyramid width) hands its backbone to a new run.
   Config cfg = small_config();

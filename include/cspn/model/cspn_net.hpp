@@ -4,8 +4,8 @@
 // before them. A later stage is a light encoder-decoder after MSPN: every encoder level takes the
 // previous stage's encoder and decoder features at that level (cross-stage aggregation), the first
 // one also the previous heatmaps; its decoder's finest level predicts a correction that is added to
-// the previous heatmaps, so a stage starts as the identity and can only learn to improve on it.
-// Every level of every stage is supervised in training; the coarse-level heads run only then.
+// the previous heatmaps, so a stage starts as the identity. The GlobalNet heads of stage 1 are
+// supervised in training and not computed at inference.
 #include <string>
 #include <vector>
 
@@ -17,10 +17,9 @@
 namespace cspn {
 
 struct CSPNOutput {
-  std::vector<torch::Tensor> stages;               // each stage's answer, [B,K,H/4,W/4]; back() is the net's
-  std::vector<std::vector<torch::Tensor>> coarse;  // training only, per stage: heatmaps of its supervised
-                                                   // pyramid levels, each upsampled to [B,K,H/4,W/4]
-                                                   // (stage 1: the GlobalNet's P2..P5; later: P3..P5)
+  std::vector<torch::Tensor> stages;  // each stage's answer, [B,K,H/4,W/4]; back() is the net's
+  std::vector<torch::Tensor> global;  // training only: stage 1's GlobalNet heatmaps of P2..P5, each
+                                      // upsampled to [B,K,H/4,W/4]
 };
 
 // What one stage hands to the next. The backbone's output is a StageOutput too (encoder = C2..C5,
@@ -29,7 +28,7 @@ struct StageOutput {
   std::vector<torch::Tensor> encoder;  // 4 levels, finest first: [B,C_l,H/4,W/4] .. [B,C_l,H/32,W/32]
   std::vector<torch::Tensor> decoder;  // 4 levels, [B,channels,..]; empty for the backbone
   torch::Tensor heatmaps;              // [B,K,H/4,W/4]; undefined for the backbone
-  std::vector<torch::Tensor> coarse;   // training only: CSPNOutput::coarse of this stage
+  std::vector<torch::Tensor> global;   // stage 1 in training only: CSPNOutput::global
 };
 
 // Stage 1, after CPN. GlobalNet: 1x1 lateral convs C2..C5 -> `channels` (its encoder features),
@@ -40,7 +39,7 @@ struct StageOutput {
 class CPNStageImpl : public torch::nn::Module {
  public:
   CPNStageImpl(const std::vector<int64_t>& in_channels, int64_t channels, int64_t num_landmarks);
-  // backbone.encoder = C2..C5 -> encoder, decoder [B,channels,..] x4, heatmaps (+ coarse in training).
+  // backbone.encoder = C2..C5 -> encoder, decoder [B,channels,..] x4, heatmaps (+ global in training).
   StageOutput forward(const StageOutput& backbone);
 
  private:
@@ -53,9 +52,9 @@ TORCH_MODULE(CPNStage);
 // Stages 2..4, after MSPN. Encoder level 0: 1x1 projections of the previous encoder and decoder
 // features at H/4 and of the previous heatmaps, summed, then a bottleneck; level l > 0: a stride-2
 // bottleneck of level l-1 plus projections of the previous encoder and decoder features at level
-// l. Decoder: 1x1 laterals, top-down bilinear upsample + add; heads on P3..P5 (training only) and
-// on P2, whose output (starting near zero) is added to the previous heatmaps. The previous heatmaps
-// enter without gradient: each stage answers for its own correction.
+// l. Decoder: 1x1 laterals, top-down bilinear upsample + add, a head on P2 whose output (starting
+// near zero) is added to the previous heatmaps. The sum keeps its gradient: every stage's loss also
+// trains the stages before it.
 class CascadeStageImpl : public torch::nn::Module {
  public:
   CascadeStageImpl(int64_t channels, int64_t num_landmarks);
@@ -63,7 +62,7 @@ class CascadeStageImpl : public torch::nn::Module {
   StageOutput forward(const StageOutput& previous);
 
  private:
-  std::vector<torch::nn::Sequential> cross_encoder_, cross_decoder_, lateral_, coarse_head_;
+  std::vector<torch::nn::Sequential> cross_encoder_, cross_decoder_, lateral_;
   std::vector<Bottleneck> encoder_;
   torch::nn::Conv2d heatmap_in_{nullptr};
   torch::nn::Sequential head_{nullptr};
@@ -75,7 +74,7 @@ class CSPNNetImpl : public torch::nn::Module {
   CSPNNetImpl(const KeypointModelConfig& cfg, int num_landmarks);
 
   // x [B,3,H,W] ImageNet-normalised RGB crops -> every stage's heatmaps at (H/4, W/4) (and the
-  // coarse-level heatmaps in training mode). H and W must be multiples of 32.
+  // GlobalNet heatmaps in training mode). H and W must be multiples of 32.
   CSPNOutput forward(const torch::Tensor& x);
 
   ResNet backbone{nullptr};           // registered as "backbone": keys "backbone.layer1.0.conv1.weight"
@@ -87,7 +86,7 @@ class CSPNNetImpl : public torch::nn::Module {
   // Stage i (0-based) as a module, e.g. to count its parameters. Registered as "stage<i+1>".
   torch::nn::Module& stage(int i);
   // Whether a parameter (a key of stage(i) or of the net) belongs to a head that runs only in
-  // training (GlobalNet and coarse-level heads): inference neither computes nor needs it.
+  // training (the GlobalNet heads): inference neither computes nor needs it.
   static bool training_only(const std::string& key);
 
  private:

@@ -25,15 +25,20 @@ torch::Tensor heatmap_l2(const torch::Tensor& pred, const torch::Tensor& target,
 torch::Tensor ohkm_l2(const torch::Tensor& pred, const torch::Tensor& target,
                       const torch::Tensor& weight, int top_k);
 
+// Targets [B,K,h,w] that are Gaussians of `sigma` (heatmap pixels, peak 1) -> Gaussians of
+// sqrt(sigma^2 + extra^2), peak 1 again (a separable blur by `extra`, rescaled). extra = 0: target.
+torch::Tensor widen_targets(const torch::Tensor& target, double sigma, double extra);
+
 struct LossParts {
   torch::Tensor total;             // scalar to back-propagate
-  std::vector<double> stages;      // each stage's answer loss (for logs)
-  std::vector<double> coarse;      // each stage's coarse-level loss, mean over its levels (0 without)
+  std::vector<double> stages;      // each stage's loss value (for logs)
+  double global = 0;               // the GlobalNet loss value (sum over levels, before global_weight)
 };
 
-// Per stage: L2 on its coarse levels (mean over levels, times loss.global_weight; none in eval
-// mode) plus its answer's loss: L2 for stage 1, OHKM with loss.ohkm_topk for stages 2..
+// Stage 1: L2 on every GlobalNet level (summed, times loss.global_weight; training only) and on its
+// answer; stages 2..: OHKM with loss.ohkm_topk. `target` holds Gaussians of `sigma` (heatmap px);
+// with loss.coarse_to_fine earlier stages and coarser levels learn wider ones (widen_targets).
 LossParts cspn_loss(const CSPNOutput& out, const torch::Tensor& target, const torch::Tensor& weight,
-                    const LossConfig& cfg);
+                    const LossConfig& cfg, double sigma);
 
 }  // namespace cspn

@@ -23,7 +23,8 @@ nn::Sequential conv_bn(int64_t in, int64_t out, int64_t kernel, bool relu) {
 }
 
 // Heatmap head: 1x1 conv + BN + ReLU, then a 3x3 conv to K maps whose weights start tiny (std
-// 0.001) so the first iterations predict near-zero heatmaps instead of large random ones.
+// 0.001) so the first iterations predict near-zero heatmaps (and a later stage's correction starts
+// near zero) instead of large random ones.
 nn::Sequential heatmap_head(int64_t channels, int64_t num_landmarks) {
   nn::Sequential s = conv_bn(channels, channels, 1, /*relu=*/true);
   s->push_back(nn::Conv2d(nn::Conv2dOptions(channels, num_landmarks, 3).padding(1)));
@@ -111,7 +112,7 @@ StageOutput CPNStageImpl::forward(const StageOutput& backbone) {
   std::vector<torch::Tensor> refined;
   for (int l = 0; l < kLevels; ++l) {
     const auto& p = pyramid[l];
-    if (is_training()) out.coarse.push_back(upsample_to(global_head_[l]->forward(p), size));
+    if (is_training()) out.global.push_back(upsample_to(global_head_[l]->forward(p), size));
     out.decoder.push_back(refine_[l]->is_empty() ? p : refine_[l]->forward(p));
     refined.push_back(upsample_to(out.decoder.back(), size));
   }
@@ -126,20 +127,17 @@ CascadeStageImpl::CascadeStageImpl(int64_t channels, int64_t num_landmarks) {
   auto cross_decoder = register_module("cross_decoder", nn::ModuleList());
   auto encoder = register_module("encoder", nn::ModuleList());
   auto lateral = register_module("lateral", nn::ModuleList());
-  auto coarse_head = register_module("coarse_head", nn::ModuleList());
   for (int l = 0; l < kLevels; ++l) {
     cross_encoder_.push_back(add_to(*cross_encoder, conv_bn(channels, channels, 1, /*relu=*/false)));
     cross_decoder_.push_back(add_to(*cross_decoder, conv_bn(channels, channels, 1, /*relu=*/false)));
     encoder_.push_back(
         add_to(*encoder, Bottleneck(channels, channels / 2, channels, /*stride=*/l == 0 ? 1 : 2)));
     lateral_.push_back(add_to(*lateral, conv_bn(channels, channels, 1, /*relu=*/true)));
-    if (l > 0) coarse_head_.push_back(add_to(*coarse_head, heatmap_head(channels, num_landmarks)));
   }
   // Heatmaps lie in [0, 1] and start near 0: a plain projection, no BatchNorm to blow that up.
   heatmap_in_ = register_module("heatmap_in", nn::Conv2d(nn::Conv2dOptions(num_landmarks, channels, 1)));
   head_ = register_module("head", heatmap_head(channels, num_landmarks));
   init_conv_bn(*this);
-  for (const auto& head : coarse_head_) init_head(head);
   init_head(head_);
 }
 
@@ -148,7 +146,7 @@ StageOutput CascadeStageImpl::forward(const StageOutput& previous) {
   check_levels(previous.decoder, "CascadeStage", "decoder");
   if (!previous.heatmaps.defined())
     throw std::invalid_argument("CascadeStage: the previous stage's heatmaps are undefined");
-  const auto answer = previous.heatmaps.detach();
+  const auto& answer = previous.heatmaps;
   const auto cross = [&](int l) {
     return cross_encoder_[l]->forward(previous.encoder[l]) + cross_decoder_[l]->forward(previous.decoder[l]);
   };
@@ -159,10 +157,6 @@ StageOutput CascadeStageImpl::forward(const StageOutput& previous) {
 
   for (int l = 0; l < kLevels; ++l) out.decoder.push_back(lateral_[l]->forward(out.encoder[l]));
   top_down(out.decoder);
-  const auto size = out.decoder[0].sizes().slice(2);
-  if (is_training())
-    for (int l = 1; l < kLevels; ++l)
-      out.coarse.push_back(upsample_to(coarse_head_[l - 1]->forward(out.decoder[l]), size));
   out.heatmaps = answer + head_->forward(out.decoder[0]);
   return out;
 }
@@ -197,7 +191,7 @@ torch::nn::Module& CSPNNetImpl::stage(int i) {
 }
 
 bool CSPNNetImpl::training_only(const std::string& key) {
-  return key.find("global_head.") != std::string::npos || key.find("coarse_head.") != std::string::npos;
+  return key.find("global_head.") != std::string::npos;
 }
 
 StageOutput CSPNNetImpl::stage_forward(int i, const StageOutput& input) {
@@ -217,7 +211,7 @@ CSPNOutput CSPNNetImpl::forward(const torch::Tensor& x) {
   for (int i = 0; i < num_stages(); ++i) {
     cur = stage_forward(i, cur);
     out.stages.push_back(cur.heatmaps);
-    if (is_training()) out.coarse.push_back(cur.coarse);
+    if (i == 0) out.global = cur.global;
   }
   return out;
 }

@@ -1,6 +1,8 @@
 #include "cspn/model/losses.hpp"
 
 #include <algorithm>
+#include <cmath>
+#include <map>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -28,7 +30,31 @@ void check_weight(const torch::Tensor& pred, const torch::Tensor& weight, const 
                                 "], got " + shape_of(weight));
 }
 
+// A separable Gaussian kernel of standard deviation t, normalised to sum 1: [2r+1].
+torch::Tensor gaussian_kernel(double t, const torch::TensorOptions& options) {
+  const int64_t r = static_cast<int64_t>(std::ceil(3 * t));
+  const auto x = torch::arange(-r, r + 1, options);
+  const auto k = torch::exp(-x * x / (2 * t * t));
+  return k / k.sum();
+}
+
 }  // namespace
+
+torch::Tensor widen_targets(const torch::Tensor& target, double sigma, double extra) {
+  if (target.dim() != 4) throw std::invalid_argument("widen_targets: expected [B,K,h,w], got " + shape_of(target));
+  if (!(sigma > 0) || !(extra >= 0))
+    throw std::invalid_argument("widen_targets: need sigma > 0 and extra >= 0, got " + std::to_string(sigma) +
+                                " and " + std::to_string(extra));
+  if (extra == 0) return target;
+  const auto k = gaussian_kernel(extra, target.options());
+  const int64_t r = (k.size(0) - 1) / 2;
+  auto x = target.reshape({-1, 1, target.size(2), target.size(3)});
+  x = torch::conv2d(x, k.view({1, 1, -1, 1}), {}, 1, torch::IntArrayRef{r, 0});
+  x = torch::conv2d(x, k.view({1, 1, 1, -1}), {}, 1, torch::IntArrayRef{0, r});
+  // A Gaussian of sigma s blurred by one of t is a Gaussian of sqrt(s^2 + t^2) whose peak fell by
+  // s^2 / (s^2 + t^2): scale it back to 1.
+  return (x * ((sigma * sigma + extra * extra) / (sigma * sigma))).view(target.sizes());
+}
 
 torch::Tensor landmark_l2(const torch::Tensor& pred, const torch::Tensor& target) {
   check_heatmaps(pred, target, "landmark_l2");
@@ -64,26 +90,29 @@ torch::Tensor ohkm_l2(const torch::Tensor& pred, const torch::Tensor& target,
 }
 
 LossParts cspn_loss(const CSPNOutput& out, const torch::Tensor& target, const torch::Tensor& weight,
-                    const LossConfig& cfg) {
+                    const LossConfig& cfg, double sigma) {
   if (out.stages.empty()) throw std::invalid_argument("cspn_loss: the output has no stages");
-  if (!out.coarse.empty() && out.coarse.size() != out.stages.size())
-    throw std::invalid_argument("cspn_loss: coarse heatmaps for " + std::to_string(out.coarse.size()) +
-                                " stages, answers for " + std::to_string(out.stages.size()));
+  const auto n = static_cast<int64_t>(out.stages.size());
+  // Coarse to fine: an output `steps` from the last stage's answer learns targets widened by
+  // coarse_to_fine x steps pixels: stage s's answer n-1-s steps, GlobalNet level l n-1+l.
+  std::map<int64_t, torch::Tensor> widened;
+  const auto target_at = [&](int64_t steps) {
+    auto it = widened.find(steps);
+    if (it == widened.end()) it = widened.emplace(steps, widen_targets(target, sigma, cfg.coarse_to_fine * steps)).first;
+    return it->second;
+  };
   LossParts parts;
-  parts.total = torch::zeros({}, target.options());
-  for (size_t s = 0; s < out.stages.size(); ++s) {
-    // Coarse levels: L2 over every present landmark, averaged over the levels (CPN's GlobalNet
-    // loss, MSPN's intermediate supervision).
-    torch::Tensor coarse = torch::zeros({}, target.options());
-    const auto& levels = out.coarse.empty() ? std::vector<torch::Tensor>{} : out.coarse[s];
-    for (const auto& level : levels) coarse = coarse + heatmap_l2(level, target, weight);
-    if (!levels.empty()) coarse = coarse / static_cast<double>(levels.size());
-    // The answer: stage 1 supervises every present landmark (eq. 1), later stages the hardest (eq. 2).
-    const auto answer = s == 0 ? heatmap_l2(out.stages[s], target, weight)
-                               : ohkm_l2(out.stages[s], target, weight, cfg.ohkm_topk);
-    parts.stages.push_back(answer.item<double>());
-    parts.coarse.push_back(coarse.item<double>());
-    parts.total = parts.total + cfg.global_weight * coarse + answer;
+  torch::Tensor global = torch::zeros({}, target.options());
+  for (size_t l = 0; l < out.global.size(); ++l)
+    global = global + heatmap_l2(out.global[l], target_at(n - 1 + static_cast<int64_t>(l)), weight);
+  parts.global = global.item<double>();
+  parts.total = cfg.global_weight * global;
+  for (int64_t s = 0; s < n; ++s) {
+    // Stage 1 supervises every present landmark (eq. 1), later stages the hardest ones (eq. 2).
+    const auto& t = target_at(n - 1 - s);
+    const auto loss = s == 0 ? heatmap_l2(out.stages[s], t, weight) : ohkm_l2(out.stages[s], t, weight, cfg.ohkm_topk);
+    parts.stages.push_back(loss.item<double>());
+    parts.total = parts.total + loss;
   }
   return parts;
 }
