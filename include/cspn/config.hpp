@@ -118,9 +118,10 @@ struct DataConfig {
 struct LossConfig {
   int ohkm_topk = 4;              // stages 2..4 back-propagate the K hardest landmarks
   float global_weight = 1.0f;     // weight of the GlobalNet heatmap loss (stage 1's 4 levels, summed)
-  float coarse_to_fine = 1.0f;    // target widening (heatmap px, blur std) per stage before the last
+  float coarse_to_fine = 0.0f;    // target widening (heatmap px, blur std) per stage before the last
                                   // and per coarser GlobalNet level: earlier stages and coarser levels
-                                  // learn wider Gaussians (MSPN); 0: every output learns the same targets
+                                  // learn wider Gaussians (MSPN); 0: every output learns the same
+                                  // targets (README: it makes stages refine, but by holding stage 1 back)
   template <class V> void visit(V& v) {
     v("ohkm_topk", ohkm_topk); v("global_weight", global_weight); v("coarse_to_fine", coarse_to_fine);
   }
