@@ -49,6 +49,17 @@ test: {flip: true, batch_size: 64}
   return cfg;
 }
 
+// The records of one type ("train", "epoch", ...) of a run's log.jsonl, in order.
+std::vector<nlohmann::json> log_records(const std::string& run_dir, const std::string& type) {
+  std::ifstream log(fs::path(run_dir) / "log.jsonl");
+  std::vector<nlohmann::json> out;
+  for (std::string line; std::getline(log, line);) {
+    auto rec = nlohmann::json::parse(line);
+    if (rec["type"] == type) out.push_back(std::move(rec));
+  }
+  return out;
+}
+
 }  // namespace
 
 TEST(Train, LearnsOnHeldOutImages) {
@@ -74,12 +85,8 @@ TEST(Train, LearnsOnHeldOutImages) {
   std::cout << "held-out ne_image: untrained " << before << ", trained " << after << "\n";
   EXPECT_LT(after, 0.6 * before);
 
-  std::ifstream log(fs::path(opt.out_dir) / "log.jsonl");
   std::vector<double> epoch_loss;
-  for (std::string line; std::getline(log, line);) {
-    const auto rec = nlohmann::json::parse(line);
-    if (rec["type"] == "epoch") epoch_loss.push_back(rec["loss"]);
-  }
+  for (const auto& rec : log_records(opt.out_dir, "epoch")) epoch_loss.push_back(rec["loss"]);
   ASSERT_EQ(epoch_loss.size(), static_cast<size_t>(cfg.train.epochs));
   EXPECT_LT(epoch_loss.back(), 0.8 * epoch_loss.front());
 }
@@ -120,13 +127,9 @@ TEST(Train, TimeBudgetCutsTheScheduleToFit) {
   opt.progress = false;
   const TrainSummary summary = train(cfg, train_set, Dataset{train_set.schema, {}, {}}, opt);
   EXPECT_LT(summary.seconds, 60.0);
-  std::ifstream log(fs::path(opt.out_dir) / "log.jsonl");
-  nlohmann::json last;
-  for (std::string line; std::getline(log, line);) {
-    const auto rec = nlohmann::json::parse(line);
-    if (rec["type"] == "train") last = rec;
-  }
-  ASSERT_FALSE(last.is_null());
+  const auto records = log_records(opt.out_dir, "train");
+  ASSERT_FALSE(records.empty());
+  const auto& last = records.back();
   const int64_t iters_per_epoch = static_cast<int64_t>(train_set.samples.size()) / cfg.train.batch_size;
   EXPECT_LT(last["iter"].get<int64_t>(), 1000 * iters_per_epoch);
   EXPECT_EQ(last["iter"].get<int64_t>(), last["total_iters"].get<int64_t>()) << "stopped at the fitted end";
@@ -145,13 +148,9 @@ TEST(Train, IterationBudgetIsExactEvenWithFewerExamplesThanABatch) {
   opt.progress = false;
   const TrainSummary summary = train(cfg, train_set, Dataset{train_set.schema, {}, {}}, opt);
   EXPECT_EQ(summary.epochs, 7);
-  std::ifstream log(fs::path(opt.out_dir) / "log.jsonl");
-  nlohmann::json last;
-  for (std::string line; std::getline(log, line);) {
-    const auto rec = nlohmann::json::parse(line);
-    if (rec["type"] == "train") last = rec;
-  }
-  ASSERT_FALSE(last.is_null());
+  const auto records = log_records(opt.out_dir, "train");
+  ASSERT_FALSE(records.empty());
+  const auto& last = records.back();
   EXPECT_EQ(last["iter"], 7);
   EXPECT_EQ(last["total_iters"], 7);
 }
@@ -172,11 +171,8 @@ TEST(Train, SyntheticPretrainingRunsFirstInTheSameCommand) {
   opt.progress = false;
   const TrainSummary summary = train(cfg, train_set, Dataset{train_set.schema, {}, {}}, opt);
   EXPECT_TRUE(fs::exists(fs::path(opt.out_dir) / "pretrain-synthetic" / "Anno" / "list_landmarks.txt"));
-  std::ifstream log(fs::path(opt.out_dir) / "log.jsonl");
   std::vector<std::pair<std::string, int64_t>> phases;  // (phase, last iteration) in order
-  for (std::string line; std::getline(log, line);) {
-    const auto rec = nlohmann::json::parse(line);
-    if (rec["type"] != "train") continue;
+  for (const auto& rec : log_records(opt.out_dir, "train")) {
     if (phases.empty() || phases.back().first != rec["phase"]) phases.emplace_back(rec["phase"], 0);
     phases.back().second = rec["iter"];
   }
