@@ -3,11 +3,7 @@
 #include <iostream>
 #include <vector>
 
-#include <torch/torch.h>
-
-#include "cspn/engine/detection.hpp"
-#include "cspn/engine/loader.hpp"
-#include "cspn/io/model_file.hpp"
+#include "cspn/cspn.hpp"
 
 int main(int argc, char** argv) {
   if (argc < 3 || argc > 4) {

@@ -13,6 +13,7 @@ jobs=${JOBS:-2}
 packages=(cmake ninja-build g++ ccache pkg-config
   libtorch-dev libopenblas0-openmp libopencv-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
   libspdlog-dev libcpp-httplib-dev libgtest-dev libbenchmark-dev
+  chromium chromium-driver python3-selenium wrk
   python3-torch python3-torchvision)
 missing=()
 for p in "${packages[@]}"; do

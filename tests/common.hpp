@@ -2,6 +2,8 @@
 // Helpers shared by the test suites.
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -23,6 +25,17 @@ inline std::filesystem::path scratch_dir(const std::string& name) {
   std::filesystem::create_directories(dir);
   return dir;
 }
+
+// A file's bytes ("" when it cannot be read).
+inline std::string file_bytes(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// The tiny both-halves model that the ctest fixture "tiny_model" trains (tests/fixtures), and the
+// synthetic scenes it was trained on.
+inline std::filesystem::path tiny_model() { return std::filesystem::path(kBinaryDir) / "fixtures/tiny/run/model.cspn"; }
+inline std::filesystem::path tiny_scenes() { return std::filesystem::path(kBinaryDir) / "fixtures/tiny/scenes"; }
 
 }  // namespace cspn::test
 

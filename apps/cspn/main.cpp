@@ -1,8 +1,11 @@
 // The cspn command: a thin client of the library. Each subcommand parses its flags and calls it.
 #include <algorithm>
+#include <csignal>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <thread>
 
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
@@ -17,6 +20,7 @@
 #include "cspn/engine/train.hpp"
 #include "cspn/io/model_file.hpp"
 #include "cspn/model/info.hpp"
+#include "cspn/serve.hpp"
 
 namespace fs = std::filesystem;
 using namespace cspn;
@@ -100,19 +104,42 @@ int run_eval(const std::string& model_path, const std::string& data, const std::
   return 0;
 }
 
-int run_predict(const std::string& model_path, const std::vector<std::string>& inputs, const std::string& json,
-                float min_score, PredictOptions opt) {
+struct PredictCommand {
+  std::vector<std::string> inputs;
+  std::string list, json, jsonl, shard, device = "cpu";
+  float min_score = -1;
+  PredictFilesOptions opt;
+};
+
+int run_predict(const std::string& model_path, const PredictCommand& cmd) {
   const ModelFile model = load_model_file(model_path);
-  Pipeline pipeline(model, torch::Device(opt.device));
-  if (min_score >= 0) pipeline.set_min_score(min_score);
-  const auto files = image_files(inputs);
+  Pipeline pipeline(model, torch::Device(cmd.device));
+  if (cmd.min_score >= 0) pipeline.set_min_score(cmd.min_score);
+  std::vector<std::string> files = image_files(cmd.inputs);
+  if (!cmd.list.empty()) {
+    const auto listed = read_list_file(cmd.list);
+    files.insert(files.end(), listed.begin(), listed.end());
+  }
+  if (!cmd.shard.empty()) {
+    int index = -1, count = 0;
+    char slash = 0, rest = 0;
+    if (std::sscanf(cmd.shard.c_str(), "%d%c%d%c", &index, &slash, &count, &rest) != 3 || slash != '/')
+      throw std::invalid_argument("--shard " + cmd.shard + ": expected I/N, e.g. 0/4");
+    files = shard_files(files, index, count);
+  }
   if (files.empty()) throw std::invalid_argument("no image files found in the given inputs");
-  auto result = predict_files(pipeline, files, opt);
+  if (!cmd.jsonl.empty()) {
+    const JsonlSummary s = predict_jsonl(pipeline, files, cmd.jsonl, cmd.opt);
+    std::cerr << s.written << " images written (" << s.errors << " unreadable), " << s.done_before
+              << " already in " << cmd.jsonl << "\n";
+    return 0;
+  }
+  auto result = predict_files(pipeline, files, cmd.opt);
   result["model"] = model_path;
   result["min_score"] = pipeline.min_score();
   for (const auto& e : result["errors"]) spdlog::warn("{}", e["error"].get<std::string>());
-  std::string target = json;
-  if (target.empty() && !opt.out_dir.empty()) target = (fs::path(opt.out_dir) / "predictions.json").string();
+  std::string target = cmd.json;
+  if (target.empty() && !cmd.opt.out_dir.empty()) target = (fs::path(cmd.opt.out_dir) / "predictions.json").string();
   if (target.empty()) {
     std::cout << result.dump(2) << "\n";
   } else {
@@ -120,6 +147,44 @@ int run_predict(const std::string& model_path, const std::vector<std::string>& i
     std::cerr << result["images"].size() << " images, " << result["annotations"].size() << " garments, "
               << result["errors"].size() << " unreadable files: " << target << "\n";
   }
+  return 0;
+}
+
+// SIGINT and SIGTERM, blocked in the calling thread and so in every thread started after it: one
+// thread then waits for them (sigwait) instead of the process dying in whichever thread gets them.
+sigset_t block_stop_signals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  return signals;
+}
+
+int run_serve(const std::string& model_path, const std::string& device, const std::string& token_file,
+              ServeOptions opt, sigset_t signals) {
+  if (!token_file.empty()) {
+    std::ifstream in(token_file);
+    if (!in) throw std::invalid_argument("--token-file " + token_file + ": cannot read");
+    std::getline(in, opt.token);
+    while (!opt.token.empty() && std::isspace(static_cast<unsigned char>(opt.token.back()))) opt.token.pop_back();
+    if (opt.token.empty()) throw std::invalid_argument("--token-file " + token_file + ": the first line is empty");
+  }
+  const ModelFile model = load_model_file(model_path);
+  Pipeline pipeline(model, torch::Device(device));
+  Server server(pipeline, opt);
+  const int port = server.bind();
+  std::thread waiter([&] {
+    int signal = 0;
+    sigwait(&signals, &signal);
+    std::cerr << "\n" << strsignal(signal) << ": finishing the requests in flight\n";
+    server.stop();
+  });
+  std::cerr << "serving " << model_path << " on http://" << opt.host << ":" << port << "/ (" << device
+            << ", batches of up to " << opt.max_batch << (opt.token.empty() ? "" : ", token required") << ")\n";
+  server.run();
+  waiter.join();
+  std::cerr << "stopped\n";
   return 0;
 }
 
@@ -216,18 +281,42 @@ int main(int argc, char** argv) {
   eval->add_flag("--quiet", quiet, "no progress bar");
 
   auto* predict = app.add_subcommand("predict", "detect garments and their landmarks in photos");
-  std::vector<std::string> predict_inputs;
-  PredictOptions predict_opt;
+  PredictCommand pc;
   predict->add_option("--model", model_path, "model file with both halves (.cspn)")->required()->check(CLI::ExistingFile);
-  predict->add_option("--out", predict_opt.out_dir, "write rendered images (and predictions.json) here");
-  predict->add_option("--json", json, "write the predictions here (default: OUT/predictions.json, else stdout)");
-  predict->add_option("--device", predict_opt.device, "cpu | cuda | cuda:N");
-  float predict_min_score = -1;
-  predict->add_option("--min-score", predict_min_score,
+  predict->add_option("--out", pc.opt.out_dir, "write rendered images (and predictions.json) here");
+  auto* predict_json = predict->add_option("--json", pc.json, "write the predictions here (default: OUT/predictions.json, else stdout)");
+  predict->add_option("--jsonl", pc.jsonl, "append one JSON line per image here as it goes; a rerun skips images already written")
+      ->excludes(predict_json);
+  predict->add_option("--list", pc.list, "a text file of image paths, one per line (relative to its folder)")
+      ->check(CLI::ExistingFile);
+  predict->add_option("--shard", pc.shard, "I/N: only this job's share of the images (stable hash of the path)");
+  predict->add_option("--workers", pc.opt.workers, "chunks of images decoded ahead of the model (0: none)")
+      ->check(CLI::Range(0, 64));
+  predict->add_option("--device", pc.device, "cpu | cuda | cuda:N");
+  predict->add_option("--min-score", pc.min_score,
                       "report garments detected with at least this score (default: the model's test.min_score, 0.5)")
       ->check(CLI::Range(0.0, 1.0));
   predict->add_flag("--quiet", quiet, "no progress bar");
-  predict->add_option("inputs", predict_inputs, "image files or folders (searched recursively)")->required();
+  predict->add_option("inputs", pc.inputs, "image files or folders (searched recursively)");
+
+  auto* serve = app.add_subcommand("serve", "answer HTTP requests (POST /v1/landmarks) and serve a web page at /");
+  ServeOptions serve_opt;
+  std::string serve_device = "cpu", token_file;
+  double max_body_mb = serve_opt.max_body_bytes / double(1 << 20);
+  serve->add_option("--model", model_path, "model file with both halves (.cspn)")->required()->check(CLI::ExistingFile);
+  serve->add_option("--host", serve_opt.host, "address to listen on (0.0.0.0: every interface)");
+  serve->add_option("--port", serve_opt.port, "port (0: any free one)")->check(CLI::Range(0, 65535));
+  serve->add_option("--threads", serve_opt.threads, "connection threads")->check(CLI::Range(1, 1024));
+  serve->add_option("--max-batch", serve_opt.max_batch, "images per pipeline call (1: no batching)")->check(CLI::Range(1, 256));
+  serve->add_option("--max-wait-ms", serve_opt.max_wait_ms, "how long a batch waits for more images")->check(CLI::Range(0.0, 1000.0));
+  serve->add_option("--max-queue", serve_opt.max_queue, "images waiting before 503")->check(CLI::Range(1, 100000));
+  serve->add_option("--max-body-mb", max_body_mb, "largest request body (413 beyond)")->check(CLI::Range(0.001, 1024.0));
+  serve->add_option("--max-pixels", serve_opt.max_pixels, "largest image, width x height (413 beyond)")
+      ->check(CLI::Range(1L, 1'000'000'000L));
+  serve->add_option("--timeout", serve_opt.timeout_s, "seconds before a request gets 504")->check(CLI::Range(0.1, 3600.0));
+  serve->add_option("--token-file", token_file, "require 'Authorization: Bearer TOKEN', TOKEN the file's first line")
+      ->check(CLI::ExistingFile);
+  serve->add_option("--device", serve_device, "cpu | cuda | cuda:N");
 
   auto* info = app.add_subcommand("info", "parameters and GFLOPs per stage of a model or config");
   auto* info_model = info->add_option("--model", model_path, "model file")->check(CLI::ExistingFile);
@@ -259,6 +348,8 @@ int main(int argc, char** argv) {
   demo->add_option("--count", demo_opt.count, "synthetic images")->check(CLI::PositiveNumber);
 
   CLI11_PARSE(app, argc, argv);
+  sigset_t stop_signals{};
+  if (*serve) stop_signals = block_stop_signals();  // before LibTorch starts its threads
   try {
     use_threads(0);
     keep_freed_memory();
@@ -272,8 +363,12 @@ int main(int argc, char** argv) {
       return run_eval(model_path, data, format, split, json, sets, baseline, train_data, report, eval_opt, skip_bad);
     }
     if (*predict) {
-      predict_opt.progress = !quiet;
-      return run_predict(model_path, predict_inputs, json, predict_min_score, predict_opt);
+      pc.opt.progress = !quiet;
+      return run_predict(model_path, pc);
+    }
+    if (*serve) {
+      serve_opt.max_body_bytes = static_cast<size_t>(max_body_mb * (1 << 20));
+      return run_serve(model_path, serve_device, token_file, serve_opt, stop_signals);
     }
     if (*info) {
       if (model_path.empty() && config.empty()) throw std::invalid_argument("cspn info needs --model FILE or --config FILE");

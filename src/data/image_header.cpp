@@ -13,7 +13,10 @@
 namespace cspn {
 namespace {
 
-[[noreturn]] void bad_image(const std::string& path, const std::string& what) { throw DataError(path + ": " + what); }
+[[noreturn]] void bad_image(const std::string& path, const std::string& what,
+                            ImageError::Kind kind = ImageError::Kind::Corrupt) {
+  throw ImageError(kind, path + ": " + what);
+}
 
 std::uint32_t big_endian(const unsigned char* p, int bytes) {
   std::uint32_t v = 0;
@@ -29,7 +32,7 @@ std::uint32_t little_endian(const unsigned char* p, int bytes) {
 
 // Walks the marker segments after SOI up to the first frame header (SOF0..SOF15 but DHT C4,
 // JPG C8 and DAC CC, which share the range); APPn/COM/DQT/... segments are skipped by length.
-std::pair<int, int> jpeg_size(std::ifstream& in, const std::string& path) {
+std::pair<int, int> jpeg_size(std::istream& in, const std::string& path) {
   in.seekg(2);
   for (;;) {
     int c = in.get();
@@ -60,13 +63,41 @@ std::pair<int, int> jpeg_size(std::ifstream& in, const std::string& path) {
   }
 }
 
+// The WebP canvas size: RIFF/WEBP container, then a lossy (VP8), lossless (VP8L) or extended
+// (VP8X) first chunk, each of which stores the size its own way.
+std::pair<int, int> webp_size(const std::array<unsigned char, 30>& head, std::size_t got, const std::string& path) {
+  if (got < 30) bad_image(path, "truncated WebP header");
+  const std::string chunk(reinterpret_cast<const char*>(&head[12]), 4);
+  std::int64_t width = 0, height = 0;
+  if (chunk == "VP8 ") {
+    width = little_endian(&head[26], 2) & 0x3FFF;
+    height = little_endian(&head[28], 2) & 0x3FFF;
+  } else if (chunk == "VP8L") {
+    const std::uint32_t bits = little_endian(&head[21], 4);
+    width = (bits & 0x3FFF) + 1;
+    height = ((bits >> 14) & 0x3FFF) + 1;
+  } else if (chunk == "VP8X") {
+    width = little_endian(&head[24], 3) + 1;
+    height = little_endian(&head[27], 3) + 1;
+  } else {
+    bad_image(path, "corrupt WebP: unknown first chunk '" + chunk + "'");
+  }
+  if (width <= 0 || height <= 0)
+    bad_image(path, "WebP header gives size " + std::to_string(width) + "x" + std::to_string(height));
+  return {static_cast<int>(width), static_cast<int>(height)};
+}
+
 }  // namespace
 
 std::pair<int, int> image_size(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) bad_image(path, "cannot open image file");
-  // 26 bytes cover the PNG IHDR fields and the BMP info-header size fields.
-  std::array<unsigned char, 26> head{};
+  if (!in) bad_image(path, "cannot open image file", ImageError::Kind::Unreadable);
+  return image_size(in, path);
+}
+
+std::pair<int, int> image_size(std::istream& in, const std::string& path) {
+  // 30 bytes cover the PNG IHDR fields, the BMP info-header size fields and the WebP sizes.
+  std::array<unsigned char, 30> head{};
   in.read(reinterpret_cast<char*>(head.data()), head.size());
   const auto got = static_cast<std::size_t>(in.gcount());
   if (got == 0) bad_image(path, "empty image file");
@@ -105,13 +136,24 @@ std::pair<int, int> image_size(const std::string& path) {
     return {static_cast<int>(width), static_cast<int>(height)};
   }
 
+  if (got >= 12 && std::string(reinterpret_cast<const char*>(head.data()), 4) == "RIFF" &&
+      std::string(reinterpret_cast<const char*>(&head[8]), 4) == "WEBP")
+    return webp_size(head, got, path);
+
   char first[16];
   std::snprintf(first, sizeof first, "%02x %02x", head[0], got > 1 ? head[1] : 0);
-  bad_image(path, std::string("not a JPEG, PNG or BMP file (starts with bytes ") + first + ")");
+  bad_image(path, std::string("not a JPEG, PNG, WebP or BMP file (starts with bytes ") + first + ")",
+            ImageError::Kind::Unsupported);
 }
 
 void check_complete(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
+  check_complete(in, path);
+}
+
+void check_complete(std::istream& in, const std::string& path) {
+  in.clear();
+  in.seekg(0);
   std::array<unsigned char, 8> head{};
   if (!in.read(reinterpret_cast<char*>(head.data()), head.size())) return;  // image_size reports short files
   const bool jpeg = head[0] == 0xFF && head[1] == 0xD8;

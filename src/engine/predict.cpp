@@ -1,7 +1,11 @@
 #include "cspn/engine/predict.hpp"
 
 #include <algorithm>
+#include <deque>
 #include <filesystem>
+#include <fstream>
+#include <functional>
+#include <future>
 #include <set>
 
 #include <opencv2/imgcodecs.hpp>
@@ -27,26 +31,128 @@ cv::Scalar category_colour(int c) {
   return palette[c % 5];
 }
 
-nlohmann::json garment_json(const GarmentPrediction& g, const LandmarkSchema& schema, int image_id) {
-  nlohmann::json keypoints = nlohmann::json::array(), named = nlohmann::json::object();
-  const auto& in_category = schema.categories[g.category].landmarks;
-  for (int k = 0; k < schema.num_landmarks(); ++k) {
-    const LandmarkPoint& p = g.landmarks[k];
-    const bool ours = std::find(in_category.begin(), in_category.end(), k) != in_category.end();
-    // COCO visibility: 2 visible, 1 predicted but below test.visible_score, 0 not in the category.
-    keypoints.insert(keypoints.end(), {ours ? p.x : 0.0f, ours ? p.y : 0.0f, ours ? (p.visible ? 2 : 1) : 0});
-    if (ours) named[schema.landmarks[k]] = {{"x", p.x}, {"y", p.y}, {"score", p.score}, {"visible", p.visible}};
+struct DecodedChunk {
+  std::vector<size_t> which;                              // indices into the file list
+  std::vector<cv::Mat> images;                            // decoded, one per `which`
+  std::vector<std::pair<size_t, std::string>> errors;     // files that could not be decoded
+};
+
+DecodedChunk decode_chunk(const std::vector<std::string>& files, size_t first, size_t end) {
+  DecodedChunk chunk;
+  for (size_t i = first; i < end; ++i) {
+    try {
+      chunk.images.push_back(read_image(files[i]));
+      chunk.which.push_back(i);
+    } catch (const std::exception& e) {
+      chunk.errors.emplace_back(i, e.what());
+    }
   }
-  return {{"image_id", image_id},
-          {"category_id", g.category + 1},
-          {"category", schema.categories[g.category].name},
-          {"bbox", {g.box.x1, g.box.y1, g.box.width(), g.box.height()}},
-          {"score", g.score},
-          {"keypoints", keypoints},
-          {"landmarks", named}};
+  return chunk;
+}
+
+// visit(chunk) for consecutive chunks of `files` in order, while up to opt.workers later chunks are
+// decoded, each on its own thread.
+void for_each_chunk(const std::vector<std::string>& files, const PredictFilesOptions& opt,
+                    const std::function<void(DecodedChunk&)>& visit) {
+  const size_t size = static_cast<size_t>(std::max(1, opt.chunk));
+  const auto policy = opt.workers > 0 ? std::launch::async : std::launch::deferred;
+  std::deque<std::future<DecodedChunk>> ahead;
+  size_t next = 0;
+  const auto launch = [&] {
+    const size_t end = std::min(files.size(), next + size);
+    ahead.push_back(std::async(policy, decode_chunk, std::cref(files), next, end));
+    next = end;
+  };
+  while (next < files.size() && ahead.size() < static_cast<size_t>(std::max(1, opt.workers))) launch();
+  while (!ahead.empty()) {
+    DecodedChunk chunk = ahead.front().get();
+    ahead.pop_front();
+    if (next < files.size()) launch();
+    visit(chunk);
+  }
+}
+
+// Rendered copies of the photos, named after them (stem.jpg, stem-2.jpg on a clash), written
+// atomically; never over one of the input photos.
+class Renderer {
+ public:
+  Renderer(std::string dir, const LandmarkSchema& schema) : dir_(std::move(dir)), schema_(schema) {
+    if (!dir_.empty()) fs::create_directories(dir_);
+  }
+
+  void render(const std::string& file, const cv::Mat& image, const std::vector<GarmentPrediction>& garments) {
+    if (dir_.empty()) return;
+    const std::string stem = fs::path(file).stem().string();
+    std::string name = stem + ".jpg";
+    for (int n = 2; used_.count(name); ++n) name = stem + "-" + std::to_string(n) + ".jpg";
+    used_.insert(name);
+    const fs::path target = fs::path(dir_) / name;
+    std::error_code ec;
+    if (fs::equivalent(target, file, ec))
+      throw std::invalid_argument("--out " + dir_ + ": rendering " + file + " would overwrite it; choose another folder");
+    cv::Mat canvas = image.clone();
+    render_garments(canvas, garments, schema_);
+    const fs::path tmp = target.string() + ".tmp.jpg";
+    if (!cv::imwrite(tmp.string(), canvas)) {
+      fs::remove(tmp, ec);
+      throw std::runtime_error("cannot write " + tmp.string());
+    }
+    fs::rename(tmp, target);
+  }
+
+ private:
+  std::string dir_;
+  const LandmarkSchema& schema_;
+  std::set<std::string> used_;
+};
+
+// The files an existing JSON Lines output already answers. A last line without its newline (a run
+// killed mid-write) is cut off; any other line that is not JSON is an error naming it.
+std::set<std::string> files_in_jsonl(const std::string& path) {
+  std::set<std::string> done;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return done;
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  in.close();
+  size_t start = 0, line = 0;
+  for (size_t end; (end = text.find('\n', start)) != std::string::npos; start = end + 1) {
+    ++line;
+    const auto j = nlohmann::json::parse(text.begin() + start, text.begin() + end, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("file") || !j["file"].is_string())
+      throw DataError(path + ":" + std::to_string(line) + ": not a line of cspn predict --jsonl; remove it to resume");
+    done.insert(j["file"].get<std::string>());
+  }
+  if (start < text.size()) fs::resize_file(path, start);
+  return done;
 }
 
 }  // namespace
+
+std::vector<std::string> read_list_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::invalid_argument(path + ": cannot open list file");
+  const fs::path base = fs::path(path).parent_path();
+  std::vector<std::string> files;
+  for (std::string line; std::getline(in, line);) {
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t')) line.pop_back();
+    if (line.empty() || line[0] == '#') continue;
+    files.push_back(fs::path(line).is_absolute() ? line : (base / line).string());
+  }
+  return files;
+}
+
+std::vector<std::string> shard_files(const std::vector<std::string>& files, int index, int count) {
+  if (count < 1 || index < 0 || index >= count)
+    throw std::invalid_argument("--shard " + std::to_string(index) + "/" + std::to_string(count) +
+                                ": need 0 <= I < N");
+  std::vector<std::string> mine;
+  for (const auto& f : files) {
+    std::uint64_t h = 1469598103934665603ULL;  // FNV-1a
+    for (unsigned char c : f) h = (h ^ c) * 1099511628211ULL;
+    if (h % static_cast<std::uint64_t>(count) == static_cast<std::uint64_t>(index)) mine.push_back(f);
+  }
+  return mine;
+}
 
 std::vector<std::string> image_files(const std::vector<std::string>& inputs) {
   std::vector<std::string> files;
@@ -85,52 +191,98 @@ void render_garments(cv::Mat& bgr, const std::vector<GarmentPrediction>& garment
   }
 }
 
-nlohmann::json predict_files(Pipeline& pipeline, const std::vector<std::string>& files, const PredictOptions& opt) {
-  const LandmarkSchema& schema = pipeline.schema();
-  nlohmann::json images = nlohmann::json::array(), annotations = nlohmann::json::array(),
-                 errors = nlohmann::json::array(), categories = nlohmann::json::array();
+nlohmann::json garment_json(const GarmentPrediction& g, const LandmarkSchema& schema) {
+  nlohmann::json keypoints = nlohmann::json::array(), named = nlohmann::json::object();
+  const auto& in_category = schema.categories[g.category].landmarks;
+  for (int k = 0; k < schema.num_landmarks(); ++k) {
+    const LandmarkPoint& p = g.landmarks[k];
+    const bool ours = std::find(in_category.begin(), in_category.end(), k) != in_category.end();
+    // COCO visibility: 2 visible, 1 predicted but below test.visible_score, 0 not in the category.
+    keypoints.insert(keypoints.end(), {ours ? p.x : 0.0f, ours ? p.y : 0.0f, ours ? (p.visible ? 2 : 1) : 0});
+    if (ours) named[schema.landmarks[k]] = {{"x", p.x}, {"y", p.y}, {"score", p.score}, {"visible", p.visible}};
+  }
+  return {{"category_id", g.category + 1},
+          {"category", schema.categories[g.category].name},
+          {"bbox", {g.box.x1, g.box.y1, g.box.width(), g.box.height()}},
+          {"score", g.score},
+          {"keypoints", keypoints},
+          {"landmarks", named}};
+}
+
+nlohmann::json categories_json(const LandmarkSchema& schema) {
+  nlohmann::json categories = nlohmann::json::array();
   for (int c = 0; c < schema.num_categories(); ++c) {
     nlohmann::json names = nlohmann::json::array();
     for (int k : schema.categories[c].landmarks) names.push_back(schema.landmarks[k]);
     categories.push_back({{"id", c + 1}, {"name", schema.categories[c].name}, {"landmarks", names}});
   }
-  if (!opt.out_dir.empty()) fs::create_directories(opt.out_dir);
-  std::set<std::string> rendered_names;
+  return categories;
+}
+
+nlohmann::json predict_files(Pipeline& pipeline, const std::vector<std::string>& files, const PredictFilesOptions& opt) {
+  nlohmann::json images = nlohmann::json::array(), annotations = nlohmann::json::array(),
+                 errors = nlohmann::json::array();
+  Renderer renderer(opt.out_dir, pipeline.schema());
   Progress bar("predict", files.size(), "img", opt.progress);
-  const size_t chunk = static_cast<size_t>(std::max(1, opt.chunk));
-  for (size_t first = 0; first < files.size(); first += chunk) {
-    std::vector<cv::Mat> decoded;
-    std::vector<size_t> which;
-    for (size_t i = first; i < std::min(files.size(), first + chunk); ++i) {
-      try {
-        decoded.push_back(read_image(files[i]));
-        which.push_back(i);
-      } catch (const std::exception& e) {
-        errors.push_back({{"file", files[i]}, {"error", e.what()}});
+  size_t done = 0;
+  for_each_chunk(files, opt, [&](DecodedChunk& chunk) {
+    for (auto& [i, message] : chunk.errors) errors.push_back({{"file", files[i]}, {"error", message}});
+    const auto garments = pipeline.predict(chunk.images);
+    for (size_t j = 0; j < chunk.images.size(); ++j) {
+      const int id = static_cast<int>(chunk.which[j]) + 1;
+      images.push_back({{"id", id}, {"file_name", files[chunk.which[j]]}, {"width", chunk.images[j].cols},
+                        {"height", chunk.images[j].rows}, {"garments", garments[j].size()}});
+      for (const auto& g : garments[j]) {
+        nlohmann::json a = {{"image_id", id}};
+        a.update(garment_json(g, pipeline.schema()));
+        annotations.push_back(std::move(a));
       }
+      renderer.render(files[chunk.which[j]], chunk.images[j], garments[j]);
     }
-    const auto garments = pipeline.predict(decoded);
-    for (size_t j = 0; j < decoded.size(); ++j) {
-      const int id = static_cast<int>(which[j]) + 1;
-      images.push_back({{"id", id}, {"file_name", files[which[j]]}, {"width", decoded[j].cols},
-                        {"height", decoded[j].rows}, {"garments", garments[j].size()}});
-      for (const auto& g : garments[j]) annotations.push_back(garment_json(g, schema, id));
-      if (opt.out_dir.empty()) continue;
-      cv::Mat canvas = decoded[j].clone();
-      render_garments(canvas, garments[j], schema);
-      std::string name = fs::path(files[which[j]]).stem().string() + ".jpg";
-      for (int n = 2; rendered_names.count(name); ++n)
-        name = fs::path(files[which[j]]).stem().string() + "-" + std::to_string(n) + ".jpg";
-      rendered_names.insert(name);
-      const fs::path target = fs::path(opt.out_dir) / name;
-      const fs::path tmp = target.string() + ".tmp.jpg";
-      if (!cv::imwrite(tmp.string(), canvas)) throw std::runtime_error("cannot write " + tmp.string());
-      fs::rename(tmp, target);
-    }
-    bar.update(std::min(files.size(), first + chunk));
-  }
+    done += chunk.which.size() + chunk.errors.size();
+    bar.update(done);
+  });
   bar.finish();
-  return {{"images", images}, {"categories", categories}, {"annotations", annotations}, {"errors", errors}};
+  return {{"images", images}, {"categories", categories_json(pipeline.schema())}, {"annotations", annotations},
+          {"errors", errors}};
+}
+
+JsonlSummary predict_jsonl(Pipeline& pipeline, const std::vector<std::string>& files, const std::string& path,
+                           const PredictFilesOptions& opt) {
+  JsonlSummary summary;
+  const std::set<std::string> done = files_in_jsonl(path);
+  std::vector<std::string> todo;
+  for (const auto& f : files) {
+    if (done.count(f))
+      ++summary.done_before;
+    else
+      todo.push_back(f);
+  }
+  std::ofstream out(path, std::ios::app | std::ios::binary);
+  if (!out) throw std::runtime_error(path + ": cannot open for appending");
+  Renderer renderer(opt.out_dir, pipeline.schema());
+  Progress bar("predict", todo.size(), "img", opt.progress);
+  for_each_chunk(todo, opt, [&](DecodedChunk& chunk) {
+    std::string lines;
+    for (auto& [i, message] : chunk.errors) {
+      lines += nlohmann::json{{"file", todo[i]}, {"error", message}}.dump() + "\n";
+      ++summary.errors;
+    }
+    const auto garments = pipeline.predict(chunk.images);
+    for (size_t j = 0; j < chunk.images.size(); ++j) {
+      nlohmann::json list = nlohmann::json::array();
+      for (const auto& g : garments[j]) list.push_back(garment_json(g, pipeline.schema()));
+      lines += nlohmann::json{{"file", todo[chunk.which[j]]}, {"width", chunk.images[j].cols},
+                              {"height", chunk.images[j].rows}, {"garments", list}}.dump() + "\n";
+      renderer.render(todo[chunk.which[j]], chunk.images[j], garments[j]);
+    }
+    out << lines << std::flush;
+    if (!out) throw std::runtime_error(path + ": write failed (disk full?); rerun to continue from the last full line");
+    summary.written += chunk.which.size() + chunk.errors.size();
+    bar.update(summary.written);
+  });
+  bar.finish();
+  return summary;
 }
 
 }  // namespace cspn

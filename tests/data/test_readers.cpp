@@ -248,7 +248,7 @@ TEST(ImageSize, BrokenFilesNameThePath) {
   write_file(dir / "cut.png", png.substr(0, 16));
   write_file(dir / "no_frame.jpg", jpeg.substr(0, 2) + "\xFF\xDA");  // scan data before any SOF
   const std::map<std::string, std::string> expected = {
-      {"missing.jpg", "cannot open"}, {"empty.jpg", "empty"},       {"text.jpg", "not a JPEG, PNG or BMP"},
+      {"missing.jpg", "cannot open"}, {"empty.jpg", "empty"},       {"text.jpg", "not a JPEG, PNG, WebP or BMP"},
       {"cut.jpg", "truncated"},       {"cut.png", "truncated PNG"}, {"no_frame.jpg", "before any frame header"}};
   for (const auto& [name, what] : expected) {
     const std::string path = (dir / name).string();

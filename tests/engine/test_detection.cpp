@@ -183,7 +183,7 @@ test: {batch_size: 16, detector_batch_size: 2}
   Pipeline pipeline(model, torch::kCPU);
   EXPECT_FLOAT_EQ(pipeline.min_score(), cfg.test.min_score);
   pipeline.set_min_score(0.0f);  // every detection of this barely trained detector
-  PredictOptions po;
+  PredictFilesOptions po;
   po.out_dir = (dir / "rendered").string();
   po.progress = false;
   auto files = image_files({inputs.string(), (inputs / "missing.jpg").string()});

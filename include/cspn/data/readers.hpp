@@ -4,6 +4,7 @@
 // Malformed input throws cspn::DataError naming file and line (or JSON path) unless
 // ReadOptions::skip_bad, which records a message in Dataset::skipped and goes on.
 #include <cstdint>
+#include <iosfwd>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -14,6 +15,13 @@ namespace cspn {
 
 struct DataError : std::runtime_error {
   using std::runtime_error::runtime_error;
+};
+
+// An image that cannot be used, and why (a server answers each kind with its own status).
+struct ImageError : DataError {
+  enum class Kind { Unreadable, Unsupported, Corrupt, TooLarge };
+  ImageError(Kind k, const std::string& what) : DataError(what), kind(k) {}
+  Kind kind;
 };
 
 struct ReadOptions {
@@ -35,13 +43,16 @@ Dataset read_csv(const std::string& path, const ReadOptions& opt = {});
 // format: fld|coco|csv|auto (auto looks at what `path` holds).
 Dataset read_dataset(const std::string& path, const std::string& format, const ReadOptions& opt = {});
 
-// Width and height from the image file's header (JPEG, PNG, BMP); throws DataError naming the path
-// when the file is missing, empty or not a readable image.
+// Width and height from the image file's header (JPEG, PNG, WebP, BMP); throws DataError naming the
+// path when the file is missing, empty or not a readable image.
 std::pair<int, int> image_size(const std::string& path);
+// The same from a stream positioned at the start of the image; `name` goes into the errors.
+std::pair<int, int> image_size(std::istream& in, const std::string& name);
 
 // Throws DataError when a JPEG file lacks its end-of-image marker or a PNG file its IEND chunk
 // near the end: a truncated copy, which decoders would otherwise fill in silently.
 void check_complete(const std::string& path);
+void check_complete(std::istream& in, const std::string& name);
 
 // Marks a deterministic fraction of samples (by a hash of the image file name and seed) as split
 // "test" and the rest "train". For formats without a split of their own and for holdout training.

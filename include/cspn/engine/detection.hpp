@@ -1,7 +1,7 @@
 #pragma once
-// The detection half and the whole two-stage pipeline: photos resized for the detector, the
-// trained Faster R-CNN turning photos into garment boxes with categories, and the pipeline
-// photo -> detector -> garment crops -> landmark network -> named landmarks in image pixels.
+// The detection half: photos resized for the detector, detector training batches, and the trained
+// Faster R-CNN turning photos into garment boxes with categories. The whole pipeline (photo ->
+// detector -> garment crops -> landmark network -> named landmarks) is cspn::Pipeline (cspn.hpp).
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -13,6 +13,7 @@
 #include <torch/torch.h>
 
 #include "cspn/config.hpp"
+#include "cspn/cspn.hpp"
 #include "cspn/detect/ap.hpp"
 #include "cspn/detect/faster_rcnn.hpp"
 #include "cspn/engine/landmarks_model.hpp"
@@ -93,40 +94,5 @@ void add_to_ap(detect::DetectionAP& ap, const std::vector<DetectedGarment>& dete
 // each to the unmatched garment of highest IoU >= min_iou. Result[d]: garment index or -1.
 std::vector<int> match_detections(const std::vector<DetectedGarment>& detections,
                                   const std::vector<Garment>& truth, float min_iou = 0.5f);
-
-struct LandmarkPoint {
-  float x = 0, y = 0;  // image pixels
-  float score = 0;     // heatmap peak
-  bool visible = false;
-};
-
-struct GarmentPrediction {
-  int category = 0;
-  float score = 0;                       // detection score (1 for a given box)
-  Box box;
-  std::vector<LandmarkPoint> landmarks;  // one per schema slot; slots outside the category: score 0
-};
-
-// The two halves of one model file. Crops of all images of a call run through the landmark
-// network together, in batches of test.batch_size.
-class Pipeline {
- public:
-  Pipeline(const ModelFile& file, torch::Device device);
-
-  // Per image, the garments detected with a score of at least min_score() and their landmarks.
-  std::vector<std::vector<GarmentPrediction>> predict(const std::vector<cv::Mat>& images);
-  // The model's test.min_score unless set here (0 keeps every detection).
-  float min_score() const { return min_score_; }
-  void set_min_score(float score) { min_score_ = score; }
-
-  const LandmarkSchema& schema() const { return landmarks_.schema(); }
-  GarmentDetector& detector() { return detector_; }
-  LandmarkPredictor& landmarks() { return landmarks_; }
-
- private:
-  GarmentDetector detector_;
-  LandmarkPredictor landmarks_;
-  float min_score_;
-};
 
 }  // namespace cspn

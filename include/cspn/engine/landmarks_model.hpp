@@ -41,6 +41,8 @@ class LandmarkPredictor {
   const Config& config() const { return cfg_; }
   const LandmarkSchema& schema() const { return schema_; }
   torch::Device device() const { return device_; }
+  // Overrides test.flip for the following calls.
+  void set_flip(bool on) { cfg_.test.flip = on; }
 
  private:
   CSPNNet net_;

@@ -17,13 +17,10 @@
 
 #include "cspn/codec.hpp"
 #include "cspn/config.hpp"
+#include "cspn/cspn.hpp"
 #include "cspn/sample.hpp"
 
 namespace cspn {
-
-// Decodes an image file to BGR uint8. Throws DataError naming the path when it is missing,
-// corrupt, or larger than max_pixels (checked from the header, before decoding).
-cv::Mat read_image(const std::string& path, long max_pixels = 80'000'000);
 
 // Decoded images of a dataset by sample index: those handed in, else read from their files and,
 // with `cache`, kept for the next call. Thread-safe.

@@ -1,0 +1,438 @@
+#include "cspn/serve.hpp"
+
+#include <algorithm>
+#include <filesystem>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <future>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include <arpa/inet.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <spdlog/spdlog.h>
+
+namespace cspn {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+// A request's answer or the reason it has none, with a status and the limit or kind it names.
+struct HttpError {
+  int status;
+  std::string kind;     // metrics label and JSON "error_kind": "body_too_large", "bad_image", ...
+  std::string message;
+};
+
+void send_error(httplib::Response& res, const HttpError& e) {
+  res.status = e.status;
+  res.set_content(nlohmann::json{{"error", e.message}, {"error_kind", e.kind}, {"status", e.status}}.dump(),
+                  "application/json");
+}
+
+// Compares in time that depends on the lengths only, not on where the strings first differ.
+bool same_token(const std::string& given, const std::string& expected) {
+  unsigned char diff = given.size() == expected.size() ? 0 : 1;
+  for (size_t i = 0; i < given.size(); ++i)
+    diff |= static_cast<unsigned char>(given[i] ^ expected[expected.empty() ? 0 : i % expected.size()]);
+  return diff == 0;
+}
+
+// Counters and histograms for /metrics (Prometheus text format 0.0.4).
+class Metrics {
+ public:
+  void request(const std::string& path, int status) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++requests_[{path, status}];
+  }
+  void error(const std::string& kind) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++errors_[kind];
+  }
+  void latency(double seconds) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    latency_.add(seconds);
+  }
+  void batch(int size) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    batch_.add(size);
+  }
+
+  std::string text(size_t queue_depth) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::ostringstream out;
+    out << "# HELP cspn_requests_total HTTP requests by path and status code.\n"
+        << "# TYPE cspn_requests_total counter\n";
+    for (const auto& [key, n] : requests_)
+      out << "cspn_requests_total{path=\"" << key.first << "\",code=\"" << key.second << "\"} " << n << "\n";
+    out << "# HELP cspn_errors_total Requests refused or failed, by kind.\n# TYPE cspn_errors_total counter\n";
+    for (const auto& [kind, n] : errors_) out << "cspn_errors_total{kind=\"" << kind << "\"} " << n << "\n";
+    latency_.write(out, "cspn_request_duration_seconds", "Time to answer POST /v1/landmarks.");
+    batch_.write(out, "cspn_batch_size", "Images per pipeline call.");
+    out << "# HELP cspn_queue_depth Images waiting for the pipeline.\n# TYPE cspn_queue_depth gauge\n"
+        << "cspn_queue_depth " << queue_depth << "\n";
+    return out.str();
+  }
+
+ private:
+  struct Histogram {
+    std::vector<double> bounds;
+    std::vector<uint64_t> counts = std::vector<uint64_t>(bounds.size(), 0);
+    double sum = 0;
+    uint64_t count = 0;
+    void add(double v) {
+      for (size_t i = 0; i < bounds.size(); ++i) counts[i] += v <= bounds[i];
+      sum += v;
+      ++count;
+    }
+    void write(std::ostream& out, const std::string& name, const std::string& help) const {
+      out << "# HELP " << name << " " << help << "\n# TYPE " << name << " histogram\n";
+      for (size_t i = 0; i < bounds.size(); ++i) out << name << "_bucket{le=\"" << bounds[i] << "\"} " << counts[i] << "\n";
+      out << name << "_bucket{le=\"+Inf\"} " << count << "\n" << name << "_sum " << sum << "\n"
+          << name << "_count " << count << "\n";
+    }
+  };
+  mutable std::mutex mutex_;
+  std::map<std::pair<std::string, int>, uint64_t> requests_;
+  std::map<std::string, uint64_t> errors_;
+  Histogram latency_{{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}};
+  Histogram batch_{{1, 2, 4, 8, 16, 32, 64}};
+};
+
+struct Answer {
+  std::vector<GarmentPrediction> garments;
+  PredictTimings timings;  // of the whole batch
+  int batch = 0;
+  double queue_ms = 0;
+};
+
+struct Job {
+  cv::Mat image;
+  PredictOptions options;
+  Clock::time_point queued = Clock::now();
+  std::promise<Answer> answer;
+  std::atomic<bool> abandoned{false};  // the request timed out: skip it
+};
+
+// Collects images from the connection threads into batches for the one thread that runs the
+// pipeline: a batch closes when it is full or max_wait_ms after its first image arrived.
+class Batcher {
+ public:
+  Batcher(Pipeline& pipeline, const ServeOptions& opt, Metrics& metrics)
+      : pipeline_(pipeline), opt_(opt), metrics_(metrics), thread_([this] { loop(); }) {}
+  ~Batcher() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    thread_.join();
+  }
+
+  // False when the queue is full.
+  bool submit(const std::shared_ptr<Job>& job) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (queue_.size() >= static_cast<size_t>(opt_.max_queue)) return false;
+      queue_.push_back(job);
+    }
+    wake_.notify_all();
+    return true;
+  }
+
+  size_t depth() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return queue_.size();
+  }
+
+ private:
+  void loop() {
+    const auto max_batch = static_cast<size_t>(std::max(1, opt_.max_batch));
+    const auto wait = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double, std::milli>(opt_.max_wait_ms));
+    for (;;) {
+      std::vector<std::shared_ptr<Job>> batch;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+        if (queue_.empty()) return;  // stopping, nothing left
+        const auto deadline = queue_.front()->queued + wait;
+        wake_.wait_until(lock, deadline, [&] { return stopping_ || queue_.size() >= max_batch; });
+        while (!queue_.empty() && batch.size() < max_batch) {
+          if (!queue_.front()->abandoned) batch.push_back(queue_.front());
+          queue_.pop_front();
+        }
+      }
+      if (batch.empty()) continue;
+      run(batch);
+    }
+  }
+
+  void run(const std::vector<std::shared_ptr<Job>>& batch) {
+    const auto start = Clock::now();
+    std::vector<cv::Mat> images;
+    std::vector<PredictOptions> options;
+    for (const auto& job : batch) {
+      images.push_back(job->image);
+      options.push_back(job->options);
+    }
+    metrics_.batch(static_cast<int>(batch.size()));
+    try {
+      PredictTimings timings;
+      auto garments = pipeline_.predict(images, options, &timings);
+      for (size_t i = 0; i < batch.size(); ++i)
+        batch[i]->answer.set_value({std::move(garments[i]), timings, static_cast<int>(batch.size()),
+                                    ms_between(batch[i]->queued, start)});
+    } catch (...) {
+      for (const auto& job : batch) job->answer.set_exception(std::current_exception());
+    }
+  }
+
+  Pipeline& pipeline_;
+  const ServeOptions& opt_;
+  Metrics& metrics_;
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<std::shared_ptr<Job>> queue_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+PredictOptions parse_options(const httplib::Request& req) {
+  PredictOptions o;
+  const auto bad = [](const std::string& name, const std::string& value, const std::string& want) {
+    return HttpError{400, "bad_parameter", "query parameter " + name + "=" + value + ": " + want};
+  };
+  if (req.has_param("min_score")) {
+    const std::string v = req.get_param_value("min_score");
+    char* end = nullptr;
+    const float f = std::strtof(v.c_str(), &end);
+    if (v.empty() || *end || !(f >= 0.0f && f <= 1.0f)) throw bad("min_score", v, "expected a number from 0 to 1");
+    o.min_score = f;
+  }
+  if (req.has_param("max_garments")) {
+    const std::string v = req.get_param_value("max_garments");
+    char* end = nullptr;
+    const long n = std::strtol(v.c_str(), &end, 10);
+    if (v.empty() || *end || n < 0 || n > 1000) throw bad("max_garments", v, "expected an integer from 0 (all) to 1000");
+    o.max_garments = static_cast<int>(n);
+  }
+  if (req.has_param("flip")) {
+    const std::string v = req.get_param_value("flip");
+    if (v == "on" || v == "true" || v == "1")
+      o.flip = true;
+    else if (v == "off" || v == "false" || v == "0")
+      o.flip = false;
+    else
+      throw bad("flip", v, "expected on or off");
+  }
+  return o;
+}
+
+// The image bytes of a request: multipart field "image", or the body itself. The format is told by
+// its magic bytes, whatever the Content-Type says (curl --data-binary sends a form type).
+std::string image_bytes(const httplib::Request& req) {
+  if (!req.is_multipart_form_data()) return req.body;
+  if (!req.has_file("image")) throw HttpError{400, "missing_image", "multipart upload without a field named 'image'"};
+  return req.get_file_value("image").content;
+}
+
+nlohmann::json model_json(const Pipeline& pipeline) {
+  const Config& cfg = pipeline.config();
+  const LandmarkSchema& schema = pipeline.schema();
+  const auto& det = cfg.model.detector;
+  return {{"schema", schema.name},
+          {"categories", categories_json(schema)},
+          {"landmarks", schema.landmarks},
+          {"detector_input", {{"min_size", det.min_size}, {"max_size", det.max_size}}},
+          {"crop_input", {{"height", cfg.model.keypoints.input_size[0]}, {"width", cfg.model.keypoints.input_size[1]}}},
+          {"stages", cfg.model.keypoints.stages},
+          {"device", pipeline.device().str()},
+          {"config", cfg.to_json()}};
+}
+
+}  // namespace
+
+struct Server::Impl {
+  Impl(Pipeline& p, ServeOptions o) : pipeline(p), opt(std::move(o)), model(model_json(p)) {}
+
+  Pipeline& pipeline;
+  ServeOptions opt;
+  nlohmann::json model;
+  Metrics metrics;
+  std::unique_ptr<Batcher> batcher;
+  httplib::Server http;
+  int port = -1;
+
+  bool authorised(const httplib::Request& req) const {
+    if (opt.token.empty()) return true;
+    const std::string header = req.get_header_value("Authorization");
+    const std::string prefix = "Bearer ";
+    const std::string given = header.rfind(prefix, 0) == 0 ? header.substr(prefix.size()) : "";
+    return same_token(given, opt.token);
+  }
+
+  void landmarks(const httplib::Request& req, httplib::Response& res) {
+    const auto start = Clock::now();
+    try {
+      if (!authorised(req)) throw HttpError{401, "unauthorized", "missing or wrong token (Authorization: Bearer TOKEN)"};
+      const PredictOptions options = parse_options(req);
+      const std::string bytes = image_bytes(req);
+      if (bytes.empty()) throw HttpError{400, "empty_body", "empty body: send an image"};
+      auto job = std::make_shared<Job>();
+      try {
+        job->image = decode_image(bytes, "upload", opt.max_pixels);
+      } catch (const ImageError& e) {
+        using Kind = ImageError::Kind;
+        if (e.kind == Kind::TooLarge) throw HttpError{413, "too_many_pixels", std::string(e.what()) + " (max_pixels)"};
+        if (e.kind == Kind::Unsupported) throw HttpError{415, "unsupported_image", e.what()};
+        throw HttpError{400, "bad_image", e.what()};
+      }
+      const double decode_ms = ms_between(start, Clock::now());
+      job->options = options;
+      job->queued = Clock::now();
+      std::future<Answer> pending = job->answer.get_future();
+      if (!batcher->submit(job)) {
+        res.set_header("Retry-After", "1");
+        throw HttpError{503, "queue_full",
+                        "queue full: " + std::to_string(opt.max_queue) + " images waiting (max_queue); retry later"};
+      }
+      if (pending.wait_for(std::chrono::duration<double>(opt.timeout_s)) != std::future_status::ready) {
+        job->abandoned = true;
+        throw HttpError{504, "timeout", "no answer within " + std::to_string(opt.timeout_s) + " s (timeout_s)"};
+      }
+      const Answer answer = pending.get();
+      nlohmann::json garments = nlohmann::json::array();
+      for (const auto& g : answer.garments) garments.push_back(garment_json(g, pipeline.schema()));
+      const nlohmann::json out = {
+          {"width", job->image.cols},
+          {"height", job->image.rows},
+          {"garments", garments},
+          {"batch_size", answer.batch},
+          {"timings_ms",
+           {{"decode", decode_ms},
+            {"queue", answer.queue_ms},
+            {"detector", answer.timings.detector_ms},
+            {"landmarks", answer.timings.landmarks_ms},
+            {"total", ms_between(start, Clock::now())}}}};
+      res.set_content(out.dump(), "application/json");
+      metrics.latency(ms_between(start, Clock::now()) / 1000);
+    } catch (const HttpError& e) {
+      metrics.error(e.kind);
+      send_error(res, e);
+    } catch (const std::exception& e) {
+      spdlog::error("POST /v1/landmarks: {}", e.what());
+      metrics.error("internal");
+      send_error(res, {500, "internal", e.what()});
+    }
+  }
+
+  void routes() {
+    http.Get("/", [](const httplib::Request&, httplib::Response& res) {
+      res.set_content(web_page(), "text/html; charset=utf-8");
+    });
+    http.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
+      res.set_content(R"({"status":"ok"})", "application/json");
+    });
+    http.Get("/v1/model", [this](const httplib::Request& req, httplib::Response& res) {
+      if (!authorised(req)) return send_error(res, {401, "unauthorized", "missing or wrong token"});
+      res.set_content(model.dump(), "application/json");
+    });
+    http.Get("/metrics", [this](const httplib::Request& req, httplib::Response& res) {
+      if (!authorised(req)) return send_error(res, {401, "unauthorized", "missing or wrong token"});
+      res.set_content(metrics.text(batcher->depth()), "text/plain; version=0.0.4");
+    });
+    http.Post("/v1/landmarks", [this](const httplib::Request& req, httplib::Response& res) { landmarks(req, res); });
+    // Statuses httplib sets itself (413 over max_body_bytes, 404, 400 unparsable) get a JSON body too.
+    http.set_error_handler(httplib::Server::HandlerWithResponse([this](const httplib::Request&, httplib::Response& res) {
+      if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+      HttpError e{res.status, "http_" + std::to_string(res.status), "HTTP " + std::to_string(res.status)};
+      if (res.status == 413)
+        e = {413, "body_too_large", "body larger than " + std::to_string(opt.max_body_bytes) + " bytes (max_body_bytes)"};
+      else if (res.status == 404)
+        e = {404, "not_found", "no such endpoint: see GET / and POST /v1/landmarks"};
+      metrics.error(e.kind);
+      send_error(res, e);
+      return httplib::Server::HandlerResponse::Handled;
+    }));
+    http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
+      metrics.request(req.path, res.status);
+    });
+  }
+};
+
+Server::Server(Pipeline& pipeline, ServeOptions opt) : impl_(std::make_unique<Impl>(pipeline, std::move(opt))) {
+  const ServeOptions& o = impl_->opt;
+  if (o.threads < 1 || o.max_batch < 1 || o.max_queue < 1 || o.max_wait_ms < 0 || o.timeout_s <= 0 || o.max_body_bytes == 0)
+    throw std::invalid_argument("serve: threads, max_batch, max_queue, max_body_bytes and timeout_s must be positive");
+  impl_->batcher = std::make_unique<Batcher>(pipeline, impl_->opt, impl_->metrics);
+  auto& http = impl_->http;
+  const int threads = o.threads;
+  http.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+  http.set_payload_max_length(o.max_body_bytes);
+  // Slow senders and readers get as long as a request may take, but at least a second.
+  const std::chrono::duration<double> io_timeout(std::max(1.0, o.timeout_s));
+  http.set_read_timeout(io_timeout);
+  http.set_write_timeout(io_timeout);
+  impl_->routes();
+}
+
+Server::~Server() {
+  stop();
+}
+
+namespace {
+
+// httplib 0.11 listens with a backlog of 5: a burst of clients connecting at once overflows it and
+// some of them lose their connection. Calling listen() again on the bound socket raises it.
+void widen_backlog(int port) {
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    char* end = nullptr;
+    const long fd = std::strtol(entry.path().filename().c_str(), &end, 10);
+    sockaddr_storage addr{};
+    socklen_t len = sizeof addr;
+    int listening = 0;
+    socklen_t optlen = sizeof listening;
+    if (*end || getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&addr), &len) != 0) continue;
+    if (getsockopt(static_cast<int>(fd), SOL_SOCKET, SO_ACCEPTCONN, &listening, &optlen) != 0 || !listening) continue;
+    const int bound = addr.ss_family == AF_INET ? ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port)
+                    : addr.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port) : -1;
+    if (bound == port) ::listen(static_cast<int>(fd), SOMAXCONN);
+  }
+}
+
+}  // namespace
+
+int Server::bind() {
+  const ServeOptions& o = impl_->opt;
+  const bool ok = o.port == 0 ? (impl_->port = impl_->http.bind_to_any_port(o.host)) > 0
+                              : impl_->http.bind_to_port(o.host, impl_->port = o.port);
+  if (!ok)
+    throw std::runtime_error("cannot listen on " + o.host + ":" + std::to_string(o.port) +
+                             " (port in use, or not an address of this machine?)");
+  widen_backlog(impl_->port);
+  return impl_->port;
+}
+
+int Server::port() const { return impl_->port; }
+
+void Server::run() {
+  if (impl_->port < 0) bind();
+  impl_->http.listen_after_bind();  // returns after stop(), once the connection threads are done
+}
+
+void Server::stop() {
+  impl_->http.stop();
+}
+
+}  // namespace cspn
