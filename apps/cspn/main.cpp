@@ -341,11 +341,12 @@ int main(int argc, char** argv) {
   bench->add_option("--image-sizes", pipeline_opt.sizes, "pipeline: detector input sizes (shorter side)");
   bench->add_option("--garments", pipeline_opt.garments, "pipeline: garments per image")->check(CLI::PositiveNumber);
 
-  auto* demo = app.add_subcommand("demo", "synthesize data, train a small model, evaluate, write a report");
+  auto* demo = app.add_subcommand("demo", "synthesize scenes, train both halves, find garments in photos, write a report");
   DemoOptions demo_opt;
   demo->add_option("--out", demo_opt.out_dir, "work folder");
   demo->add_option("--minutes", demo_opt.minutes, "training time budget")->check(CLI::PositiveNumber);
-  demo->add_option("--count", demo_opt.count, "synthetic images")->check(CLI::PositiveNumber);
+  demo->add_option("--count", demo_opt.count, "synthetic scenes")->check(CLI::Range(20, 100000));
+  demo->add_option("--photos", demo_opt.photos, "also run the pipeline on photos of this folder (when present)");
 
   CLI11_PARSE(app, argc, argv);
   sigset_t stop_signals{};
@@ -391,8 +392,10 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (*demo) {
-      const std::string report_dir = run_demo(demo_opt);
-      std::cout << "report: " << report_dir << "\n";
+      const DemoResult demo_result = run_demo(demo_opt);
+      std::cout << "\nreport: open " << fs::absolute(demo_result.page).string() << " in a browser\n"
+                << "serve the model: build/cspn serve --model " << demo_result.model
+                << "   (then open http://127.0.0.1:8080/)\n";
       return 0;
     }
   } catch (const std::exception& e) {

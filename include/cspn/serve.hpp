@@ -20,7 +20,7 @@ namespace cspn {
 struct ServeOptions {
   std::string host = "127.0.0.1";        // loopback unless told otherwise
   int port = 8080;                       // 0: any free port (see Server::port)
-  int threads = 8;                       // connection threads (decode images, wait for answers)
+  int threads = 32;                      // connection threads (decode images, wait for answers)
   int max_batch = 8;                     // images per pipeline call (1: no batching)
   double max_wait_ms = 5;                // how long a batch waits for more images once one is queued
   int max_queue = 64;                    // images waiting for the pipeline; beyond: 503 + Retry-After

@@ -80,8 +80,9 @@ class Renderer {
     if (!dir_.empty()) fs::create_directories(dir_);
   }
 
-  void render(const std::string& file, const cv::Mat& image, const std::vector<GarmentPrediction>& garments) {
-    if (dir_.empty()) return;
+  // The rendered file's name in the folder ("" when there is no folder).
+  std::string render(const std::string& file, const cv::Mat& image, const std::vector<GarmentPrediction>& garments) {
+    if (dir_.empty()) return "";
     const std::string stem = fs::path(file).stem().string();
     std::string name = stem + ".jpg";
     for (int n = 2; used_.count(name); ++n) name = stem + "-" + std::to_string(n) + ".jpg";
@@ -98,6 +99,7 @@ class Renderer {
       throw std::runtime_error("cannot write " + tmp.string());
     }
     fs::rename(tmp, target);
+    return name;
   }
 
  private:
@@ -230,14 +232,16 @@ nlohmann::json predict_files(Pipeline& pipeline, const std::vector<std::string>&
     const auto garments = pipeline.predict(chunk.images);
     for (size_t j = 0; j < chunk.images.size(); ++j) {
       const int id = static_cast<int>(chunk.which[j]) + 1;
-      images.push_back({{"id", id}, {"file_name", files[chunk.which[j]]}, {"width", chunk.images[j].cols},
-                        {"height", chunk.images[j].rows}, {"garments", garments[j].size()}});
+      nlohmann::json image = {{"id", id}, {"file_name", files[chunk.which[j]]}, {"width", chunk.images[j].cols},
+                               {"height", chunk.images[j].rows}, {"garments", garments[j].size()}};
+      const std::string rendered = renderer.render(files[chunk.which[j]], chunk.images[j], garments[j]);
+      if (!rendered.empty()) image["rendered"] = rendered;
+      images.push_back(std::move(image));
       for (const auto& g : garments[j]) {
         nlohmann::json a = {{"image_id", id}};
         a.update(garment_json(g, pipeline.schema()));
         annotations.push_back(std::move(a));
       }
-      renderer.render(files[chunk.which[j]], chunk.images[j], garments[j]);
     }
     done += chunk.which.size() + chunk.errors.size();
     bar.update(done);

@@ -126,9 +126,33 @@ struct Job {
 };
 
 // Collects images from the connection threads into batches for the one thread that runs the
-// pipeline: a batch closes when it is full or max_wait_ms after its first image arrived.
+// pipeline. A batch closes when it is full, when no other request is on its way (being received
+// or decoded), or max_wait_ms after its first image was queued: a lone request does not wait.
 class Batcher {
  public:
+  // A request on its way to the queue, from its arrival until submit() or its refusal.
+  class Arrival {
+   public:
+    explicit Arrival(Batcher& b) : b_(b) {
+      std::lock_guard<std::mutex> lock(b_.mutex_);
+      ++b_.arriving_;
+    }
+    ~Arrival() { leave(); }
+    void leave() {
+      if (left_) return;
+      left_ = true;
+      {
+        std::lock_guard<std::mutex> lock(b_.mutex_);
+        --b_.arriving_;
+      }
+      b_.wake_.notify_all();
+    }
+
+   private:
+    Batcher& b_;
+    bool left_ = false;
+  };
+
   Batcher(Pipeline& pipeline, const ServeOptions& opt, Metrics& metrics)
       : pipeline_(pipeline), opt_(opt), metrics_(metrics), thread_([this] { loop(); }) {}
   ~Batcher() {
@@ -141,13 +165,13 @@ class Batcher {
   }
 
   // False when the queue is full.
-  bool submit(const std::shared_ptr<Job>& job) {
+  bool submit(const std::shared_ptr<Job>& job, Arrival& arrival) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (queue_.size() >= static_cast<size_t>(opt_.max_queue)) return false;
       queue_.push_back(job);
     }
-    wake_.notify_all();
+    arrival.leave();
     return true;
   }
 
@@ -167,7 +191,7 @@ class Batcher {
         wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
         if (queue_.empty()) return;  // stopping, nothing left
         const auto deadline = queue_.front()->queued + wait;
-        wake_.wait_until(lock, deadline, [&] { return stopping_ || queue_.size() >= max_batch; });
+        wake_.wait_until(lock, deadline, [&] { return stopping_ || queue_.size() >= max_batch || arriving_ == 0; });
         while (!queue_.empty() && batch.size() < max_batch) {
           if (!queue_.front()->abandoned) batch.push_back(queue_.front());
           queue_.pop_front();
@@ -204,6 +228,7 @@ class Batcher {
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<std::shared_ptr<Job>> queue_;
+  int arriving_ = 0;  // guarded by mutex_
   bool stopping_ = false;
   std::thread thread_;
 };
@@ -284,6 +309,7 @@ struct Server::Impl {
 
   void landmarks(const httplib::Request& req, httplib::Response& res) {
     const auto start = Clock::now();
+    Batcher::Arrival arrival(*batcher);
     try {
       if (!authorised(req)) throw HttpError{401, "unauthorized", "missing or wrong token (Authorization: Bearer TOKEN)"};
       const PredictOptions options = parse_options(req);
@@ -302,7 +328,7 @@ struct Server::Impl {
       job->options = options;
       job->queued = Clock::now();
       std::future<Answer> pending = job->answer.get_future();
-      if (!batcher->submit(job)) {
+      if (!batcher->submit(job, arrival)) {
         res.set_header("Retry-After", "1");
         throw HttpError{503, "queue_full",
                         "queue full: " + std::to_string(opt.max_queue) + " images waiting (max_queue); retry later"};

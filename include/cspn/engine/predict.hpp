@@ -34,7 +34,7 @@ struct PredictFilesOptions {
   bool progress = true;
 };
 
-// {"images": [{id, file_name, width, height, garments}], "categories": [...], "annotations":
+// {"images": [{id, file_name, width, height, garments, rendered (file name in out_dir)}], "categories": [...], "annotations":
 // [{image_id, garment_json...}], "errors": [{file, error}]}.
 nlohmann::json predict_files(Pipeline& pipeline, const std::vector<std::string>& files, const PredictFilesOptions& opt);
 

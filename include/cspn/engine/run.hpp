@@ -63,13 +63,20 @@ struct PipelineBenchOptions {
 nlohmann::json bench_pipeline(const PipelineBenchOptions& opt, std::ostream& out);
 
 struct DemoOptions {
-  std::string out_dir = "cspn-demo";  // data/, run-N/ and report-N/ go here
-  double minutes = 3;                 // training time budget
-  int count = 800;                    // synthetic images (80% train, 10% val, 10% test)
+  std::string out_dir = "cspn-demo";  // scenes/, run-N/ and report-N/ go here
+  double minutes = 5;                 // training time budget, both halves
+  int count = 600;                    // synthetic scenes (80% train, 10% val, 10% test)
+  std::string photos = "../shared/data/ziegler_robot_landmarks";  // run on these too, when present
 };
 
-// The main job on the built-in default: synthesize garments, train a small CSPN within the time
-// budget, evaluate on the held-out synthetic images and write a report. Returns the report folder.
-std::string run_demo(const DemoOptions& opt);
+struct DemoResult {
+  std::string page;   // report-N/index.html
+  std::string model;  // run-N/model.cspn
+};
+
+// The main job on the built-in default: synthesize scenes, train both halves within the time budget,
+// evaluate on the held-out scenes, run the pipeline on them (and on `photos`), and write a report
+// page with the rendered predictions, the tables and the loss curves.
+DemoResult run_demo(const DemoOptions& opt);
 
 }  // namespace cspn
