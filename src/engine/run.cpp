@@ -343,7 +343,7 @@ std::string html_escape(const std::string& text) {
 
 // The demo's report page: the pipeline's answers drawn on photos, the evaluation tables, the loss
 // curves, and what to run next.
-void write_demo_page(const fs::path& report, const std::string& model_path, const EvalResult& detected,
+void write_demo_page(const fs::path& report, const std::string& model_path, size_t scenes, const EvalResult& detected,
                      const EvalResult& gt, const nlohmann::json& predictions, const std::string& photos) {
   std::ostringstream html;
   html << "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>CSPN demo report</title><style>"
@@ -355,12 +355,12 @@ void write_demo_page(const fs::path& report, const std::string& model_path, cons
   const auto& m = detected.metrics;
   char summary[512];
   std::snprintf(summary, sizeof summary,
-                "On %zu held-out synthetic scenes, the detector finds the garments with AP50 %.3f (AP %.3f); with "
-                "its boxes the landmarks land at ne_image %.4f (%.1f px mean error), against %.4f in the true boxes.",
-                static_cast<size_t>(m.value("images", 0)), m["det_ap50"].is_number() ? m["det_ap50"].get<double>() : 0.0,
+                "On %zu held-out synthetic scenes (%zu garments), the detector finds the garments with AP50 %.3f "
+                "(AP %.3f); with its boxes the landmarks land at ne_image %.4f (%.1f px mean error), against "
+                "%.4f in the true boxes.",
+                scenes, m["garments"].get<size_t>(), m["det_ap50"].is_number() ? m["det_ap50"].get<double>() : 0.0,
                 m["det_ap"].is_number() ? m["det_ap"].get<double>() : 0.0, m["ne_image"]["avg"].get<double>(),
-                m.contains("mean_error_px") && m["mean_error_px"].is_number() ? m["mean_error_px"].get<double>() : NAN,
-                gt.metrics["ne_image"]["avg"].get<double>());
+                m["epe_px"].get<double>(), gt.metrics["ne_image"]["avg"].get<double>());
   html << "<p>" << summary << " Model: <code>" << html_escape(model_path) << "</code>.</p>\n";
   html << "<h2>Predictions</h2>\n<p>Boxes with category and score; landmarks as dots (filled: visible) with their "
           "names. Held-out synthetic scenes"
@@ -452,7 +452,7 @@ test: {flip: true}
   po.progress = false;
   const nlohmann::json predictions = predict_files(pipeline, files, po);
   write_atomically(report / "predictions.json", predictions.dump(2) + "\n");
-  write_demo_page(report, summary.model_path, detected, gt, predictions, photos ? opt.photos : "");
+  write_demo_page(report, summary.model_path, test.samples.size(), detected, gt, predictions, photos ? opt.photos : "");
 
   std::printf("%s", detected.table.c_str());
   std::printf("held-out synthetic scenes: detector AP50 %.3f; landmarks ne_image %.4f with detected boxes, %.4f with "

@@ -64,7 +64,7 @@ nlohmann::json bench_pipeline(const PipelineBenchOptions& opt, std::ostream& out
 
 struct DemoOptions {
   std::string out_dir = "cspn-demo";  // scenes/, run-N/ and report-N/ go here
-  double minutes = 5;                 // training time budget, both halves
+  double minutes = 8;                 // training time budget, both halves (40% landmarks, 60% detector)
   int count = 600;                    // synthetic scenes (80% train, 10% val, 10% test)
   std::string photos = "../shared/data/ziegler_robot_landmarks";  // run on these too, when present
 };
