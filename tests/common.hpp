@@ -39,6 +39,13 @@ inline std::filesystem::path tiny_scenes() { return std::filesystem::path(kBinar
 
 }  // namespace cspn::test
 
+// Skips the current test, saying why, when the fixture model is not there (a test run outside ctest).
+#define CSPN_REQUIRE_TINY_MODEL()                                                                       \
+  do {                                                                                                  \
+    if (!std::filesystem::exists(::cspn::test::tiny_model()))                                           \
+      GTEST_SKIP() << "no " << ::cspn::test::tiny_model() << ": run through ctest (fixture tiny_model)"; \
+  } while (0)
+
 // Skips the current test, saying why, when a folder of ../shared/data is not there.
 #define CSPN_REQUIRE_SHARED(sub)                                                         \
   do {                                                                                   \
@@ -59,8 +66,9 @@ extern char** environ;
 namespace cspn::test {
 
 // Starts argv[0] with the given arguments (no shell), its output going to this process's, or its
-// standard output to `stdout_file` when one is named.
-inline pid_t spawn_process(const std::vector<std::string>& argv, const std::string& stdout_file = "") {
+// standard output to `stdout_file` and its standard error to `stderr_file` when they are named.
+inline pid_t spawn_process(const std::vector<std::string>& argv, const std::string& stdout_file = "",
+                           const std::string& stderr_file = "") {
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
@@ -68,6 +76,8 @@ inline pid_t spawn_process(const std::vector<std::string>& argv, const std::stri
   posix_spawn_file_actions_init(&actions);
   if (!stdout_file.empty())
     posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, stdout_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (!stderr_file.empty())
+    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, stderr_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   pid_t pid = 0;
   const int rc = posix_spawn(&pid, args[0], &actions, nullptr, args.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
@@ -75,8 +85,9 @@ inline pid_t spawn_process(const std::vector<std::string>& argv, const std::stri
 }
 
 // Runs a process to completion; its exit code, or -1 if it could not start or was killed.
-inline int run_process(const std::vector<std::string>& argv, const std::string& stdout_file = "") {
-  const pid_t pid = spawn_process(argv, stdout_file);
+inline int run_process(const std::vector<std::string>& argv, const std::string& stdout_file = "",
+                       const std::string& stderr_file = "") {
+  const pid_t pid = spawn_process(argv, stdout_file, stderr_file);
   if (pid < 0) return -1;
   int status = 0;
   waitpid(pid, &status, 0);

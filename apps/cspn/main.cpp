@@ -1,5 +1,6 @@
 // The cspn command: a thin client of the library. Each subcommand parses its flags and calls it.
 #include <algorithm>
+#include <cmath>
 #include <csignal>
 #include <cstring>
 #include <filesystem>
@@ -8,6 +9,7 @@
 #include <thread>
 
 #include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include "cspn/data/readers.hpp"
@@ -18,6 +20,7 @@
 #include "cspn/engine/progress.hpp"
 #include "cspn/engine/run.hpp"
 #include "cspn/engine/train.hpp"
+#include "cspn/io/atomic_file.hpp"
 #include "cspn/io/model_file.hpp"
 #include "cspn/model/info.hpp"
 #include "cspn/serve.hpp"
@@ -27,14 +30,21 @@ using namespace cspn;
 
 namespace {
 
+// Exit codes (README, "Failure behaviour").
+constexpr int kExitFailure = 1;   // anything else (a bug, out of memory, a NaN loss)
+constexpr int kExitUsage = 2;     // bad flags, config keys or values
+constexpr int kExitBadInput = 3;  // unreadable or malformed data, images or model files
+constexpr int kExitIo = 4;        // an output could not be written (disk full, permissions)
+
+// One line on stderr, whatever the message holds.
+int fail(std::string message, int code) {
+  std::replace(message.begin(), message.end(), '\n', ' ');
+  std::cerr << "error: " << message << "\n";
+  return code;
+}
+
 void write_json(const std::string& path, const nlohmann::json& j) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp);
-    out << j.dump(2) << '\n';
-    if (!out) throw std::runtime_error("cannot write " + tmp);
-  }
-  fs::rename(tmp, path);
+  write_file_atomically(path, j.dump(2) + "\n");
 }
 
 Config make_config(const std::string& file, const std::vector<std::string>& sets) {
@@ -76,6 +86,7 @@ int run_eval(const std::string& model_path, const std::string& data, const std::
              const std::string& split, const std::string& json, const std::vector<std::string>& sets,
              const std::string& baseline, const std::string& train_data, const std::string& report, EvalOptions opt,
              bool skip_bad) {
+  if (!json.empty()) check_writable(json);  // before the evaluation, not after it
   EvalResult result;
   if (!baseline.empty()) {
     if (baseline != "mean-shape") throw std::invalid_argument("--baseline " + baseline + ": known: mean-shape");
@@ -112,6 +123,9 @@ struct PredictCommand {
 };
 
 int run_predict(const std::string& model_path, const PredictCommand& cmd) {
+  if (std::isnan(cmd.min_score)) throw std::invalid_argument("--min-score nan: expected a number from 0 to 1");
+  for (const std::string& out : {cmd.json, cmd.jsonl})
+    if (!out.empty()) check_writable(out);
   const ModelFile model = load_model_file(model_path);
   Pipeline pipeline(model, torch::Device(cmd.device));
   if (cmd.min_score >= 0) pipeline.set_min_score(cmd.min_score);
@@ -132,12 +146,14 @@ int run_predict(const std::string& model_path, const PredictCommand& cmd) {
     const JsonlSummary s = predict_jsonl(pipeline, files, cmd.jsonl, cmd.opt);
     std::cerr << s.written << " images written (" << s.errors << " unreadable), " << s.done_before
               << " already in " << cmd.jsonl << "\n";
+    if (s.written > 0 && s.errors == s.written) throw DataError("none of the " + std::to_string(s.written) + " images could be read");
     return 0;
   }
   auto result = predict_files(pipeline, files, cmd.opt);
   result["model"] = model_path;
   result["min_score"] = pipeline.min_score();
   for (const auto& e : result["errors"]) spdlog::warn("{}", e["error"].get<std::string>());
+  if (result["images"].empty()) throw DataError("none of the " + std::to_string(files.size()) + " images could be read");
   std::string target = cmd.json;
   if (target.empty() && !cmd.opt.out_dir.empty()) target = (fs::path(cmd.opt.out_dir) / "predictions.json").string();
   if (target.empty()) {
@@ -234,6 +250,8 @@ int run_info(const std::string& model_path, const std::string& config, const std
 int main(int argc, char** argv) {
   CLI::App app{"cspn: clothing landmark detection (Cascaded Stacked Pyramid Network)"};
   app.require_subcommand(1);
+  // Logs go to stderr: standard output carries results (predict's JSON) and nothing else.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("cspn"));
   spdlog::set_pattern("[%H:%M:%S] %v");
 
   auto* synth = app.add_subcommand("synth", "write a synthetic garment data set (FLD layout, or COCO scenes)");
@@ -348,7 +366,11 @@ int main(int argc, char** argv) {
   demo->add_option("--count", demo_opt.count, "synthetic scenes")->check(CLI::Range(20, 100000));
   demo->add_option("--photos", demo_opt.photos, "also run the pipeline on photos of this folder (when present)");
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : kExitUsage;  // --help is not an error
+  }
   sigset_t stop_signals{};
   if (*serve) stop_signals = block_stop_signals();  // before LibTorch starts its threads
   try {
@@ -398,9 +420,16 @@ int main(int argc, char** argv) {
                 << "   (then open http://127.0.0.1:8080/)\n";
       return 0;
     }
+  } catch (const c10::Error& e) {  // LibTorch's own: its message without the C++ backtrace
+    return fail(e.what_without_backtrace(), kExitFailure);
+  } catch (const std::invalid_argument& e) {
+    return fail(e.what(), kExitUsage);
+  } catch (const DataError& e) {
+    return fail(e.what(), kExitBadInput);
+  } catch (const IoError& e) {
+    return fail(e.what(), kExitIo);
   } catch (const std::exception& e) {
-    std::cerr << "error: " << e.what() << "\n";
-    return 1;
+    return fail(e.what(), kExitFailure);
   }
   return 0;
 }

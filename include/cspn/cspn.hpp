@@ -17,7 +17,7 @@
 #include <opencv2/core.hpp>
 #include <torch/torch.h>
 
-#include "cspn/data/readers.hpp"
+#include "cspn/errors.hpp"
 #include "cspn/io/model_file.hpp"
 #include "cspn/landmarks.hpp"
 #include "cspn/sample.hpp"
@@ -35,6 +35,9 @@ inline constexpr long kDefaultMaxPixels = 80'000'000;
 cv::Mat read_image(const std::string& path, long max_pixels = kDefaultMaxPixels);
 // The same checks for an encoded image in memory; `name` (a file name, "upload") goes into errors.
 cv::Mat decode_image(const std::string& bytes, const std::string& name, long max_pixels = kDefaultMaxPixels);
+
+// Encodes by the extension of `path` (.jpg, .png, ...) and writes atomically; throws naming the file.
+void write_image(const std::string& path, const cv::Mat& bgr, const std::vector<int>& params = {});
 
 struct LandmarkPoint {
   float x = 0, y = 0;  // image pixels

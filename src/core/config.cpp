@@ -32,6 +32,20 @@ std::string where(const std::string& origin, const YAML::Node& node) {
   return origin + ":" + std::to_string(mark.line + 1);
 }
 
+// NaN and infinities are never meaningful settings.
+template <class T>
+bool finite(const T& value) {
+  if constexpr (std::is_floating_point_v<T>) {
+    return std::isfinite(value);
+  } else if constexpr (std::is_same_v<T, std::vector<float>>) {
+    for (float v : value)
+      if (!std::isfinite(v)) return false;
+    return true;
+  } else {
+    return true;
+  }
+}
+
 // Collects a section's key names (for unknown-key errors).
 struct KeyNames {
   std::vector<std::string> names;
@@ -60,6 +74,9 @@ struct FromYaml {
         throw std::invalid_argument(where(origin, child) + ": key '" + full + "' expects " +
                                     type_name<T>() + ", got " + got);
       }
+      if (!finite(value))
+        throw std::invalid_argument(where(origin, child) + ": key '" + full + "' expects finite numbers, got " +
+                                    (child.IsScalar() ? child.Scalar() : "a list holding one that is not"));
     }
   }
 
@@ -72,8 +89,11 @@ struct FromYaml {
     KeyNames names;
     section.visit(names);
     const std::set<std::string> known(names.names.begin(), names.names.end());
+    std::set<std::string> seen;
     for (const auto& item : node) {
       const auto key = item.first.as<std::string>();
+      if (!seen.insert(key).second)  // YAML forbids it; yaml-cpp would silently keep the first
+        throw std::invalid_argument(where(origin, item.first) + ": key '" + path + key + "' given twice");
       if (!known.count(key)) {
         std::string list;
         for (const auto& n : names.names) list += (list.empty() ? "" : ", ") + n;
@@ -160,13 +180,15 @@ void Config::validate() const {
   require(backbones.count(k.backbone) > 0, "model.keypoints.backbone", k.backbone,
           "one of resnet18, resnet34, resnet50, resnet101, resnet152");
   require(k.stages >= 1 && k.stages <= 4, "model.keypoints.stages", k.stages, "1 to 4");
-  require(k.channels > 0, "model.keypoints.channels", k.channels, "> 0");
+  // Upper bounds keep a typo (or a damaged model file) from asking for gigabytes before anything
+  // can fail with a message: the largest values here are several times what any model uses.
+  require(k.channels > 0 && k.channels <= 2048, "model.keypoints.channels", k.channels, "1 to 2048");
   require(k.input_size.size() == 2 && k.input_size[0] % 32 == 0 && k.input_size[1] % 32 == 0 &&
-              k.input_size[0] > 0 && k.input_size[1] > 0,
-          "model.keypoints.input_size", k.input_size, "[height, width], both positive multiples of 32");
+              k.input_size[0] > 0 && k.input_size[1] > 0 && k.input_size[0] <= 1024 && k.input_size[1] <= 1024,
+          "model.keypoints.input_size", k.input_size, "[height, width], both multiples of 32 from 32 to 1024");
   require(k.heatmap_stride == 4, "model.keypoints.heatmap_stride", k.heatmap_stride,
           "4 (the pyramid's finest level)");
-  require(k.sigma > 0, "model.keypoints.sigma", k.sigma, "> 0");
+  require(k.sigma > 0 && k.sigma <= 32, "model.keypoints.sigma", k.sigma, "in (0, 32] heatmap pixels");
   const auto& d = model.detector;
   static const std::set<std::string> det_backbones{"vgg16", "resnet18", "resnet50"};
   require(det_backbones.count(d.backbone) > 0, "model.detector.backbone", d.backbone, "vgg16, resnet18 or resnet50");
@@ -174,13 +196,23 @@ void Config::validate() const {
   require(d.roi_sampling_ratio > 0, "model.detector.roi_sampling_ratio", d.roi_sampling_ratio, "> 0");
   require(d.box_head == "fc" || (d.box_head == "vgg" && d.backbone == "vgg16" && d.roi_size == 7),
           "model.detector.box_head", d.box_head, "fc, or vgg with backbone vgg16 and roi_size 7");
-  require(!d.backbone_from_keypoints || (model.keypoints.enabled && d.enabled && d.backbone == k.backbone &&
-                                        d.pretrained.empty()),
+  require(!d.enabled || !d.backbone_from_keypoints ||
+              (model.keypoints.enabled && d.backbone == k.backbone && d.pretrained.empty()),
           "model.detector.backbone_from_keypoints", d.backbone_from_keypoints,
           "false, or true with model.keypoints enabled, the same backbone in both and no detector.pretrained");
   require(d.trainable_layers >= 0 && d.trainable_layers <= 5 && (d.backbone != "vgg16" || d.trainable_layers == 5),
           "model.detector.trainable_layers", d.trainable_layers, "0..5 (5 with vgg16)");
-  require(d.min_size > 0 && d.max_size >= d.min_size, "model.detector.max_size", d.max_size, ">= min_size > 0");
+  require(d.min_size > 0 && d.max_size >= d.min_size && d.max_size <= 4096, "model.detector.max_size", d.max_size,
+          ">= min_size > 0, at most 4096");
+  require(d.head_dim > 0 && d.head_dim <= 8192, "model.detector.head_dim", d.head_dim, "1 to 8192");
+  require(d.score_thresh >= 0 && d.score_thresh <= 1, "model.detector.score_thresh", d.score_thresh, "in [0, 1]");
+  require(d.nms > 0 && d.nms <= 1, "model.detector.nms", d.nms, "in (0, 1]");
+  require(d.detections_per_image >= 1 && d.detections_per_image <= 1000, "model.detector.detections_per_image",
+          d.detections_per_image, "1 to 1000");
+  for (float a : d.anchor_sizes)
+    require(a > 0 && a <= 4096, "model.detector.anchor_sizes", d.anchor_sizes, "sizes in (0, 4096] pixels");
+  for (float r : d.anchor_ratios)
+    require(r > 0 && r <= 100, "model.detector.anchor_ratios", d.anchor_ratios, "ratios in (0, 100]");
   require(d.min_box_size >= 0, "model.detector.min_box_size", d.min_box_size, ">= 0");
   require(!d.anchor_sizes.empty() && !d.anchor_ratios.empty(), "model.detector.anchor_sizes", d.anchor_sizes,
           "non-empty sizes and ratios");
@@ -208,15 +240,18 @@ void Config::validate() const {
     require(t.lr > 0, name + ".lr", t.lr, "> 0");
     require(t.epochs >= 1, name + ".epochs", t.epochs, ">= 1");
     require(t.iters >= 0, name + ".iters", t.iters, ">= 0 (0: epochs x batches per epoch)");
-    require(t.batch_size >= 1, name + ".batch_size", t.batch_size, ">= 1");
+    require(t.batch_size >= 1 && t.batch_size <= 4096, name + ".batch_size", t.batch_size, "1 to 4096");
+    require(t.warmup_iters >= 0, name + ".warmup_iters", t.warmup_iters, ">= 0");
     require(t.time_limit_minutes >= 0, name + ".time_limit_minutes", t.time_limit_minutes, ">= 0");
     require(t.val_every >= 0, name + ".val_every", t.val_every, ">= 0 (0: never)");
     require(t.log_every >= 1, name + ".log_every", t.log_every, ">= 1");
   }
   require(test.decode == "taylor" || test.decode == "quarter" || test.decode == "argmax", "test.decode", test.decode,
           "taylor, quarter or argmax");
-  require(test.batch_size >= 1, "test.batch_size", test.batch_size, ">= 1");
-  require(test.detector_batch_size >= 1, "test.detector_batch_size", test.detector_batch_size, ">= 1");
+  require(test.batch_size >= 1 && test.batch_size <= 4096, "test.batch_size", test.batch_size, "1 to 4096");
+  require(test.detector_batch_size >= 1 && test.detector_batch_size <= 1024, "test.detector_batch_size",
+          test.detector_batch_size, "1 to 1024");
+  require(test.visible_score >= 0 && test.visible_score <= 1, "test.visible_score", test.visible_score, "in [0, 1]");
   require(test.min_score >= 0 && test.min_score <= 1, "test.min_score", test.min_score, "in [0, 1]");
 }
 
@@ -236,6 +271,7 @@ std::string Config::to_yaml() const {
 Config Config::from_json(const nlohmann::json& j) {
   Config cfg;
   cfg.load_yaml_string(j.dump(), "stored config");
+  cfg.validate();
   return cfg;
 }
 

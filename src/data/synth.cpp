@@ -26,6 +26,8 @@
 #include <thread>
 #include <vector>
 
+#include "cspn/cspn.hpp"
+#include "cspn/io/atomic_file.hpp"
 #include "cspn/landmarks.hpp"
 #include "cspn/sample.hpp"
 
@@ -718,8 +720,7 @@ Rendered render(std::uint64_t seed, int index, const SynthOptions& opt, const st
                          cv::saturate_cast<std::uint8_t>(v[2]));
     }
   }
-  if (!cv::imwrite(path, image, {cv::IMWRITE_JPEG_QUALITY, 90}))
-    throw std::runtime_error("synthesize: cannot write image " + path);
+  write_image(path, image, {cv::IMWRITE_JPEG_QUALITY, 90});
 
   Rendered out;
   for (Placed& p : placed) {
@@ -727,17 +728,6 @@ Rendered render(std::uint64_t seed, int index, const SynthOptions& opt, const st
     out.variations.push_back(p.variation);
   }
   return out;
-}
-
-void write_atomic(const fs::path& path, const std::string& text) {
-  fs::path tmp = path;
-  tmp += ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    if (!out.flush()) throw std::runtime_error("synthesize: cannot write " + tmp.string());
-  }
-  fs::rename(tmp, path);
 }
 
 std::string two_decimals(float v) {
@@ -780,9 +770,9 @@ void write_fld(const fs::path& dir, const std::vector<Rendered>& items, const st
   }
   fs::create_directories(dir / "Anno");
   fs::create_directories(dir / "Eval");
-  write_atomic(dir / "Anno" / "list_landmarks.txt", landmarks);
-  write_atomic(dir / "Anno" / "list_bbox.txt", boxes);
-  write_atomic(dir / "Eval" / "list_eval_partition.txt", partition);
+  write_file_atomically(dir / "Anno" / "list_landmarks.txt", landmarks);
+  write_file_atomically(dir / "Anno" / "list_bbox.txt", boxes);
+  write_file_atomically(dir / "Eval" / "list_eval_partition.txt", partition);
 }
 
 void write_coco(const fs::path& dir, const std::vector<Rendered>& items, const std::vector<std::string>& splits,
@@ -829,7 +819,7 @@ void write_coco(const fs::path& dir, const std::vector<Rendered>& items, const s
                     {"categories", cats},
                     {"images", images},
                     {"annotations", annotations}};
-  write_atomic(dir / "annotations.json", doc.dump(1) + "\n");
+  write_file_atomically(dir / "annotations.json", doc.dump(1) + "\n");
 }
 
 void check_options(const SynthOptions& opt) {

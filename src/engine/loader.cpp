@@ -9,6 +9,7 @@
 
 #include "cspn/data/readers.hpp"
 #include "cspn/engine/crop.hpp"
+#include "cspn/io/atomic_file.hpp"
 
 namespace cspn {
 
@@ -53,6 +54,14 @@ cv::Mat decode_image(const std::string& bytes, const std::string& name, long max
   cv::Mat image = cv::imdecode(encoded, cv::IMREAD_COLOR);
   if (image.empty()) throw ImageError(ImageError::Kind::Corrupt, name + ": cannot decode image (corrupt or truncated file?)");
   return image;
+}
+
+void write_image(const std::string& path, const cv::Mat& bgr, const std::vector<int>& params) {
+  std::vector<uchar> encoded;
+  const std::string ext = std::filesystem::path(path).extension().string();
+  if (!cv::imencode(ext.empty() ? ".png" : ext, bgr, encoded, params))
+    throw std::runtime_error("cannot encode " + path + " as '" + ext + "'");
+  write_file_atomically(path, std::string_view(reinterpret_cast<const char*>(encoded.data()), encoded.size()));
 }
 
 cv::Mat read_image(const std::string& path, long max_pixels) {

@@ -93,12 +93,7 @@ class Renderer {
       throw std::invalid_argument("--out " + dir_ + ": rendering " + file + " would overwrite it; choose another folder");
     cv::Mat canvas = image.clone();
     render_garments(canvas, garments, schema_);
-    const fs::path tmp = target.string() + ".tmp.jpg";
-    if (!cv::imwrite(tmp.string(), canvas)) {
-      fs::remove(tmp, ec);
-      throw std::runtime_error("cannot write " + tmp.string());
-    }
-    fs::rename(tmp, target);
+    write_image(target.string(), canvas);
     return name;
   }
 
@@ -162,8 +157,11 @@ std::vector<std::string> image_files(const std::vector<std::string>& inputs) {
     const fs::path p(input);
     if (fs::is_directory(p)) {
       std::vector<std::string> found;
-      for (const auto& entry : fs::recursive_directory_iterator(p))
-        if (entry.is_regular_file() && has_image_extension(entry.path())) found.push_back(entry.path().string());
+      // Broken or looping links, FIFOs and sockets are not images: skipped, and the walk goes on.
+      std::error_code ec;
+      for (const auto& entry : fs::recursive_directory_iterator(p, fs::directory_options::skip_permission_denied)) {
+        if (entry.is_regular_file(ec) && has_image_extension(entry.path())) found.push_back(entry.path().string());
+      }
       std::sort(found.begin(), found.end());
       files.insert(files.end(), found.begin(), found.end());
     } else {

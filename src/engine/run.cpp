@@ -24,22 +24,13 @@
 #include "cspn/engine/landmarks_model.hpp"
 #include "cspn/engine/predict.hpp"
 #include "cspn/engine/progress.hpp"
+#include "cspn/io/atomic_file.hpp"
 #include "cspn/metrics.hpp"
 
 namespace fs = std::filesystem;
 
 namespace cspn {
 namespace {
-
-void write_atomically(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary);
-    out << text;
-    if (!out) throw std::runtime_error("cannot write " + tmp.string());
-  }
-  fs::rename(tmp, path);
-}
 
 Box whole_image(const Sample& s) {
   return {0.0f, 0.0f, static_cast<float>(s.width), static_cast<float>(s.height)};
@@ -92,7 +83,8 @@ bool plot_log(const std::string& log_path, const std::string& phase, const fs::p
     }
     cv::putText(img, s, cv::Point(m, h - 15), cv::FONT_HERSHEY_SIMPLEX, 0.45, cv::Scalar(0, 0, 160), 1, cv::LINE_AA);
   }
-  return cv::imwrite(png.string(), img);
+  write_image(png.string(), img);
+  return true;
 }
 
 }  // namespace
@@ -233,8 +225,8 @@ void write_report(const std::string& dir, const ModelFile& model, const Dataset&
                   const std::string& run_log, int examples, const std::string& device) {
   const fs::path out(dir);
   fs::create_directories(out / "examples");
-  write_atomically(out / "metrics.json", result.metrics.dump(2) + "\n");
-  write_atomically(out / "metrics.md", "# Evaluation\n\n```\n" + result.table + "```\n\n" +
+  write_file_atomically(out / "metrics.json", result.metrics.dump(2) + "\n");
+  write_file_atomically(out / "metrics.md", "# Evaluation\n\n```\n" + result.table + "```\n\n" +
                                            "Config:\n\n```yaml\n" + model.config.to_yaml() + "\n```\n");
   if (!run_log.empty() && fs::exists(run_log)) {
     plot_log(run_log, "keypoints", out / "loss.png");
@@ -265,7 +257,7 @@ void write_report(const std::string& dir, const ModelFile& model, const Dataset&
     }
   }
   for (const auto& [sample, img] : canvases)
-    cv::imwrite((out / "examples" / fs::path(few.samples[sample].image).filename()).string(), img);
+    write_image((out / "examples" / fs::path(few.samples[sample].image).filename()).string(), img);
 }
 
 nlohmann::json bench_pipeline(const PipelineBenchOptions& opt, std::ostream& out) {
@@ -380,7 +372,7 @@ void write_demo_page(const fs::path& report, const std::string& model_path, size
   html << "<h2>Next</h2>\n<pre>build/cspn serve --model " << html_escape(model_path)
        << "     # then open http://127.0.0.1:8080/\nbuild/cspn predict --model " << html_escape(model_path)
        << " --out rendered/ PHOTOS...\n</pre>\n</body></html>\n";
-  write_atomically(report / "index.html", html.str());
+  write_file_atomically(report / "index.html", html.str());
 }
 
 }  // namespace
@@ -451,7 +443,7 @@ test: {flip: true}
   po.out_dir = (report / "pipeline").string();
   po.progress = false;
   const nlohmann::json predictions = predict_files(pipeline, files, po);
-  write_atomically(report / "predictions.json", predictions.dump(2) + "\n");
+  write_file_atomically(report / "predictions.json", predictions.dump(2) + "\n");
   write_demo_page(report, summary.model_path, test.samples.size(), detected, gt, predictions, photos ? opt.photos : "");
 
   std::printf("%s", detected.table.c_str());

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <numeric>
 #include <random>
+#include <sstream>
 
 #include <spdlog/spdlog.h>
 
@@ -16,6 +17,7 @@
 #include "cspn/engine/loader.hpp"
 #include "cspn/engine/progress.hpp"
 #include "cspn/engine/run.hpp"
+#include "cspn/io/atomic_file.hpp"
 #include "cspn/io/model_file.hpp"
 #include "cspn/io/weights.hpp"
 #include "cspn/model/losses.hpp"
@@ -65,10 +67,6 @@ struct Position {
   int64_t total_iters = 0, global_iter = 0;
 };
 
-void atomic_replace(const fs::path& tmp, const fs::path& target) {
-  fs::rename(tmp, target);  // rename(2) is atomic within one file system
-}
-
 void save_checkpoint(const fs::path& path, torch::nn::Module& net, torch::optim::Optimizer& opt, const Position& pos) {
   torch::serialize::OutputArchive archive;
   torch::serialize::OutputArchive model_archive, optim_archive;
@@ -78,9 +76,11 @@ void save_checkpoint(const fs::path& path, torch::nn::Module& net, torch::optim:
   archive.write("optimizer", optim_archive);
   archive.write("position", torch::tensor({static_cast<int64_t>(pos.epoch), static_cast<int64_t>(pos.batch),
                                            pos.total_iters, pos.global_iter}));
-  const fs::path tmp = path.string() + ".tmp";
-  archive.save_to(tmp.string());
-  atomic_replace(tmp, path);
+  // LibTorch's writer aborts the process when its stream fails (a full disk): it writes to memory,
+  // and the bytes go to the file from there.
+  std::ostringstream bytes;
+  archive.save_to(bytes);
+  write_file_atomically(path.string(), bytes.str());
 }
 
 Position load_checkpoint(const fs::path& path, torch::nn::Module& net, torch::optim::Optimizer& opt,
@@ -209,8 +209,11 @@ nlohmann::json run_phase(const Phase& ph, const Config& cfg, const TrainOptions&
       if (!std::isfinite(value))
         throw std::runtime_error(ph.name + " training loss became " + std::to_string(value) + " at epoch " +
                                  std::to_string(epoch + 1) + ", batch " + std::to_string(b + 1) + " (lr " +
-                                 std::to_string(lr) + "); the last checkpoint in " + out.string() +
-                                 " is intact: try a lower learning rate and --resume");
+                                 std::to_string(lr) + ")" +
+                                 (fs::exists(ckpt_path) ? "; the last checkpoint, " + ckpt_path.string() +
+                                                              ", is intact: try a lower learning rate and --resume"
+                                                        : "; no checkpoint was written yet: try a lower learning "
+                                                          "rate in a new run"));
       optimizer->zero_grad();
       total.backward();
       optimizer->step();
@@ -268,10 +271,20 @@ TrainSummary train(const Config& cfg, const Dataset& train_set, const Dataset& v
     throw std::invalid_argument(out.string() + " already holds a trained model; choose another --out");
   if (!opt.resume && fs::exists(out) && !fs::is_empty(out))
     throw std::invalid_argument(out.string() + " already holds a run; pass --resume to continue it or choose another --out");
-  fs::create_directories(out);
-  {
-    std::ofstream yaml(out / "config.yaml");
-    yaml << cfg.to_yaml() << '\n';
+  const std::string yaml = cfg.to_yaml() + "\n";
+  if (opt.resume) {
+    // A run resumes with the config it started with, which stays as it was.
+    std::ifstream in(out / "config.yaml");
+    if (!in)
+      throw std::invalid_argument("--resume: " + out.string() + " holds no run to resume (no config.yaml); drop --resume "
+                                  "to start one");
+    const std::string stored((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (stored != yaml)
+      throw std::invalid_argument("--resume: the config differs from the one " + out.string() +
+                                  "/config.yaml was started with; resume with the same --config and --set");
+  } else {
+    fs::create_directories(out);
+    write_file_atomically((out / "config.yaml").string(), yaml);
   }
   spdlog::info("{} intra-op threads", use_threads(cfg.train.threads));
   torch::manual_seed(cfg.train.seed);

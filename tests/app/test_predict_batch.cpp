@@ -29,10 +29,6 @@ size_t count_newlines(const fs::path& p) {
   return static_cast<size_t>(std::count(text.begin(), text.end(), '\n'));
 }
 
-#define REQUIRE_TINY_MODEL()                                                                          \
-  if (!fs::exists(test::tiny_model()))                                                                \
-  GTEST_SKIP() << "no " << test::tiny_model() << ": run through ctest (fixture tiny_model)"
-
 }  // namespace
 
 TEST(DecodeImage, BytesGetTheChecksOfFilesWithTheirKind) {
@@ -82,7 +78,7 @@ TEST(DecodeImage, BytesGetTheChecksOfFilesWithTheirKind) {
 }
 
 TEST(PipelineOptions, PerImageOptionsMatchSeparateCalls) {
-  REQUIRE_TINY_MODEL();
+  CSPN_REQUIRE_TINY_MODEL();
   const ModelFile model = load_model_file(test::tiny_model().string());
   Pipeline pipeline(model, torch::kCPU);
   const cv::Mat a = read_image((test::tiny_scenes() / "img" / "000001.jpg").string());
@@ -127,7 +123,7 @@ TEST(PipelineOptions, PerImageOptionsMatchSeparateCalls) {
 }
 
 TEST(PredictJsonl, SharesCoverTheCollectionOnceAndErrorsAreLines) {
-  REQUIRE_TINY_MODEL();
+  CSPN_REQUIRE_TINY_MODEL();
   const auto dir = test::scratch_dir("predict_jsonl_shards");
   std::vector<std::string> files;
   for (const auto& e : fs::directory_iterator(test::tiny_scenes() / "img")) files.push_back(e.path().string());
@@ -166,7 +162,7 @@ TEST(PredictJsonl, SharesCoverTheCollectionOnceAndErrorsAreLines) {
 }
 
 TEST(PredictJsonl, KilledRunResumesWithExactlyOneLinePerImage) {
-  REQUIRE_TINY_MODEL();
+  CSPN_REQUIRE_TINY_MODEL();
   const auto dir = test::scratch_dir("predict_jsonl_resume");
   SynthOptions so;
   so.count = 240;

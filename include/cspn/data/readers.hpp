@@ -9,20 +9,11 @@
 #include <stdexcept>
 #include <string>
 
+#include "cspn/errors.hpp"
 #include "cspn/sample.hpp"
 
 namespace cspn {
 
-struct DataError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-// An image that cannot be used, and why (a server answers each kind with its own status).
-struct ImageError : DataError {
-  enum class Kind { Unreadable, Unsupported, Corrupt, TooLarge };
-  ImageError(Kind k, const std::string& what) : DataError(what), kind(k) {}
-  Kind kind;
-};
 
 struct ReadOptions {
   bool skip_bad = false;

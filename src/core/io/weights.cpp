@@ -21,6 +21,8 @@
 #include <caffe2/serialize/inline_container.h>
 #include <nlohmann/json.hpp>
 
+#include "cspn/io/atomic_file.hpp"
+
 // Both file formats store little-endian data; tensors are copied byte for byte, so this code
 // assumes a little-endian host (x86-64, AArch64).
 
@@ -630,31 +632,14 @@ void write_safetensors(const std::string& path, const StateDict& tensors,
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // keeps the data area 8-byte aligned
 
-  // Unique temporary name in the same directory, so the rename is atomic.
-  std::random_device rd;
-  const std::string tmp = path + ".tmp" + std::to_string(rd());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw std::runtime_error(path + ": cannot create " + tmp);
+  write_file_atomically(path, [&](std::ostream& out) {
     unsigned char len[8];
     for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(text.size() >> (8 * i));
     out.write(reinterpret_cast<const char*>(len), 8);
     out.write(text.data(), static_cast<std::streamsize>(text.size()));
     for (const auto& t : data)
-      out.write(static_cast<const char*>(t.data_ptr()),
-                static_cast<std::streamsize>(t.numel() * t.element_size()));
-    out.close();
-    if (!out) {
-      fs::remove(tmp);
-      throw std::runtime_error(path + ": write failed (disk full?)");
-    }
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    fs::remove(tmp);
-    throw std::runtime_error(path + ": cannot move " + tmp + " into place: " + ec.message());
-  }
+      out.write(static_cast<const char*>(t.data_ptr()), static_cast<std::streamsize>(t.numel() * t.element_size()));
+  });
 }
 
 StateDict read_weights(const std::string& path) {

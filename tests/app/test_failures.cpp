@@ -1,0 +1,284 @@
+// Bad input, full disks and careless commands (issue 14): each case reproduced as a user would meet
+// it, through the library or the real `cspn` command, with the exit codes the README documents.
+#include <sys/mount.h>
+#include <sys/stat.h>
+
+#include <csignal>
+#include <fstream>
+#include <thread>
+
+#include <opencv2/imgcodecs.hpp>
+
+#include "common.hpp"
+#include "cspn/cspn.hpp"
+#include "cspn/io/atomic_file.hpp"
+
+namespace fs = std::filesystem;
+using namespace cspn;
+
+namespace {
+
+const std::string& cspn_binary() {
+  static const std::string path = std::string(test::kBinaryDir) + "/cspn";
+  return path;
+}
+
+struct Outcome {
+  int code;
+  std::string err;  // standard error
+};
+
+Outcome run_cspn(const std::vector<std::string>& args, const fs::path& dir) {
+  std::vector<std::string> argv{cspn_binary()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  const auto err = dir / "stderr.txt";
+  const int code = test::run_process(argv, (dir / "stdout.txt").string(), err.string());
+  return {code, test::file_bytes(err)};
+}
+
+// Files in `dir` whose names hold ".tmp" or ".probe": what a failed write must not leave behind.
+std::vector<std::string> leftovers(const fs::path& dir) {
+  std::vector<std::string> found;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    if (name.find(".tmp") != std::string::npos || name.find(".probe") != std::string::npos) found.push_back(name);
+  }
+  return found;
+}
+
+// A 256 KiB tmpfs mounted for one test, or a skip where this process may not mount.
+class SmallDisk {
+ public:
+  explicit SmallDisk(const fs::path& at) : at_(at) {
+    fs::create_directories(at_);
+    mounted_ = ::mount("tmpfs", at_.c_str(), "tmpfs", 0, "size=256k") == 0;
+  }
+  ~SmallDisk() {
+    if (mounted_) ::umount(at_.c_str());
+  }
+  bool mounted() const { return mounted_; }
+  // Fills the disk but for about `room` bytes.
+  void fill(size_t room) const {
+    std::ofstream filler(at_ / "filler", std::ios::binary);
+    const std::string block(4096, 'x');
+    while (filler.write(block.data(), block.size())) {
+    }
+    filler.close();
+    fs::resize_file(at_ / "filler", fs::file_size(at_ / "filler") - room);
+  }
+
+ private:
+  fs::path at_;
+  bool mounted_ = false;
+};
+
+#define REQUIRE_SMALL_DISK(disk) \
+  if (!(disk).mounted()) GTEST_SKIP() << "cannot mount a tmpfs here (needs root): disk-full cases not run"
+
+}  // namespace
+
+// Cases 2 and 6: a full disk fails the write with a reason, leaves no temporary file and keeps the
+// old content; LibTorch's checkpoint writer no longer aborts the process.
+TEST(Failures, FullDiskFailsTheWriteAndKeepsTheOldFile) {
+  const auto dir = test::scratch_dir("failures_full_disk");
+  SmallDisk disk(dir / "disk");
+  REQUIRE_SMALL_DISK(disk);
+  const std::string target = (dir / "disk" / "result.json").string();
+  write_file_atomically(target, std::string("old\n"));
+  try {
+    write_file_atomically(target, std::string(1 << 20, 'x'));
+    ADD_FAILURE() << "1 MiB written to a 256 KiB disk";
+  } catch (const IoError& e) {
+    EXPECT_NE(std::string(e.what()).find("result.json"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("No space left"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(test::file_bytes(target), "old\n");
+  EXPECT_TRUE(leftovers(dir / "disk").empty());
+
+  // A writer that throws midway (as LibTorch's does) leaves nothing either.
+  const std::string partial = (dir / "disk" / "partial.bin").string();
+  EXPECT_THROW(write_file_atomically(partial,
+                                     [](std::ostream& out) {
+                                       out << std::string(1000, 'x');
+                                       throw std::runtime_error("serializer failed");
+                                     }),
+               IoError);
+  EXPECT_FALSE(fs::exists(partial));
+  EXPECT_TRUE(leftovers(dir / "disk").empty());
+}
+
+TEST(Failures, PredictOnAFullDiskExitsWithIoErrorAndNoFile) {
+  CSPN_REQUIRE_TINY_MODEL();
+  const auto dir = test::scratch_dir("failures_predict_full");
+  SmallDisk disk(dir / "disk");
+  REQUIRE_SMALL_DISK(disk);
+  disk.fill(16 * 1024);
+  const auto out = run_cspn({"predict", "--model", test::tiny_model().string(), "--quiet", "--json",
+                             (dir / "disk" / "p.json").string(), (test::tiny_scenes() / "img").string()},
+                            dir);
+  EXPECT_EQ(out.code, 4) << out.err;
+  EXPECT_NE(out.err.find("p.json"), std::string::npos) << out.err;
+  EXPECT_FALSE(fs::exists(dir / "disk" / "p.json")) << "no empty or partial result";
+  EXPECT_TRUE(leftovers(dir / "disk").empty());
+
+  // Training into the full disk: config.yaml fits, the first checkpoint (megabytes) does not.
+  const std::string config = (fs::path(test::kSourceDir) / "tests/fixtures/tiny_pipeline.yaml").string();
+  const auto train = run_cspn({"train", "--config", config, "--data", test::tiny_scenes().string(), "--quiet", "--out",
+                               (dir / "disk" / "run").string(), "--set", "model.detector.enabled=false"},
+                              dir);
+  EXPECT_EQ(train.code, 4) << train.err;
+  EXPECT_NE(train.err.find("checkpoint-keypoints.pt"), std::string::npos) << train.err;
+  EXPECT_TRUE(leftovers(dir / "disk").empty());
+}
+
+// Case 4: errors from LibTorch are one line, not a C++ backtrace.
+TEST(Failures, DeviceErrorsAreOneLine) {
+  CSPN_REQUIRE_TINY_MODEL();
+  const auto dir = test::scratch_dir("failures_device");
+  for (const char* device : {"gpu", "cuda:7"}) {
+    const auto out = run_cspn({"predict", "--model", test::tiny_model().string(), "--device", device,
+                               (test::tiny_scenes() / "img" / "000001.jpg").string()},
+                              dir);
+    EXPECT_NE(out.code, 0) << device;
+    EXPECT_EQ(std::count(out.err.begin(), out.err.end(), '\n'), 1) << device << ":\n" << out.err;
+    EXPECT_EQ(out.err.rfind("error: ", 0), 0u) << out.err;
+  }
+}
+
+// Case 5: rendering into the folder of the photos must not overwrite them.
+TEST(Failures, PredictNeverOverwritesItsInputs) {
+  CSPN_REQUIRE_TINY_MODEL();
+  const auto dir = test::scratch_dir("failures_overwrite");
+  fs::create_directories(dir / "photos");
+  fs::copy_file(test::tiny_scenes() / "img" / "000001.jpg", dir / "photos" / "000001.jpg");
+  const std::string before = test::file_bytes(dir / "photos" / "000001.jpg");
+  const auto out = run_cspn({"predict", "--model", test::tiny_model().string(), "--quiet", "--out",
+                             (dir / "photos").string(), (dir / "photos").string()},
+                            dir);
+  EXPECT_EQ(out.code, 2) << out.err;
+  EXPECT_NE(out.err.find("would overwrite"), std::string::npos) << out.err;
+  EXPECT_EQ(test::file_bytes(dir / "photos" / "000001.jpg"), before);
+}
+
+// Cases 7 and 12: --resume needs a run to resume, with the config it started with.
+TEST(Failures, ResumeNeedsTheRunAndItsConfig) {
+  CSPN_REQUIRE_TINY_MODEL();
+  const auto dir = test::scratch_dir("failures_resume");
+  const std::string config = (fs::path(test::kSourceDir) / "tests/fixtures/tiny_pipeline.yaml").string();
+  const std::vector<std::string> base{"train", "--config", config, "--data", test::tiny_scenes().string(), "--quiet",
+                                      "--set", "model.detector.enabled=false"};
+  auto args = base;
+  args.insert(args.end(), {"--out", (dir / "missing").string(), "--resume"});
+  auto out = run_cspn(args, dir);
+  EXPECT_EQ(out.code, 2) << out.err;
+  EXPECT_NE(out.err.find("no run to resume"), std::string::npos) << out.err;
+  EXPECT_FALSE(fs::exists(dir / "missing" / "model.cspn")) << "nothing trained from scratch";
+
+  // A run interrupted before its end: its folder has config.yaml and a checkpoint, no model.
+  fs::create_directories(dir / "run");
+  args = base;
+  args.insert(args.end(), {"--out", (dir / "run").string()});
+  ASSERT_EQ(run_cspn(args, dir).code, 0);
+  fs::remove(dir / "run" / "model.cspn");
+  const std::string stored = test::file_bytes(dir / "run" / "config.yaml");
+  args = base;
+  args.insert(args.end(), {"--out", (dir / "run").string(), "--resume", "--set", "train.lr=0.5"});
+  out = run_cspn(args, dir);
+  EXPECT_EQ(out.code, 2) << out.err;
+  EXPECT_NE(out.err.find("config differs"), std::string::npos) << out.err;
+  EXPECT_EQ(test::file_bytes(dir / "run" / "config.yaml"), stored) << "config.yaml kept";
+}
+
+// Case 8: NaN weights and a flipped byte are refused on load.
+TEST(Failures, DamagedModelFilesAreRefused) {
+  CSPN_REQUIRE_TINY_MODEL();
+  const auto dir = test::scratch_dir("failures_model");
+  ModelFile model = load_model_file(test::tiny_model().string());
+  auto& [name, weights] = *std::find_if(model.tensors.begin(), model.tensors.end(),
+                                        [](const auto& kv) { return kv.second.is_floating_point(); });
+  weights = weights.clone();
+  weights.view(-1)[0] = std::numeric_limits<float>::quiet_NaN();
+  const std::string nan_file = (dir / "nan.cspn").string();
+  save_model_file(nan_file, model);
+  try {
+    load_model_file(nan_file);
+    ADD_FAILURE() << "NaN weights accepted";
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("'" + name + "'"), std::string::npos) << e.what();
+  }
+
+  std::string bytes = test::file_bytes(test::tiny_model());
+  bytes[bytes.size() - 100] ^= 0x10;  // inside the last tensor's data
+  const std::string flipped = (dir / "flipped.cspn").string();
+  std::ofstream(flipped, std::ios::binary) << bytes;
+  try {
+    load_model_file(flipped);
+    ADD_FAILURE() << "a flipped byte went unnoticed";
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("checksum mismatch"), std::string::npos) << e.what();
+  }
+  const auto out = run_cspn({"predict", "--model", flipped, (test::tiny_scenes() / "img" / "000001.jpg").string()}, dir);
+  EXPECT_EQ(out.code, 3) << out.err;
+}
+
+// Cases 10, 17 and 18: predict when nothing can be read, odd files in a folder, bad output paths.
+TEST(Failures, PredictReportsUnreadableInputsAndBadOutputs) {
+  CSPN_REQUIRE_TINY_MODEL();
+  const auto dir = test::scratch_dir("failures_predict_inputs");
+  std::ofstream(dir / "notes.jpg") << "not an image\n";
+  auto out = run_cspn({"predict", "--model", test::tiny_model().string(), "--quiet", (dir / "notes.jpg").string()}, dir);
+  EXPECT_EQ(out.code, 3) << "every input failed: " << out.err;
+
+  // A folder with a photo, a link to itself and a FIFO: the photo is read, the rest skipped.
+  fs::create_directories(dir / "mixed");
+  fs::copy_file(test::tiny_scenes() / "img" / "000001.jpg", dir / "mixed" / "a.jpg");
+  fs::create_symlink("loop.jpg", dir / "mixed" / "loop.jpg");
+  ASSERT_EQ(::mkfifo((dir / "mixed" / "fifo.jpg").c_str(), 0644), 0);
+  const auto json = dir / "mixed.json";
+  out = run_cspn({"predict", "--model", test::tiny_model().string(), "--quiet", "--json", json.string(),
+                  (dir / "mixed").string()},
+                 dir);
+  ASSERT_EQ(out.code, 0) << out.err;
+  const auto result = nlohmann::json::parse(test::file_bytes(json));
+  EXPECT_EQ(result["images"].size(), 1u) << result.dump();
+
+  // A FIFO named on the command line is refused, not read forever.
+  const pid_t pid = test::spawn_process({cspn_binary(), "predict", "--model", test::tiny_model().string(), "--quiet",
+                                         (dir / "mixed" / "fifo.jpg").string()},
+                                        (dir / "fifo-out.txt").string(), (dir / "fifo-err.txt").string());
+  int status = -1;
+  for (int i = 0; i < 600 && waitpid(pid, &status, WNOHANG) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  if (waitpid(pid, &status, WNOHANG) == 0) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    FAIL() << "predict hung on a FIFO";
+  }
+  EXPECT_EQ(WEXITSTATUS(status), 3);
+  EXPECT_NE(test::file_bytes(dir / "fifo-err.txt").find("not a regular file"), std::string::npos);
+
+  // --json naming a folder fails at once, before any work, and leaves nothing behind.
+  fs::create_directories(dir / "out-folder");
+  out = run_cspn({"predict", "--model", test::tiny_model().string(), "--quiet", "--json", (dir / "out-folder").string(),
+                  (dir / "mixed" / "a.jpg").string()},
+                 dir);
+  EXPECT_EQ(out.code, 4) << out.err;
+  EXPECT_NE(out.err.find("it is a folder"), std::string::npos) << out.err;
+  EXPECT_TRUE(leftovers(dir).empty());
+  out = run_cspn({"predict", "--model", test::tiny_model().string(), "--min-score", "nan", (dir / "mixed" / "a.jpg").string()},
+                 dir);
+  EXPECT_EQ(out.code, 2) << out.err;
+}
+
+// Case 13: a diverging run says whether a checkpoint exists to go back to.
+TEST(Failures, NanLossSaysWhetherACheckpointExists) {
+  CSPN_REQUIRE_TINY_MODEL();
+  const auto dir = test::scratch_dir("failures_nan_loss");
+  const std::string config = (fs::path(test::kSourceDir) / "tests/fixtures/tiny_pipeline.yaml").string();
+  const auto out = run_cspn({"train", "--config", config, "--data", test::tiny_scenes().string(), "--quiet", "--out",
+                             (dir / "run").string(), "--set", "model.detector.enabled=false", "--set", "train.lr=1e30",
+                             "--set", "train.warmup_iters=0"},
+                            dir);
+  EXPECT_EQ(out.code, 1) << out.err;
+  EXPECT_NE(out.err.find("training loss became"), std::string::npos) << out.err;
+  EXPECT_NE(out.err.find("no checkpoint was written yet"), std::string::npos) << out.err;
+}
