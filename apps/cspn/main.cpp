@@ -63,19 +63,28 @@ int run_synth(const std::string& out, SynthOptions opt) {
   return 0;
 }
 
+// Says how many malformed records --skip-bad dropped, and which: {"count", "records"} for the JSON.
+nlohmann::json report_skipped(const Dataset& data) {
+  if (!data.skipped.empty()) spdlog::warn("skipped {} malformed record(s):", data.skipped.size());
+  for (const auto& msg : data.skipped) spdlog::warn("  {}", msg);
+  return {{"count", data.skipped.size()}, {"records", data.skipped}};
+}
+
 int run_train(const std::string& config, const std::vector<std::string>& sets, const std::string& data,
-              const std::string& format, TrainOptions opt) {
+              const std::string& format, bool skip_bad, TrainOptions opt) {
   const Config cfg = make_config(config, sets);
-  const Dataset train_set = load_split(data, format, "train", cfg, cfg.data.skip_bad);
+  skip_bad = skip_bad || cfg.data.skip_bad;
+  const Dataset train_set = load_split(data, format, "train", cfg, skip_bad);
   Dataset val_set{train_set.schema, {}, {}};
   try {
-    val_set = load_split(data, format, "val", cfg, cfg.data.skip_bad);
+    val_set = load_split(data, format, "val", cfg, skip_bad);
   } catch (const std::invalid_argument&) {
     spdlog::info("{} has no 'val' split: training without validation", data);
   }
-  for (const auto& msg : train_set.skipped) spdlog::warn("skipped {}", msg);
+  const nlohmann::json skipped = report_skipped(train_set);  // the whole file was read for either split
   opt.data_info = {{"path", fs::absolute(data).string()}, {"format", format}, {"train_images", train_set.samples.size()},
-                   {"val_images", val_set.samples.size()}, {"holdout", cfg.data.holdout}};
+                   {"val_images", val_set.samples.size()}, {"holdout", cfg.data.holdout},
+                   {"skipped", skipped["count"]}};
   const TrainSummary summary = train(cfg, train_set, val_set, opt);
   std::cout << "trained " << summary.epochs << " epochs in " << summary.seconds / 60 << " min: " << summary.model_path
             << "\n";
@@ -102,8 +111,10 @@ int run_eval(const std::string& model_path, const std::string& data, const std::
     for (const auto& s : sets) model.config.set(s);
     model.config.validate();
     const Dataset test = load_split(data, format, split, model.config, skip_bad);
+    const nlohmann::json skipped = report_skipped(test);
     result = evaluate_model(model, test, opt);
     result.metrics["model"] = model_path;
+    result.metrics["skipped"] = skipped;
     // The training log next to the model file (a run folder) gives the report its loss curve.
     const auto run_log = fs::path(model_path).parent_path() / "log.jsonl";
     if (!report.empty())
@@ -268,7 +279,7 @@ int main(int argc, char** argv) {
   std::string config, data, format = "auto";
   std::vector<std::string> sets;
   TrainOptions train_opt;
-  bool quiet = false;
+  bool quiet = false, skip_bad = false;
   train_cmd->add_option("--config", config, "YAML config (overrides the built-in defaults)")->check(CLI::ExistingFile);
   train_cmd->add_option("--set", sets, "override a config key: section.key=value (repeatable)");
   train_cmd->add_option("--data", data, "dataset path")->required();
@@ -276,12 +287,12 @@ int main(int argc, char** argv) {
   train_cmd->add_option("--out", train_opt.out_dir, "run folder (model.cspn, checkpoint.pt, log.jsonl)")->required();
   train_cmd->add_option("--device", train_opt.device, "cpu | cuda | cuda:N");
   train_cmd->add_flag("--resume", train_opt.resume, "continue the run in --out from its last checkpoint");
+  train_cmd->add_flag("--skip-bad", skip_bad, "report and skip malformed records instead of failing");
   train_cmd->add_flag("--quiet", quiet, "no progress bar");
 
   auto* eval = app.add_subcommand("eval", "evaluate landmarks (both NE protocols, PCK@0.2, pixel error)");
   std::string model_path, split = "test", json, baseline, train_data, report;
   EvalOptions eval_opt;
-  bool skip_bad = false;
   eval->add_option("--model", model_path, "model file (.cspn)")->check(CLI::ExistingFile);
   eval->add_option("--data", data, "dataset path")->required();
   eval->add_option("--format", format, "fld | coco | csv | auto")->check(CLI::IsMember({"fld", "coco", "csv", "auto"}));
@@ -379,7 +390,7 @@ int main(int argc, char** argv) {
     if (*synth) return run_synth(synth_out, synth_opt);
     if (*train_cmd) {
       train_opt.progress = !quiet;
-      return run_train(config, sets, data, format, train_opt);
+      return run_train(config, sets, data, format, skip_bad, train_opt);
     }
     if (*eval) {
       eval_opt.progress = !quiet;

@@ -22,6 +22,8 @@ using namespace data_detail;
 
 namespace {
 
+constexpr std::int64_t kMaxImageSide = 1 << 16;  // JPEG's limit; anything larger is a damaged record
+
 const json& field(const json& obj, const char* key, const std::string& where) {
   if (!obj.is_object()) fail(where, std::string("expected an object, got ") + obj.type_name());
   const auto it = obj.find(key);
@@ -107,9 +109,11 @@ Garment parse_annotation(const json& a, const std::string& where, const Landmark
     if (!c) fail(where, "unknown category '" + name + "' (expected upper, lower or full)");
     g.category = *c;
   } else if (a.contains("category_id")) {
-    const auto it = category_names.find(json_integer(a["category_id"], where, "category_id"));
-    if (it != category_names.end())
-      if (const auto c = category_named(schema, it->second)) g.category = *c;
+    const std::int64_t id = json_integer(a["category_id"], where, "category_id");
+    const auto it = category_names.find(id);
+    if (it == category_names.end())
+      fail(where, "category_id " + std::to_string(id) + " is not listed under 'categories'");
+    if (const auto c = category_named(schema, it->second)) g.category = *c;
   }
   if (g.category < 0) {
     if (!labelled) fail(where, "no labelled keypoints and no category name: cannot tell upper, lower or full");
@@ -131,7 +135,7 @@ Dataset read_coco(const std::string& path, const ReadOptions& opt) {
     if (!in) throw DataError(file + ": cannot open annotation file");
     try {
       j = json::parse(in);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {  // syntax errors, and numbers out of range such as 1e999
       throw DataError(file + ": invalid JSON: " + e.what());
     }
   }
@@ -170,8 +174,14 @@ Dataset read_coco(const std::string& path, const ReadOptions& opt) {
       fs::path image = name.is_absolute() ? name : dir / name;
       if (!name.is_absolute() && !fs::exists(image) && fs::exists(dir / "img" / name)) image = dir / "img" / name;
       s.image = image.string();
-      if (im.contains("width")) s.width = static_cast<int>(json_integer(im["width"], s.where, "width"));
-      if (im.contains("height")) s.height = static_cast<int>(json_integer(im["height"], s.where, "height"));
+      for (const char* side : {"width", "height"}) {
+        if (!im.contains(side)) continue;
+        const std::int64_t v = json_integer(im[side], s.where, side);
+        if (v < 1 || v > kMaxImageSide)
+          fail(s.where, std::string(side) + ": expected 1 to " + std::to_string(kMaxImageSide) + " pixels, got " +
+                            std::to_string(v));
+        (side[0] == 'w' ? s.width : s.height) = static_cast<int>(v);
+      }
       s.split = "train";
       if (im.contains("split")) {
         s.split = json_string(im["split"], s.where, "split");

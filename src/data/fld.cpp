@@ -149,7 +149,7 @@ Dataset read_fld(const std::string& root, const ReadOptions& opt) {
       s.split = std::string(split);
       s.where = where;
       s.garments.push_back(std::move(g));
-      finish_sample(s, schema, opt);
+      finish_sample(s, schema, opt, box_where);
       data.samples.push_back(std::move(s));
     });
   }

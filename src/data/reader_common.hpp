@@ -40,7 +40,8 @@ void mirror_left_right(Garment& g, const LandmarkSchema& schema);
 // corrupt file, size disagreeing with an annotated width/height); then, when the size is known,
 // boxes must lie in the image (1 px tolerance) and labelled keypoints must not be far outside it.
 // Boxes must be non-empty and keypoints of slots the category lacks Absent in any case.
-void finish_sample(Sample& s, const LandmarkSchema& schema, const ReadOptions& opt);
+// `box_where`: where the boxes were read, when not at s.where (FLD keeps them in list_bbox.txt).
+void finish_sample(Sample& s, const LandmarkSchema& schema, const ReadOptions& opt, const std::string& box_where = "");
 
 // Runs fn(); a DataError it throws propagates, or with opt.skip_bad is recorded in
 // data.skipped. Returns whether fn completed.

@@ -116,7 +116,7 @@ void mirror_left_right(Garment& g, const LandmarkSchema& schema) {
   g.keypoints = std::move(mirrored);
 }
 
-void finish_sample(Sample& s, const LandmarkSchema& schema, const ReadOptions& opt) {
+void finish_sample(Sample& s, const LandmarkSchema& schema, const ReadOptions& opt, const std::string& box_where) {
   if (opt.check_images) {
     std::pair<int, int> size;
     try {
@@ -142,10 +142,11 @@ void finish_sample(Sample& s, const LandmarkSchema& schema, const ReadOptions& o
     if (static_cast<int>(g.keypoints.size()) != num_slots)
       fail(s.where, who + std::to_string(g.keypoints.size()) + " keypoints, expected " + std::to_string(num_slots));
     const Box& b = g.box;
-    if (!(b.x2 > b.x1 && b.y2 > b.y1)) fail(s.where, who + "empty box " + box_text(b));
+    const std::string& bw = box_where.empty() ? s.where : box_where;
+    if (!(b.x2 > b.x1 && b.y2 > b.y1)) fail(bw, who + "empty box " + box_text(b));
     if (sized && (b.x1 < -kBoxTolerance || b.y1 < -kBoxTolerance || b.x2 > s.width + kBoxTolerance ||
                   b.y2 > s.height + kBoxTolerance))
-      fail(s.where, who + "box " + box_text(b) + " lies outside the " + image_dims + " image");
+      fail(bw, who + "box " + box_text(b) + " lies outside the " + image_dims + " image (" + s.image + ")");
 
     std::vector<bool> has(num_slots, false);
     for (int k : schema.categories[g.category].landmarks) has[k] = true;

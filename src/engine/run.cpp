@@ -116,6 +116,9 @@ Dataset load_split(const std::string& path, const std::string& format, const std
                                       [](const Sample& s) { return s.split != "train"; });
   if (!has_splits && cfg.data.holdout > 0) assign_holdout(data, cfg.data.holdout, cfg.data.holdout_seed);
   Dataset out = select_split(data, split);
+  if (out.samples.empty() && data.samples.empty() && !data.skipped.empty())
+    throw DataError(path + ": all " + std::to_string(data.skipped.size()) +
+                    " records were malformed and skipped; the first: " + data.skipped.front());
   if (out.samples.empty())
     throw std::invalid_argument(path + ": no images in split '" + split + "'" +
                                 (has_splits || cfg.data.holdout > 0

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <csignal>
+#include <functional>
 #include <fstream>
 #include <thread>
 
@@ -11,6 +12,7 @@
 
 #include "common.hpp"
 #include "cspn/cspn.hpp"
+#include "cspn/data/readers.hpp"
 #include "cspn/io/atomic_file.hpp"
 
 namespace fs = std::filesystem;
@@ -281,4 +283,96 @@ TEST(Failures, NanLossSaysWhetherACheckpointExists) {
   EXPECT_EQ(out.code, 1) << out.err;
   EXPECT_NE(out.err.find("training loss became"), std::string::npos) << out.err;
   EXPECT_NE(out.err.find("no checkpoint was written yet"), std::string::npos) << out.err;
+}
+
+namespace {
+
+// The fixture scenes' COCO file with its paths made absolute, so that variants of it can be written
+// anywhere; edit(doc) damages it.
+fs::path coco_variant(const fs::path& dir, const std::string& name, const std::function<void(nlohmann::json&)>& edit) {
+  auto doc = nlohmann::json::parse(test::file_bytes(test::tiny_scenes() / "annotations.json"));
+  for (auto& im : doc["images"]) {
+    im["file_name"] = (test::tiny_scenes() / im["file_name"].get<std::string>()).string();
+  }
+  edit(doc);
+  const auto path = dir / (name + ".json");
+  std::ofstream(path) << doc.dump();
+  return path;
+}
+
+}  // namespace
+
+// Case 14: COCO sizes, categories and numbers out of range are errors naming the record.
+TEST(Failures, CocoRecordsOutOfRangeAreRefused) {
+  const auto dir = test::scratch_dir("failures_coco");
+  if (!fs::exists(test::tiny_scenes())) GTEST_SKIP() << "run through ctest (fixture tiny_model)";
+  const auto error_of = [](const fs::path& file) -> std::string {
+    try {
+      read_coco(file.string());
+    } catch (const DataError& e) {
+      return e.what();
+    }
+    return "accepted";
+  };
+  for (const double width : {-256.0, 0.0, 4294967296.0 + 256}) {
+    const auto file = coco_variant(dir, "width", [&](nlohmann::json& d) { d["images"][0]["width"] = width; });
+    const std::string e = error_of(file);
+    EXPECT_NE(e.find("width: expected 1 to"), std::string::npos) << width << ": " << e;
+    EXPECT_NE(e.find("images[0]"), std::string::npos) << e;
+  }
+  const auto unknown = coco_variant(dir, "category", [](nlohmann::json& d) { d["annotations"][0]["category_id"] = 42; });
+  EXPECT_NE(error_of(unknown).find("category_id 42 is not listed"), std::string::npos) << error_of(unknown);
+  const auto huge = dir / "huge.json";
+  std::ofstream(huge) << R"({"images": [{"id": 1, "file_name": "a.jpg", "width": 1e999}], "annotations": []})";
+  EXPECT_NE(error_of(huge).find(huge.string()), std::string::npos) << error_of(huge);
+}
+
+// Case 15: a bad box is blamed on list_bbox.txt, where it is.
+TEST(Failures, FldBoxErrorsNameTheBoxFile) {
+  const auto dir = test::scratch_dir("failures_fld");
+  fs::create_directories(dir / "Anno");
+  fs::create_directories(dir / "Eval");
+  fs::create_directories(dir / "img");
+  cv::imwrite((dir / "img" / "a.jpg").string(), cv::Mat(64, 64, CV_8UC3, cv::Scalar(90, 90, 90)));
+  std::ofstream(dir / "Anno" / "list_landmarks.txt")
+      << "1\nimage_name clothes_type variation_type landmarks\nimg/a.jpg 2 1 0 10 10 0 50 10 0 10 60 0 50 60\n";
+  std::ofstream(dir / "Anno" / "list_bbox.txt") << "1\nimage_name x_1 y_1 x_2 y_2\nimg/a.jpg 40 5 20 60\n";
+  std::ofstream(dir / "Eval" / "list_eval_partition.txt") << "1\nimage_name evaluation_status\nimg/a.jpg test\n";
+  try {
+    read_fld(dir.string());
+    ADD_FAILURE() << "an empty box was accepted";
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("list_bbox.txt:3"), std::string::npos) << e.what();
+  }
+}
+
+// Case 9: --skip-bad says what it skipped, in the log and the JSON; all skipped is said plainly.
+TEST(Failures, SkippedRecordsAreReported) {
+  CSPN_REQUIRE_TINY_MODEL();
+  const auto dir = test::scratch_dir("failures_skip_bad");
+  const auto one_bad = coco_variant(dir, "one-bad", [](nlohmann::json& d) { d["annotations"][0]["category_id"] = 42; });
+  auto out = run_cspn({"eval", "--model", test::tiny_model().string(), "--data", one_bad.string(), "--format", "coco",
+                       "--split", "all", "--skip-bad", "--quiet", "--json", (dir / "m.json").string()},
+                      dir);
+  ASSERT_EQ(out.code, 0) << out.err;
+  EXPECT_NE(out.err.find("skipped 1 malformed record"), std::string::npos) << out.err;
+  const auto metrics = nlohmann::json::parse(test::file_bytes(dir / "m.json"));
+  EXPECT_EQ(metrics["skipped"]["count"], 1);
+  EXPECT_NE(metrics["skipped"]["records"][0].get<std::string>().find("category_id 42"), std::string::npos);
+
+  const auto all_bad = coco_variant(dir, "all-bad", [](nlohmann::json& d) {
+    for (auto& a : d["annotations"]) a["category_id"] = 42;
+  });
+  out = run_cspn({"eval", "--model", test::tiny_model().string(), "--data", all_bad.string(), "--format", "coco",
+                  "--split", "all", "--skip-bad", "--quiet"},
+                 dir);
+  EXPECT_EQ(out.code, 3) << out.err;
+  EXPECT_NE(out.err.find("records were malformed and skipped"), std::string::npos) << out.err;
+
+  const std::string config = (fs::path(test::kSourceDir) / "tests/fixtures/tiny_pipeline.yaml").string();
+  out = run_cspn({"train", "--config", config, "--data", one_bad.string(), "--format", "coco", "--skip-bad", "--quiet",
+                  "--out", (dir / "run").string(), "--set", "model.detector.enabled=false"},
+                 dir);
+  EXPECT_EQ(out.code, 0) << "train takes --skip-bad too: " << out.err;
+  EXPECT_NE(out.err.find("skipped 1 malformed record"), std::string::npos) << out.err;
 }
