@@ -91,7 +91,10 @@ struct FromYaml {
     const std::set<std::string> known(names.names.begin(), names.names.end());
     std::set<std::string> seen;
     for (const auto& item : node) {
-      const auto key = item.first.as<std::string>();
+      if (!item.first.IsScalar())
+        throw std::invalid_argument(where(origin, item.first) + ": under '" + (path.empty() ? "<root>" : path) +
+                                    "' a key is not a plain name");
+      const auto key = item.first.Scalar();
       if (!seen.insert(key).second)  // YAML forbids it; yaml-cpp would silently keep the first
         throw std::invalid_argument(where(origin, item.first) + ": key '" + path + key + "' given twice");
       if (!known.count(key)) {
@@ -124,7 +127,10 @@ template <class T>
 void require(bool ok, const std::string& key, const T& value, const std::string& expected) {
   if (!ok) {
     std::ostringstream msg;
-    msg << "config key '" << key << "' = " << nlohmann::json(value).dump() << ": expected " << expected;
+    // Bytes that are not UTF-8 (a damaged file) are shown as U+FFFD instead of failing the message.
+    msg << "config key '" << key << "' = "
+        << nlohmann::json(value).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << ": expected "
+        << expected;
     throw std::invalid_argument(msg.str());
   }
 }
@@ -146,7 +152,11 @@ void Config::load_yaml_string(const std::string& text, const std::string& origin
   } catch (const YAML::ParserException& e) {
     throw std::invalid_argument(origin + ":" + std::to_string(e.mark.line + 1) + ": " + e.msg);
   }
-  FromYaml::apply(root, *this, "", origin);
+  try {
+    FromYaml::apply(root, *this, "", origin);
+  } catch (const YAML::Exception& e) {  // a node of an unexpected shape that the checks above let through
+    throw std::invalid_argument(origin + ":" + std::to_string(e.mark.line + 1) + ": " + e.msg);
+  }
 }
 
 void Config::set(const std::string& assignment) {

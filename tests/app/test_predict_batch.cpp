@@ -199,5 +199,5 @@ TEST(PredictJsonl, KilledRunResumesWithExactlyOneLinePerImage) {
   EXPECT_EQ(jsonl_lines(out).size(), 240u);
   // A line that is not ours stops the resume with its line number instead of guessing.
   std::ofstream(out, std::ios::app) << "garbage\n";
-  EXPECT_EQ(test::run_process(command), 1);
+  EXPECT_EQ(test::run_process(command), 3) << "bad input";
 }

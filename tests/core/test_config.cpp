@@ -63,6 +63,38 @@ TEST(Config, BadValuesAreErrorsNamingTheKey) {
   EXPECT_NE(error_of([&] { transfer.validate(); }).find("train_detector.batch_size"), std::string::npos);
 }
 
+// Issue 14, cases 3 and 16: values that would allocate without end, repeated keys, non-finite
+// numbers, and shapes of YAML that the schema does not have (found by fuzz/fuzz_config.cpp).
+TEST(Config, BoundsDuplicatesAndOddYamlAreErrorsNamingTheKey) {
+  const auto error_in = [](const std::string& yaml) {
+    return error_of([&] {
+      Config cfg;
+      cfg.load_yaml_string(yaml, "c.yaml");
+      cfg.validate();
+    });
+  };
+  EXPECT_NE(error_in("model:\n  keypoints: {channels: 2000000000}\n").find("model.keypoints.channels"), std::string::npos);
+  EXPECT_NE(error_in("model:\n  keypoints: {input_size: [100000, 100000]}\n").find("model.keypoints.input_size"),
+            std::string::npos);
+  const auto twice = error_in("train:\n  lr: 0.1\n  epochs: 3\n  lr: 0.5\n");
+  EXPECT_NE(twice.find("c.yaml:4"), std::string::npos) << twice;
+  EXPECT_NE(twice.find("'train.lr' given twice"), std::string::npos) << twice;
+  EXPECT_NE(error_in("model:\n  keypoints: {sigma: .inf}\n").find("finite"), std::string::npos);
+  EXPECT_NE(error_in("model:\n  detector: {score_thresh: 1.5}\n").find("model.detector.score_thresh"), std::string::npos);
+  EXPECT_NE(error_in("train:\n  warmup_iters: -100\n").find("train.warmup_iters"), std::string::npos);
+  EXPECT_NE(error_in("model:\n  detector: {anchor_sizes: [-32, 64]}\n").find("model.detector.anchor_sizes"),
+            std::string::npos);
+  EXPECT_NE(error_in("model:\n  ? {a: 1}\n  : 3\n").find("not a plain name"), std::string::npos);
+  const auto bytes = error_in("model:\n  keypoints: {backbone: \"res\xDAnet\"}\n");
+  EXPECT_NE(bytes.find("model.keypoints.backbone"), std::string::npos) << bytes;
+  // A disabled detector's settings are not held against the run (configs/scenes.yaml without it).
+  Config landmarks_only;
+  landmarks_only.set("model.detector.enabled=false");
+  landmarks_only.set("model.detector.backbone_from_keypoints=true");
+  landmarks_only.set("model.detector.backbone=vgg16");
+  EXPECT_EQ(error_of([&] { landmarks_only.validate(); }), "");
+}
+
 TEST(Config, JsonRoundTripKeepsEveryValue) {
   Config cfg;
   cfg.set("model.keypoints.stages=3");

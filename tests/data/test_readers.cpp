@@ -388,14 +388,15 @@ TEST(ReadFld, MalformedInputNamesFileAndLine) {
        "right_collar at (180, 10) is far outside the 100x80 image",
        1,
        1},
+      // Box errors name list_bbox.txt, where the box is (issue 14, case 15).
       {"box outside image",
        box_a("img/a.jpg 2 5 102 78"),
        {},
-       "list_landmarks.txt:3",
+       "list_bbox.txt:3",
        "box [2, 5, 102, 78] lies outside the 100x80 image",
        1,
        1},
-      {"empty box", box_a("img/a.jpg 98 5 2 78"), {}, "list_landmarks.txt:3", "empty box", 1, 1},
+      {"empty box", box_a("img/a.jpg 98 5 2 78"), {}, "list_bbox.txt:3", "empty box", 1, 1},
       // The malformed box row, then its image's landmark row that lacks a box: two messages.
       {"box row short", box_a("img/a.jpg 2 5 98"), {}, "list_bbox.txt:3", "expected 5 fields", 1, 2},
       {"missing image",

@@ -239,7 +239,7 @@ TEST(Train, ResumeAfterAKillMatchesAnUninterruptedRun) {
   kill(pid, SIGKILL);
   waitpid(pid, nullptr, 0);
   ASSERT_FALSE(fs::exists(killed / "model.cspn")) << "the run finished before it was killed; nothing was tested";
-  ASSERT_EQ(test::run_process(command(killed, false)), 1) << "a second run into the same folder must refuse";
+  ASSERT_EQ(test::run_process(command(killed, false)), 2) << "a second run into the same folder must refuse (usage)";
   ASSERT_EQ(test::run_process(command(killed, true)), 0);
 
   const auto a = load_model_file((straight / "model.cspn").string());
