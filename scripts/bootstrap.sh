@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what is missing (Debian 12 packages), builds, and runs one job:
 #   scripts/bootstrap.sh demo   synthesize data, train a small model, evaluate, write a report
-#   scripts/bootstrap.sh test   the whole test suite
+#   scripts/bootstrap.sh test   the whole test suite, then each fuzz target for 30 s (ASan + UBSan)
 #   scripts/bootstrap.sh build  just install and build
 # Environment: BUILD_DIR (default build), JOBS (default 2).
 set -euo pipefail
@@ -13,7 +13,7 @@ jobs=${JOBS:-2}
 packages=(cmake ninja-build g++ ccache pkg-config
   libtorch-dev libopenblas0-openmp libopencv-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
   libspdlog-dev libcpp-httplib-dev libgtest-dev libbenchmark-dev
-  chromium chromium-driver python3-selenium wrk
+  chromium chromium-driver python3-selenium wrk clang libclang-rt-dev
   python3-torch python3-torchvision)
 missing=()
 for p in "${packages[@]}"; do
@@ -38,7 +38,9 @@ cmake --build "$build_dir" -j "$jobs"
 
 case "$mode" in
   demo) exec "$build_dir/cspn" demo ;;
-  test) exec ctest --test-dir "$build_dir" --output-on-failure -j "$jobs" ;;
+  test)
+    ctest --test-dir "$build_dir" --output-on-failure -j "$jobs"
+    JOBS=$jobs exec scripts/fuzz.sh 30 ;;
   build) ;;
   *) echo "unknown mode '$mode' (demo | test | build)" >&2; exit 2 ;;
 esac

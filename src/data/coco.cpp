@@ -41,6 +41,8 @@ double json_number(const json& v, const std::string& where, const std::string& k
 std::int64_t json_integer(const json& v, const std::string& where, const std::string& key) {
   const double d = json_number(v, where, key);
   if (d != std::floor(d)) fail(where, key + ": expected a whole number, got " + v.dump());
+  // Beyond 2^53 a double no longer holds every integer, and beyond 2^63 the conversion is undefined.
+  if (std::fabs(d) > 9007199254740992.0) fail(where, key + ": " + v.dump() + " is out of range");
   return v.is_number_integer() ? v.get<std::int64_t>() : static_cast<std::int64_t>(d);
 }
 

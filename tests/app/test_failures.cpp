@@ -320,6 +320,9 @@ TEST(Failures, CocoRecordsOutOfRangeAreRefused) {
     EXPECT_NE(e.find("width: expected 1 to"), std::string::npos) << width << ": " << e;
     EXPECT_NE(e.find("images[0]"), std::string::npos) << e;
   }
+  // Found by fuzz/fuzz_coco.cpp: a whole number beyond 2^63 was converted with undefined behaviour.
+  const auto huge_id = coco_variant(dir, "huge-id", [](nlohmann::json& d) { d["images"][0]["id"] = 1.38889e94; });
+  EXPECT_NE(error_of(huge_id).find("is out of range"), std::string::npos) << error_of(huge_id);
   const auto unknown = coco_variant(dir, "category", [](nlohmann::json& d) { d["annotations"][0]["category_id"] = 42; });
   EXPECT_NE(error_of(unknown).find("category_id 42 is not listed"), std::string::npos) << error_of(unknown);
   const auto huge = dir / "huge.json";
