@@ -209,6 +209,16 @@ TEST(Failures, DamagedModelFilesAreRefused) {
     EXPECT_NE(std::string(e.what()).find("'" + name + "'"), std::string::npos) << e.what();
   }
 
+  // Found by fuzz/fuzz_model_file.cpp: a number too large for a double in the header escaped as a
+  // JSON library exception instead of an error naming the file.
+  const auto overflow = fs::path(test::kSourceDir) / "fuzz/seeds/model_file/finding-1.cspn";
+  try {
+    load_model_file(overflow.string());
+    ADD_FAILURE() << "a damaged header was accepted";
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("finding-1.cspn"), std::string::npos) << e.what();
+  }
+
   std::string bytes = test::file_bytes(test::tiny_model());
   bytes[bytes.size() - 100] ^= 0x10;  // inside the last tensor's data
   const std::string flipped = (dir / "flipped.cspn").string();

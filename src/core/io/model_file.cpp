@@ -41,7 +41,7 @@ nlohmann::json parse_metadata(const std::map<std::string, std::string>& meta, co
   if (it == meta.end()) throw DataError(path + ": model file lacks the '" + key + "' metadata");
   try {
     return nlohmann::json::parse(it->second);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
     throw DataError(path + ": metadata '" + key + "' is not valid JSON: " + e.what());
   }
 }

@@ -541,7 +541,7 @@ StateDict read_safetensors(const std::string& path, std::map<std::string, std::s
   json j;
   try {
     j = json::parse(header);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     throw std::runtime_error(path + ": safetensors header is not valid JSON: " + e.what());
   }
   if (!j.is_object()) throw std::runtime_error(path + ": safetensors header is not a JSON object");
