@@ -320,7 +320,7 @@ struct Server::Impl {
         job->image = decode_image(bytes, "upload", opt.max_pixels);
       } catch (const ImageError& e) {
         using Kind = ImageError::Kind;
-        if (e.kind == Kind::TooLarge) throw HttpError{413, "too_many_pixels", std::string(e.what()) + " (max_pixels)"};
+        if (e.kind == Kind::TooLarge) throw HttpError{413, "too_many_pixels", std::string(e.what()) + " (--max-pixels)"};
         if (e.kind == Kind::Unsupported) throw HttpError{415, "unsupported_image", e.what()};
         throw HttpError{400, "bad_image", e.what()};
       }
@@ -331,11 +331,13 @@ struct Server::Impl {
       if (!batcher->submit(job, arrival)) {
         res.set_header("Retry-After", "1");
         throw HttpError{503, "queue_full",
-                        "queue full: " + std::to_string(opt.max_queue) + " images waiting (max_queue); retry later"};
+                        "queue full: " + std::to_string(opt.max_queue) + " images waiting (--max-queue); retry later"};
       }
       if (pending.wait_for(std::chrono::duration<double>(opt.timeout_s)) != std::future_status::ready) {
         job->abandoned = true;
-        throw HttpError{504, "timeout", "no answer within " + std::to_string(opt.timeout_s) + " s (timeout_s)"};
+        char text[96];
+        std::snprintf(text, sizeof text, "no answer within %g s (--timeout)", opt.timeout_s);
+        throw HttpError{504, "timeout", text};
       }
       const Answer answer = pending.get();
       nlohmann::json garments = nlohmann::json::array();
@@ -384,7 +386,7 @@ struct Server::Impl {
       if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
       HttpError e{res.status, "http_" + std::to_string(res.status), "HTTP " + std::to_string(res.status)};
       if (res.status == 413)
-        e = {413, "body_too_large", "body larger than " + std::to_string(opt.max_body_bytes) + " bytes (max_body_bytes)"};
+        e = {413, "body_too_large", "body larger than " + std::to_string(opt.max_body_bytes) + " bytes (--max-body-mb)"};
       else if (res.status == 404)
         e = {404, "not_found", "no such endpoint: see GET / and POST /v1/landmarks"};
       metrics.error(e.kind);
