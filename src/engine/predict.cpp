@@ -109,17 +109,19 @@ std::set<std::string> files_in_jsonl(const std::string& path) {
   std::set<std::string> done;
   std::ifstream in(path, std::ios::binary);
   if (!in) return done;
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  in.close();
-  size_t start = 0, line = 0;
-  for (size_t end; (end = text.find('\n', start)) != std::string::npos; start = end + 1) {
-    ++line;
-    const auto j = nlohmann::json::parse(text.begin() + start, text.begin() + end, nullptr, false);
+  std::streamoff complete = 0;  // bytes up to the end of the last whole line
+  size_t line_no = 0;
+  for (std::string line; std::getline(in, line);) {
+    if (in.eof()) break;  // no newline after it: cut short by a kill
+    ++line_no;
+    const auto j = nlohmann::json::parse(line, nullptr, false);
     if (j.is_discarded() || !j.is_object() || !j.contains("file") || !j["file"].is_string())
-      throw DataError(path + ":" + std::to_string(line) + ": not a line of cspn predict --jsonl; remove it to resume");
+      throw DataError(path + ":" + std::to_string(line_no) + ": not a line of cspn predict --jsonl; remove it to resume");
     done.insert(j["file"].get<std::string>());
+    complete = in.tellg();
   }
-  if (start < text.size()) fs::resize_file(path, start);
+  in.close();
+  if (static_cast<std::uintmax_t>(complete) < fs::file_size(path)) fs::resize_file(path, static_cast<std::uintmax_t>(complete));
   return done;
 }
 
