@@ -235,13 +235,11 @@ struct Pipeline::Impl {
   GarmentDetector detector;
   LandmarkPredictor landmarks;
   float min_score;
-  bool flip;  // the model's test.flip
 };
 
 Pipeline::Pipeline(const ModelFile& file, torch::Device device)
     : impl_(std::make_unique<Impl>(Impl{GarmentDetector::from_model_file(file, device),
-                                        LandmarkPredictor::from_model_file(file, device), file.config.test.min_score,
-                                        file.config.test.flip})) {}
+                                        LandmarkPredictor::from_model_file(file, device), file.config.test.min_score})) {}
 Pipeline::~Pipeline() = default;
 Pipeline::Pipeline(Pipeline&&) noexcept = default;
 Pipeline& Pipeline::operator=(Pipeline&&) noexcept = default;
@@ -292,7 +290,7 @@ std::vector<std::vector<GarmentPrediction>> Pipeline::predict(const std::vector<
       s.height = images[i].rows;
       frames.samples.push_back(s);
       const PredictOptions& o = option(i);
-      if (o.flip.value_or(impl_->flip) != flip) continue;
+      if (o.flip.value_or(config().test.flip) != flip) continue;
       decoded.emplace(static_cast<int>(i), images[i]);
       const float min_score = o.min_score.value_or(impl_->min_score);
       int kept = 0;
@@ -305,11 +303,9 @@ std::vector<std::vector<GarmentPrediction>> Pipeline::predict(const std::vector<
     }
     if (jobs.empty()) continue;
     crops += static_cast<int>(jobs.size());
-    LandmarkPredictor& landmarks = impl_->landmarks;
-    landmarks.set_flip(flip);
-    const Config& cfg = landmarks.config();
+    const Config& cfg = config();
     CropBatcher batcher(frames, jobs, cfg, false, std::move(decoded));
-    const auto predictions = landmarks.predict_jobs(batcher);
+    const auto predictions = impl_->landmarks.predict_jobs(batcher, {}, false, flip);
     auto c = predictions.coords.accessor<float, 3>();
     auto s = predictions.scores.accessor<float, 2>();
     for (size_t j = 0; j < jobs.size(); ++j) {
@@ -320,7 +316,6 @@ std::vector<std::vector<GarmentPrediction>> Pipeline::predict(const std::vector<
       out[jobs[j].sample].push_back(std::move(g));
     }
   }
-  impl_->landmarks.set_flip(impl_->flip);
   if (timings) *timings = {detector_ms, ms_since(landmarks_start), crops};
   return out;
 }

@@ -20,15 +20,17 @@ LandmarkPredictor LandmarkPredictor::from_model_file(const ModelFile& file, torc
   return LandmarkPredictor(net, file.config, file.schema, device);
 }
 
-LandmarkPredictions LandmarkPredictor::predict_crops(const torch::Tensor& images, bool all_stages) {
+LandmarkPredictions LandmarkPredictor::predict_crops(const torch::Tensor& images, bool all_stages,
+                                                     std::optional<bool> flip) {
+  const bool flipped = flip.value_or(cfg_.test.flip);
   torch::NoGradGuard no_grad;
   auto x = images.to(device_);
   const int64_t b = x.size(0);
-  auto stages = net_->forward(cfg_.test.flip ? torch::cat({x, x.flip({3})}) : x).stages;
+  auto stages = net_->forward(flipped ? torch::cat({x, x.flip({3})}) : x).stages;
   if (!all_stages) stages.erase(stages.begin(), stages.end() - 1);
   LandmarkPredictions out;
   for (auto& heatmaps : stages) {
-    if (cfg_.test.flip)
+    if (flipped)
       heatmaps = 0.5 * (heatmaps.slice(0, 0, b) + HeatmapCodec::unflip(heatmaps.slice(0, b), schema_.flip));
     auto [coords, scores] = codec_.decode(heatmaps, cfg_.test.decode);
     out.coords = coords.cpu();
@@ -40,7 +42,7 @@ LandmarkPredictions LandmarkPredictor::predict_crops(const torch::Tensor& images
 
 LandmarkPredictions LandmarkPredictor::predict_jobs(const CropBatcher& batcher,
                                                     const std::function<void(size_t, size_t)>& progress,
-                                                    bool all_stages) {
+                                                    bool all_stages, std::optional<bool> flip) {
   const size_t n = batcher.size(), bs = static_cast<size_t>(cfg_.test.batch_size);
   const size_t batches = (n + bs - 1) / bs;
   const int64_t k = schema_.num_landmarks();
@@ -56,7 +58,7 @@ LandmarkPredictions LandmarkPredictor::predict_jobs(const CropBatcher& batcher,
       batches, cfg_.data.workers, cfg_.data.prefetch);
   size_t done = 0;
   while (auto batch = loader.next()) {
-    const auto crops = predict_crops(batch->images, all_stages);
+    const auto crops = predict_crops(batch->images, all_stages, flip);
     auto rows = torch::tensor(std::vector<int64_t>(batch->jobs.begin(), batch->jobs.end()));
     out.coords.index_copy_(0, rows, HeatmapCodec::to_image(crops.coords, batch->crop_to_image));
     out.scores.index_copy_(0, rows, crops.scores);

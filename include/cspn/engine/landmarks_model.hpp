@@ -1,6 +1,7 @@
 #pragma once
 // The landmark half at inference: a CSPN network with its codec, schema and test settings, turning
 // garment crops into landmarks; and the mean-shape baseline every model must beat.
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -31,18 +32,18 @@ class LandmarkPredictor {
   // images [B,3,H,W] crops (any device) -> landmarks in crop pixels, on the CPU; every stage's
   // too with all_stages. With test.flip the mirrored crops run in the same batch and each stage's
   // heatmaps are averaged.
-  LandmarkPredictions predict_crops(const torch::Tensor& images, bool all_stages = false);
+  // `flip` overrides test.flip for this call.
+  LandmarkPredictions predict_crops(const torch::Tensor& images, bool all_stages = false,
+                                    std::optional<bool> flip = std::nullopt);
 
   // Every job's landmarks in image pixels (N = J jobs). progress(done, total) after each batch.
   LandmarkPredictions predict_jobs(const CropBatcher& batcher, const std::function<void(size_t, size_t)>& progress = {},
-                                   bool all_stages = false);
+                                   bool all_stages = false, std::optional<bool> flip = std::nullopt);
 
   CSPNNet& net() { return net_; }
   const Config& config() const { return cfg_; }
   const LandmarkSchema& schema() const { return schema_; }
   torch::Device device() const { return device_; }
-  // Overrides test.flip for the following calls.
-  void set_flip(bool on) { cfg_.test.flip = on; }
 
  private:
   CSPNNet net_;
