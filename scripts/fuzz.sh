@@ -15,8 +15,7 @@ build=${BUILD_DIR:-build-fuzz}
 jobs=${JOBS:-2}
 shared=../shared/data
 
-CC=clang CXX=clang++ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCSPN_FUZZ=ON \
-  -DCSPN_BUILD_TESTS=OFF >/dev/null
+CC=clang CXX=clang++ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCSPN_FUZZ=ON >/dev/null
 cmake --build "$build" -j "$jobs" --target "${targets[@]/#/fuzz_}"
 
 # Seeds: ours, and the real files of ../shared/data (copied into the run's corpus, not the repo).

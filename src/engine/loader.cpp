@@ -7,6 +7,7 @@
 
 #include <opencv2/imgcodecs.hpp>
 
+#include "cspn/data/jpeg.hpp"
 #include "cspn/data/readers.hpp"
 #include "cspn/engine/crop.hpp"
 #include "cspn/io/atomic_file.hpp"
@@ -50,6 +51,8 @@ cv::Mat decode_image(const std::string& bytes, const std::string& name, long max
   std::istream in(&buffer);
   check_pixels(image_size(in, name), name, max_pixels);  // throws ImageError on empty, unknown or corrupt headers
   check_complete(in, name);
+  if (bytes.size() >= 2 && static_cast<unsigned char>(bytes[0]) == 0xFF && static_cast<unsigned char>(bytes[1]) == 0xD8)
+    return decode_jpeg(bytes, name);  // refuses damaged data that cv::imdecode would pass with a warning
   const cv::Mat encoded(1, static_cast<int>(bytes.size()), CV_8U, const_cast<char*>(bytes.data()));
   cv::Mat image = cv::imdecode(encoded, cv::IMREAD_COLOR);
   if (image.empty()) throw ImageError(ImageError::Kind::Corrupt, name + ": cannot decode image (corrupt or truncated file?)");
