@@ -18,6 +18,7 @@
 #include "cspn/detect/faster_rcnn.hpp"
 #include "cspn/engine/predict.hpp"
 #include "cspn/engine/progress.hpp"
+#include "cspn/engine/bench_pipeline.hpp"
 #include "cspn/engine/run.hpp"
 #include "cspn/engine/train.hpp"
 #include "cspn/io/atomic_file.hpp"
@@ -53,6 +54,14 @@ Config make_config(const std::string& file, const std::vector<std::string>& sets
   for (const auto& s : sets) cfg.set(s);
   cfg.validate();
   return cfg;
+}
+
+// A model file with `--set` overrides of its settings (e.g. test.precision=bfloat16), validated.
+ModelFile load_model_with(const std::string& path, const std::vector<std::string>& sets) {
+  ModelFile model = load_model_file(path);
+  for (const auto& s : sets) model.config.set(s);
+  model.config.validate();
+  return model;
 }
 
 int run_synth(const std::string& out, SynthOptions opt) {
@@ -107,9 +116,7 @@ int run_eval(const std::string& model_path, const std::string& data, const std::
     result.metrics["model"] = "mean-shape";
   } else {
     if (model_path.empty()) throw std::invalid_argument("cspn eval needs --model FILE (or --baseline mean-shape)");
-    ModelFile model = load_model_file(model_path);
-    for (const auto& s : sets) model.config.set(s);
-    model.config.validate();
+    const ModelFile model = load_model_with(model_path, sets);
     const Dataset test = load_split(data, format, split, model.config, skip_bad);
     const nlohmann::json skipped = report_skipped(test);
     result = evaluate_model(model, test, opt);
@@ -129,6 +136,7 @@ int run_eval(const std::string& model_path, const std::string& data, const std::
 struct PredictCommand {
   std::vector<std::string> inputs;
   std::string list, json, jsonl, shard, device = "cpu";
+  std::vector<std::string> sets;
   float min_score = -1;
   PredictFilesOptions opt;
 };
@@ -137,7 +145,7 @@ int run_predict(const std::string& model_path, const PredictCommand& cmd) {
   if (std::isnan(cmd.min_score)) throw std::invalid_argument("--min-score nan: expected a number from 0 to 1");
   for (const std::string& out : {cmd.json, cmd.jsonl})
     if (!out.empty()) check_writable(out);
-  const ModelFile model = load_model_file(model_path);
+  const ModelFile model = load_model_with(model_path, cmd.sets);
   Pipeline pipeline(model, torch::Device(cmd.device));
   if (cmd.min_score >= 0) pipeline.set_min_score(cmd.min_score);
   std::vector<std::string> files = image_files(cmd.inputs);
@@ -188,8 +196,8 @@ sigset_t block_stop_signals() {
   return signals;
 }
 
-int run_serve(const std::string& model_path, const std::string& device, const std::string& token_file,
-              ServeOptions opt, sigset_t signals) {
+int run_serve(const std::string& model_path, const std::vector<std::string>& sets, const std::string& device,
+              const std::string& token_file, ServeOptions opt, sigset_t signals) {
   if (!token_file.empty()) {
     std::ifstream in(token_file);
     if (!in) throw std::invalid_argument("--token-file " + token_file + ": cannot read");
@@ -197,7 +205,7 @@ int run_serve(const std::string& model_path, const std::string& device, const st
     while (!opt.token.empty() && std::isspace(static_cast<unsigned char>(opt.token.back()))) opt.token.pop_back();
     if (opt.token.empty()) throw std::invalid_argument("--token-file " + token_file + ": the first line is empty");
   }
-  const ModelFile model = load_model_file(model_path);
+  const ModelFile model = load_model_with(model_path, sets);
   Pipeline pipeline(model, torch::Device(device));
   Server server(pipeline, opt);
   const int port = server.bind();
@@ -325,6 +333,7 @@ int main(int argc, char** argv) {
   predict->add_option("--min-score", pc.min_score,
                       "report garments detected with at least this score (default: the model's test.min_score, 0.5)")
       ->check(CLI::Range(0.0, 1.0));
+  predict->add_option("--set", pc.sets, "override a setting of the model, e.g. test.precision=bfloat16 or test.flip=false");
   predict->add_flag("--quiet", quiet, "no progress bar");
   predict->add_option("inputs", pc.inputs, "image files or folders (searched recursively)");
 
@@ -346,6 +355,7 @@ int main(int argc, char** argv) {
   serve->add_option("--token-file", token_file, "require 'Authorization: Bearer TOKEN', TOKEN the file's first line")
       ->check(CLI::ExistingFile);
   serve->add_option("--device", serve_device, "cpu | cuda | cuda:N");
+  serve->add_option("--set", sets, "override a setting of the model, e.g. test.precision=bfloat16");
 
   auto* info = app.add_subcommand("info", "parameters and GFLOPs per stage of a model or config");
   auto* info_model = info->add_option("--model", model_path, "model file")->check(CLI::ExistingFile);
@@ -365,10 +375,22 @@ int main(int argc, char** argv) {
   bench->add_option("--json", bench_json, "write the results as JSON here");
   PipelineBenchOptions pipeline_opt;
   std::vector<std::string> bench_parts{"landmarks", "pipeline"};
+  std::string bench_io;
   bench->add_option("--parts", bench_parts, "what to time: landmarks (network per crop), pipeline (per image)")
       ->check(CLI::IsMember({"landmarks", "pipeline"}));
-  bench->add_option("--image-sizes", pipeline_opt.sizes, "pipeline: detector input sizes (shorter side)");
+  auto* bench_model = bench->add_option("--model", pipeline_opt.model, "pipeline: a trained model file (default: untrained weights)")
+                          ->check(CLI::ExistingFile);
+  bench->add_option("--config", pipeline_opt.config, "pipeline: time untrained weights of this config")
+      ->check(CLI::ExistingFile)->excludes(bench_model);
+  bench->add_option("--set", pipeline_opt.sets, "pipeline: override a key of the model's or config's settings, e.g. test.precision=bfloat16");
+  bench->add_option("--images", pipeline_opt.images, "pipeline: time these photos (a folder; default: synthetic images)")
+      ->check(CLI::ExistingDirectory);
+  bench->add_option("--image-sizes", pipeline_opt.sizes, "pipeline: detector input sizes, shorter side (default: the model's)");
+  bench->add_option("--image-batches", pipeline_opt.batches, "pipeline: images per call for the throughput column")
+      ->check(CLI::Range(1, 256));
   bench->add_option("--garments", pipeline_opt.garments, "pipeline: garments per image")->check(CLI::PositiveNumber);
+  bench->add_option("--io", bench_io, "pipeline: write a seeded crop batch and the landmark network's heatmaps per "
+                                      "stage to this safetensors file (to check another implementation against)");
 
   auto* demo = app.add_subcommand("demo", "synthesize scenes, train both halves, find garments in photos, write a report");
   DemoOptions demo_opt;
@@ -402,7 +424,7 @@ int main(int argc, char** argv) {
     }
     if (*serve) {
       serve_opt.max_body_bytes = static_cast<size_t>(max_body_mb * (1 << 20));
-      return run_serve(model_path, serve_device, token_file, serve_opt, stop_signals);
+      return run_serve(model_path, sets, serve_device, token_file, serve_opt, stop_signals);
     }
     if (*info) {
       if (model_path.empty() && config.empty()) throw std::invalid_argument("cspn info needs --model FILE or --config FILE");
@@ -420,6 +442,8 @@ int main(int argc, char** argv) {
         pipeline_opt.iters = bench_opt.iters;
         pipeline_opt.input_size = bench_opt.input_size;
         result["pipeline"] = bench_pipeline(pipeline_opt, std::cout);
+        result["landmark_network"] = bench_landmark_gflops(pipeline_opt, std::cout);
+        if (!bench_io.empty()) write_landmark_io(pipeline_opt, bench_io);
       }
       if (!bench_json.empty()) write_json(bench_json, result);
       return 0;

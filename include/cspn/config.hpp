@@ -168,11 +168,13 @@ struct TestConfig {
                                   // (1.0 = a perfect target's centre) reaches this
   float min_score = 0.5f;         // predict reports the garments whose detection score reaches
                                   // this (eval scores every detection)
+  std::string precision = "float32";  // the landmark network at inference: float32 | bfloat16 (CPUs
+                                      // with AVX512-BF16 or AMX, and GPUs) | float16 (GPUs)
   template <class V> void visit(V& v) {
     v("flip", flip); v("decode", decode); v("batch_size", batch_size);
     v("detector_batch_size", detector_batch_size); v("detector_flip", detector_flip);
     v("visible_score", visible_score);
-    v("min_score", min_score);
+    v("min_score", min_score); v("precision", precision);
   }
 };
 

@@ -263,6 +263,8 @@ void Config::validate() const {
           test.detector_batch_size, "1 to 1024");
   require(test.visible_score >= 0 && test.visible_score <= 1, "test.visible_score", test.visible_score, "in [0, 1]");
   require(test.min_score >= 0 && test.min_score <= 1, "test.min_score", test.min_score, "in [0, 1]");
+  require(test.precision == "float32" || test.precision == "bfloat16" || test.precision == "float16", "test.precision",
+          test.precision, "float32, bfloat16 or float16");
 }
 
 nlohmann::json Config::to_json() const {

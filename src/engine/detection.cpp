@@ -115,6 +115,7 @@ GarmentDetector GarmentDetector::from_model_file(const ModelFile& file, torch::D
   const LoadReport report = load_state_dict(*net, file.tensors, "detector.");
   if (!report.missing.empty() || !report.mismatched.empty())
     throw std::runtime_error("model file does not match its own detector config:\n" + report.summary());
+  use_channels_last(*net);
   return GarmentDetector(net, file.config, file.schema, device);
 }
 
@@ -130,7 +131,9 @@ std::vector<std::vector<DetectedGarment>> GarmentDetector::detect(const std::vec
       const cv::Size size = resized_size(chunk[i], scales[i]);
       sizes.push_back({size.height, size.width});
     }
-    const auto detections = net_->detect(detector_input(chunk, scales).to(device_), sizes, cfg_.test.detector_flip);
+    c10::InferenceMode inference;
+    const auto input = detector_input(chunk, scales).to(device_).contiguous(torch::MemoryFormat::ChannelsLast);
+    const auto detections = net_->detect(input, sizes, cfg_.test.detector_flip);
     for (size_t i = 0; i < chunk.size(); ++i) {
       const auto boxes = (detections[i].boxes.cpu() / scales[i]).contiguous();
       const auto scores = detections[i].scores.cpu().contiguous();

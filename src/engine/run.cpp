@@ -263,63 +263,6 @@ void write_report(const std::string& dir, const ModelFile& model, const Dataset&
     write_image((out / "examples" / fs::path(few.samples[sample].image).filename()).string(), img);
 }
 
-nlohmann::json bench_pipeline(const PipelineBenchOptions& opt, std::ostream& out) {
-  const torch::Device device(opt.device);
-  if (device.is_cuda() && !torch::cuda::is_available())
-    throw std::invalid_argument("--device " + opt.device + ": no CUDA device available");
-  nlohmann::json result = nlohmann::json::array();
-  char line[256];
-  std::snprintf(line, sizeof line, "%-12s %10s %14s %18s %14s %10s\n", "image", "garments", "detector ms",
-                "detector+flip ms", "pipeline ms", "images/s");
-  out << "whole pipeline per image: detector " << opt.detector << ", landmarks " << opt.backbone << " " << opt.stages
-      << " stages " << opt.input_size[0] << "x" << opt.input_size[1]
-      << ", flip test in both (the pipeline column), untrained weights\n"
-      << line << std::flush;
-  for (int size : opt.sizes) {
-    ModelFile file;
-    file.schema = LandmarkSchema::deepfashion();
-    auto& d = file.config.model.detector;
-    d.enabled = true;
-    d.backbone = opt.detector;
-    d.min_size = size;
-    d.max_size = size * 4 / 3;
-    d.score_thresh = 0.0f;  // untrained scores are arbitrary: keep exactly `garments` boxes per image
-    d.detections_per_image = opt.garments;
-    file.config.test.min_score = 0.0f;
-    auto& k = file.config.model.keypoints;
-    k.backbone = opt.backbone;
-    k.stages = opt.stages;
-    k.input_size = opt.input_size;
-    file.config.data.workers = 0;
-    file.config.validate();
-    FasterRCNN detector(d, file.schema.num_categories() + 1);
-    CSPNNet landmarks(k, file.schema.num_landmarks());
-    for (auto& [name, t] : state_dict(*detector)) file.tensors.emplace_back("detector." + name, t);
-    for (auto& [name, t] : state_dict(*landmarks)) file.tensors.emplace_back("keypoints." + name, t);
-    Pipeline pipeline(file, device);  // test.detector_flip as configured (the default: on)
-    file.config.test.detector_flip = false;
-    Pipeline unflipped(file, device);
-
-    cv::Mat image(size, size * 4 / 3, CV_8UC3);
-    cv::randu(image, cv::Scalar::all(0), cv::Scalar::all(255));
-    cv::GaussianBlur(image, image, cv::Size(0, 0), 3.0);
-    const std::vector<cv::Mat> images{image};
-    size_t garments = 0;
-    const double detector_ms = median_ms([&] { unflipped.detector().detect(images); }, opt.iters, device.is_cuda());
-    const double flip_ms = median_ms([&] { pipeline.detector().detect(images); }, opt.iters, device.is_cuda());
-    const double pipeline_ms =
-        median_ms([&] { garments = pipeline.predict(images)[0].size(); }, opt.iters, device.is_cuda());
-    char size_text[32];
-    std::snprintf(size_text, sizeof size_text, "%dx%d", image.cols, image.rows);
-    std::snprintf(line, sizeof line, "%-12s %10zu %14.1f %18.1f %14.1f %10.2f\n", size_text, garments, detector_ms,
-                  flip_ms, pipeline_ms, 1000.0 / pipeline_ms);
-    out << line << std::flush;
-    result.push_back({{"image", {image.cols, image.rows}}, {"garments", garments}, {"detector_ms", detector_ms},
-                      {"detector_flip_ms", flip_ms}, {"pipeline_ms", pipeline_ms}});
-  }
-  return result;
-}
-
 namespace {
 
 std::string html_escape(const std::string& text) {

@@ -113,7 +113,8 @@ class JsonLog {
   std::ofstream out_;
 };
 
-nlohmann::json validate(CSPNNet& net, const Config& cfg, const Dataset& val, torch::Device device) {
+nlohmann::json validate(CSPNNet& net, Config cfg, const Dataset& val, torch::Device device) {
+  cfg.test.precision = "float32";  // the network being trained stays in float32
   LandmarkPredictor predictor(net, cfg, val.schema, device);
   CropBatcher batcher(val, CropBatcher::ground_truth_jobs(val), cfg, false);
   std::vector<CropJob> jobs(batcher.size());

@@ -46,21 +46,6 @@ EvalResult evaluate_mean_shape(const Dataset& train, const Dataset& test);
 void write_report(const std::string& dir, const ModelFile& model, const Dataset& test, const EvalResult& result,
                   const std::string& run_log, int examples, const std::string& device);
 
-struct PipelineBenchOptions {
-  std::vector<int> sizes{320, 608};   // detector input: shorter image side (4:3 images)
-  int garments = 2;                   // detections kept per image (score threshold 0)
-  std::string detector = "resnet18";  // detector backbone
-  std::string backbone = "resnet50";  // landmark network backbone
-  int stages = 4;
-  std::vector<int> input_size{256, 192};
-  std::string device = "cpu";
-  int iters = 5;
-};
-
-// Latency per image of the detector alone and of the whole pipeline (decode excluded: detector,
-// crops, landmark network with flip test, decoding), untrained weights, on textured noise images.
-// Prints a table to `out` and returns the measurements.
-nlohmann::json bench_pipeline(const PipelineBenchOptions& opt, std::ostream& out);
 
 struct DemoOptions {
   std::string out_dir = "cspn-demo";  // scenes/, run-N/ and report-N/ go here
