@@ -139,9 +139,10 @@ nlohmann::json bench_pipeline(const PipelineBenchOptions& opt, std::ostream& out
     const int input_w = static_cast<int>(std::lround(images[0].cols * scale));
     const int input_h = static_cast<int>(std::lround(images[0].rows * scale));
     size_t garments = 0;
+    for (const auto& m : images) garments += pipeline.predict({m}, options)[0].size();
     const auto detector = time_each(images, opt.iters, cuda, [&](const cv::Mat& m) { unflipped.detector().detect({m}); });
     const auto detector_flip = time_each(images, opt.iters, cuda, [&](const cv::Mat& m) { pipeline.detector().detect({m}); });
-    const auto whole = time_each(images, opt.iters, cuda, [&](const cv::Mat& m) { garments += pipeline.predict({m}, options)[0].size(); });
+    const auto whole = time_each(images, opt.iters, cuda, [&](const cv::Mat& m) { pipeline.predict({m}, options); });
     const double pipeline_ms = percentile(whole, 0.5);
 
     nlohmann::json throughput = nlohmann::json::array();
@@ -167,7 +168,7 @@ nlohmann::json bench_pipeline(const PipelineBenchOptions& opt, std::ostream& out
     rows.push_back({{"image", {images[0].cols, images[0].rows}},
                     {"images", images.size()},
                     {"detector_input", {input_w, input_h}},
-                    {"garments", static_cast<double>(garments) / static_cast<double>(whole.size())},
+                    {"garments", static_cast<double>(garments) / static_cast<double>(images.size())},
                     {"detector_ms", percentile(detector, 0.5)},
                     {"detector_flip_ms", percentile(detector_flip, 0.5)},
                     {"pipeline_ms", pipeline_ms},

@@ -1,0 +1,343 @@
+#!/usr/bin/python3
+"""CSPN side by side with what a user would run instead, in one run, on the same photos, resized to
+the same detector input, with the same thread count:
+
+  - our whole pipeline (`cspn bench --parts pipeline`): the fast configuration (configs/robot.yaml,
+    or a trained model file with --fast-model) in float32 and bfloat16, and the paper's
+    (configs/paper.yaml: VGG16 Faster R-CNN with RoI pooling + ResNet-101, 4 stages);
+  - torchvision's Keypoint R-CNN (keypointrcnn_resnet50_fpn, random weights: the cost does not depend
+    on them), keeping as many detections per image as ours;
+  - our landmark network written in PyTorch (bench/cspn_torch.py), loaded with the same weights; its
+    outputs must match the C++ network's (checked first), and its time is the baseline.
+
+Prints the tables, writes OUT/side_by_side.json and OUT/side_by_side.png. Run it with the system
+Python, which has Debian's torch and torchvision:
+
+  /usr/bin/python3 bench/side_by_side.py [--fast-model run/model.cspn] [--out bench-results]
+  /usr/bin/python3 bench/side_by_side.py --check-io FILE     (parity of `cspn bench --io FILE` only)
+"""
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def log(*args):
+    print(*args, file=sys.stderr, flush=True)
+
+
+def percentile(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))]
+
+
+def timed(fn, iters, warmup=2):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def blas_library():
+    """The BLAS library LibTorch's matrix products go through, as mapped into this process."""
+    import torch
+    torch.mm(torch.ones(64, 64), torch.ones(64, 64))
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            path = line.split()[-1]
+            if "blas" in os.path.basename(path):
+                return os.path.realpath(path)
+    return ""
+
+
+# ---------------------------------------------------------------- parts run in their own process
+
+
+def check_io(path):
+    """Max |PyTorch - C++| relative to the largest C++ value, per stage."""
+    import torch
+    sys.path.insert(0, HERE)
+    import cspn_torch
+    net, _ = cspn_torch.load_model_file(path)
+    tensors, _ = cspn_torch.read_safetensors(path)
+    with torch.inference_mode():
+        outputs = net(tensors["input"])
+    errors = []
+    for s, out in enumerate(outputs, 1):
+        reference = tensors[f"stage{s}"]
+        errors.append(float((out - reference).abs().max() / reference.abs().max().clamp_min(1e-12)))
+    return errors
+
+
+def part_krcnn(args):
+    """torchvision's Keypoint R-CNN on the photos: latency at batch 1, throughput by batch, memory."""
+    import torch
+    import torchvision
+    from torchvision.io import read_image
+    torch.set_num_threads(args.threads)
+    model = torchvision.models.detection.keypointrcnn_resnet50_fpn(
+        weights=None, weights_backbone=None, num_keypoints=8, min_size=args.size, max_size=args.size * 4 // 3,
+        box_detections_per_img=args.garments, box_score_thresh=0.0).eval()
+    photos = [read_image(os.path.join(args.photos, f)).float() / 255 for f in sorted(os.listdir(args.photos))]
+    detections = []
+    with torch.inference_mode():
+        for image in photos:  # warm-up pass, counting detections
+            detections.append(len(model([image])[0]["boxes"]))
+        times = []
+        for _ in range(args.iters):
+            for image in photos:
+                start = time.perf_counter()
+                model([image])
+                times.append((time.perf_counter() - start) * 1000)
+        throughput = []
+        for batch in args.batches:
+            images = [photos[i % len(photos)] for i in range(batch)]
+            ms = timed(lambda: model(images), args.iters, warmup=1) if batch > 1 else statistics.median(times)
+            throughput.append({"batch": batch, "images_per_s": batch * 1000 / ms})
+    return {"pipeline_ms": statistics.median(times), "pipeline_p90_ms": percentile(times, 0.9),
+            "garments": sum(detections) / len(detections), "throughput": throughput,
+            "best_images_per_s": max(t["images_per_s"] for t in throughput), "peak_rss_mb": peak_rss_mb()}
+
+
+def part_torch_cspn(args):
+    """Our landmark network in PyTorch: parity with the C++ outputs, inference and a training step."""
+    import torch
+    import torch.nn.functional as F
+    sys.path.insert(0, HERE)
+    import cspn_torch
+    torch.set_num_threads(args.threads)
+    errors = check_io(args.io)
+    net, config = cspn_torch.load_model_file(args.io)
+    h, w = config["model"]["keypoints"]["input_size"]
+    result = {"parity_max_relative_error": errors, "inference": []}
+    with torch.inference_mode():
+        for batch in (1, 16):
+            x = torch.randn(batch, 3, h, w)
+            backbone_ms = timed(lambda: net.features(x), args.iters)
+            network_ms = timed(lambda: net(x), args.iters)
+            result["inference"].append({"batch": batch, "backbone_ms": backbone_ms, "network_ms": network_ms,
+                                        "ms_per_crop": network_ms / batch})
+    # A training step as a PyTorch user would write it: L2 on stage 1, L2 with online hard keypoint
+    # mining (top 4) on the later stages, the GlobalNet heads supervised too, Adam.
+    batch = config["train"]["batch_size"]
+    net.train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
+    x = torch.randn(batch, 3, h, w)
+    target = torch.rand(batch, net.stage1.head.out_channels, h // 4, w // 4)
+
+    def step():
+        optimizer.zero_grad()
+        features = net.features(x)
+        encoder, decoder, heatmaps = net.stage1(features)
+        pyramid = cspn_torch.top_down(encoder)
+        loss = F.mse_loss(heatmaps, target)
+        for head, p in zip(net.stage1.global_head, pyramid):
+            loss = loss + F.mse_loss(cspn_torch.resize_to(head(p), heatmaps), target)
+        for s in range(2, net.stages + 1):
+            encoder, decoder, heatmaps = getattr(net, f"stage{s}")(encoder, decoder, heatmaps)
+            per_landmark = ((heatmaps - target) ** 2).mean(dim=(2, 3))
+            loss = loss + per_landmark.topk(min(4, per_landmark.shape[1]), dim=1).values.mean()
+        loss.backward()
+        optimizer.step()
+
+    result["train_step"] = {"batch": batch, "ms": timed(step, args.iters, warmup=1)}
+    result["peak_rss_mb"] = peak_rss_mb()
+    return result
+
+
+# ---------------------------------------------------------------- the driver
+
+
+def run_part(name, args, extra):
+    command = [sys.executable, os.path.abspath(__file__), "--part", name, "--threads", str(args.threads),
+               "--iters", str(args.iters), "--size", str(args.size), "--garments", str(args.garments)] + extra
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    done = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
+    return json.loads(done.stdout)
+
+
+def run_cspn(args, name, extra, photos):
+    out = os.path.join(args.out, f"cspn-{name}.json")
+    command = [args.cspn, "bench", "--parts", "pipeline", "--threads", str(args.threads), "--iters", str(args.iters),
+               "--garments", str(args.garments), "--images", photos, "--image-sizes", str(args.size),
+               "--json", out] + extra
+    log("$ " + " ".join(command))
+    subprocess.run(command, check=True, stdout=sys.stderr)
+    with open(out) as f:
+        return json.load(f)
+
+
+def photo_folder(source, count, folder):
+    """A folder of links to the first `count` photos of `source` (sorted by name)."""
+    os.makedirs(folder, exist_ok=True)
+    for old in os.listdir(folder):
+        os.unlink(os.path.join(folder, old))
+    names = sorted(f for f in os.listdir(source) if f.lower().endswith((".jpg", ".jpeg", ".png")))[:count]
+    if not names:
+        sys.exit(f"error: no photos in {source}")
+    for name in names:
+        os.symlink(os.path.abspath(os.path.join(source, name)), os.path.join(folder, name))
+    return folder
+
+
+def chart(summary, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("no matplotlib (Debian: python3-matplotlib): chart skipped")
+        return False
+    rows = summary["pipeline"]
+    names = [r["name"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    left.barh(names, [r["pipeline_ms"] for r in rows], color="#4a7bb7")
+    left.set_xlabel("ms per image, batch 1 (median)")
+    left.set_title("whole pipeline, detector input %dx%d" % tuple(summary["detector_input"]))
+    left.invert_yaxis()
+    nets = summary["landmark_network"]
+    labels = [f"{r['implementation']} b{r['batch']}" for r in nets]
+    right.barh(labels, [r["ms_per_crop"] for r in nets], color="#d08c2b")
+    right.set_xlabel("ms per crop")
+    right.set_title("landmark network")
+    right.invert_yaxis()
+    fig.suptitle(f"{summary['threads']} CPU threads, {summary['photos']} photos")
+    fig.tight_layout()
+    fig.savefig(path + ".tmp.png", dpi=110)
+    os.replace(path + ".tmp.png", path)
+    return True
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cspn", default=os.path.join(ROOT, "build", "cspn"))
+    parser.add_argument("--photos", default=os.path.join(ROOT, "..", "shared", "data", "ziegler_robot_landmarks"))
+    parser.add_argument("--count", type=int, default=36, help="photos timed (the paper configuration takes 8)")
+    parser.add_argument("--fast-model", help="a trained model file for the fast configuration "
+                                             "(default: untrained weights of configs/robot.yaml)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--iters", type=int, default=3, help="timed passes over the photos")
+    parser.add_argument("--size", type=int, default=240, help="detector input, shorter side (longer: 4/3 of it)")
+    parser.add_argument("--garments", type=int, default=1, help="garments per image, for every contender")
+    parser.add_argument("--out", default="bench-results")
+    parser.add_argument("--skip-paper", action="store_true", help="leave out the (slow) paper configuration")
+    parser.add_argument("--check-io", metavar="FILE", help="only compare bench/cspn_torch.py with `cspn bench --io FILE`")
+    parser.add_argument("--part", help=argparse.SUPPRESS)
+    parser.add_argument("--io", help=argparse.SUPPRESS)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.check_io:
+        try:
+            import torchvision  # noqa: F401 (the PyTorch port builds its backbone from torchvision)
+        except ImportError as e:
+            print(f"skipped: {e} (Debian: python3-torch python3-torchvision)")
+            sys.exit(77)
+        errors = check_io(args.check_io)
+        print("PyTorch vs C++, max relative error per stage: " + ", ".join(f"{e:.2e}" for e in errors))
+        sys.exit(0 if max(errors) < 1e-4 else 1)
+    if args.part:
+        print(json.dumps({"krcnn": part_krcnn, "torch-cspn": part_torch_cspn}[args.part](args)))
+        return
+
+    os.makedirs(args.out, exist_ok=True)
+    blas = blas_library()
+    log(f"BLAS: {blas or 'none found'}")
+    if "openblas" not in blas:
+        log("warning: LibTorch's matrix products do not go through OpenBLAS (install libopenblas0-openmp): "
+            "Keypoint R-CNN's box head will be far slower than it should")
+    photos = photo_folder(args.photos, args.count, os.path.join(args.out, "photos"))
+    fast = ["--model", args.fast_model] if args.fast_model else ["--config", os.path.join(ROOT, "configs", "robot.yaml")]
+    io = os.path.join(args.out, "fast-io.safetensors")
+
+    runs = {"fast": run_cspn(args, "fast", fast + ["--image-batches", "1", "4", "16", "--io", io], photos),
+            "fast-bf16": run_cspn(args, "fast-bf16", fast + ["--image-batches", "1", "--set", "test.precision=bfloat16"],
+                                  photos)}
+    if not args.skip_paper:
+        paper_photos = photo_folder(args.photos, min(args.count, 8), os.path.join(args.out, "photos-paper"))
+        runs["paper"] = run_cspn(args, "paper", ["--config", os.path.join(ROOT, "configs", "paper.yaml"),
+                                                 "--image-batches", "1", "4"], paper_photos)
+    log("Keypoint R-CNN ...")
+    krcnn = run_part("krcnn", args, ["--photos", photos])
+    log("PyTorch CSPN ...")
+    torch_cspn = run_part("torch-cspn", args, ["--io", io])
+
+    detector_input = runs["fast"]["pipeline"][0]["detector_input"]
+    pipeline = []
+    for name, label in (("fast", "CSPN fast (robot.yaml), float32"), ("fast-bf16", "CSPN fast, bfloat16"),
+                        ("paper", "CSPN paper (VGG16 + ResNet-101, 4 stages)")):
+        if name in runs:
+            row = runs[name]["pipeline"][0]
+            pipeline.append({"name": label, **{k: row[k] for k in ("pipeline_ms", "pipeline_p90_ms", "garments",
+                                                                   "best_images_per_s", "best_batch", "peak_rss_mb")}})
+    pipeline.append({"name": "Keypoint R-CNN R50-FPN (torchvision)", "best_batch": max(
+        krcnn["throughput"], key=lambda t: t["images_per_s"])["batch"], **{k: krcnn[k] for k in (
+            "pipeline_ms", "pipeline_p90_ms", "garments", "best_images_per_s", "peak_rss_mb")}})
+
+    ours = {r["batch"]: r for r in runs["fast"]["landmark_network"]["inference"]}
+    bf16 = {r["batch"]: r for r in runs["fast-bf16"]["landmark_network"]["inference"]}
+    networks = []
+    for r in torch_cspn["inference"]:
+        b = r["batch"]
+        gflops = ours[b]["network_gflops"]
+        networks.append({"implementation": "C++ (cspn)", "batch": b, "ms_per_crop": ours[b]["ms_per_crop"],
+                         "network_gflop_s": ours[b]["network_gflop_s"], "backbone_gflop_s": ours[b]["backbone_gflop_s"],
+                         "ratio": ours[b]["ratio"]})
+        networks.append({"implementation": "C++ bfloat16", "batch": b, "ms_per_crop": bf16[b]["ms_per_crop"],
+                         "network_gflop_s": bf16[b]["network_gflop_s"], "backbone_gflop_s": bf16[b]["backbone_gflop_s"],
+                         "ratio": bf16[b]["ratio"]})
+        backbone_rate = ours[b]["backbone_gflops"] / r["backbone_ms"] * 1e3
+        network_rate = gflops / r["network_ms"] * 1e3
+        networks.append({"implementation": "PyTorch", "batch": b, "ms_per_crop": r["ms_per_crop"],
+                         "network_gflop_s": network_rate, "backbone_gflop_s": backbone_rate,
+                         "ratio": network_rate / backbone_rate})
+    summary = {"threads": args.threads, "photos": len(os.listdir(photos)), "detector_input": detector_input,
+               "blas": blas, "pipeline": pipeline, "landmark_network": networks,
+               "train_step": {"C++": runs["fast"]["landmark_network"]["train_step"], "PyTorch": torch_cspn["train_step"]},
+               "parity_max_relative_error": torch_cspn["parity_max_relative_error"],
+               "raw": {"cspn": runs, "krcnn": krcnn, "torch_cspn": torch_cspn}}
+
+    print(f"\nSide by side: {summary['photos']} photos, detector input {detector_input[0]}x{detector_input[1]}, "
+          f"{args.garments} garment(s) per image, {args.threads} threads, BLAS {os.path.basename(blas) or '?'}")
+    print(f"PyTorch port vs C++ outputs, max relative error per stage: "
+          + ", ".join(f"{e:.1e}" for e in summary["parity_max_relative_error"]))
+    print(f"\n{'pipeline':44} {'ms/img':>8} {'p90':>8} {'best img/s':>14} {'peak MB':>8} {'vs KRCNN':>9}")
+    krcnn_ms = pipeline[-1]["pipeline_ms"]
+    for r in pipeline:
+        print(f"{r['name']:44} {r['pipeline_ms']:8.1f} {r['pipeline_p90_ms']:8.1f} "
+              f"{r['best_images_per_s']:8.2f} (b{r['best_batch']:<2}) {r['peak_rss_mb']:8.0f} {krcnn_ms / r['pipeline_ms']:8.2f}x")
+    print(f"\n{'landmark network':20} {'batch':>5} {'ms/crop':>9} {'GFLOP/s':>9} {'backbone GFLOP/s':>17} {'ratio':>6}")
+    for r in networks:
+        print(f"{r['implementation']:20} {r['batch']:5d} {r['ms_per_crop']:9.1f} {r['network_gflop_s']:9.1f} "
+              f"{r['backbone_gflop_s']:17.1f} {r['ratio']:6.0%}")
+    cpp_step, torch_step = summary["train_step"]["C++"], summary["train_step"]["PyTorch"]
+    print(f"\ntraining step, batch {cpp_step['batch']}: C++ {cpp_step['ms']:.0f} ms, PyTorch {torch_step['ms']:.0f} ms "
+          f"({torch_step['ms'] / cpp_step['ms']:.2f}x)")
+    json_path = os.path.join(args.out, "side_by_side.json")
+    with open(json_path + ".tmp", "w") as f:
+        json.dump(summary, f, indent=2)
+    os.replace(json_path + ".tmp", json_path)
+    png = os.path.join(args.out, "side_by_side.png")
+    print(f"\nwrote {json_path}" + (f" and {png}" if chart(summary, png) else ""))
+    if max(summary["parity_max_relative_error"]) >= 1e-4:
+        sys.exit("error: the PyTorch port and the C++ network disagree (see the parity line)")
+
+
+if __name__ == "__main__":
+    main()
