@@ -231,6 +231,8 @@ def main():
     parser.add_argument("--count", type=int, default=36, help="photos timed (the paper configuration takes 8)")
     parser.add_argument("--fast-model", help="a trained model file for the fast configuration "
                                              "(default: untrained weights of configs/robot.yaml)")
+    parser.add_argument("--eval-split", default="all",
+                        help="with --fast-model: the photos' split scored in float32 and bfloat16 (all | test)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--iters", type=int, default=3, help="timed passes over the photos")
     parser.add_argument("--size", type=int, default=240, help="detector input, shorter side (longer: 4/3 of it)")
@@ -273,6 +275,20 @@ def main():
         paper_photos = photo_folder(args.photos, min(args.count, 8), os.path.join(args.out, "photos-paper"))
         runs["paper"] = run_cspn(args, "paper", ["--config", os.path.join(ROOT, "configs", "paper.yaml"),
                                                  "--image-batches", "1", "4"], paper_photos)
+    data_json = os.path.join(args.out, "cspn-data.json")
+    subprocess.run([args.cspn, "bench", "--parts", "data", "--threads", str(args.threads), "--data", args.photos,
+                    "--json", data_json] + fast, check=True, stdout=sys.stderr)
+    with open(data_json) as f:
+        data_rate = max(r["crops_per_s"] for r in json.load(f)["data"])
+    ne = {}
+    if args.fast_model:  # landmark accuracy in float32 and bfloat16, true boxes, on the photos
+        for precision in ("float32", "bfloat16"):
+            out = os.path.join(args.out, f"eval-{precision}.json")
+            subprocess.run([args.cspn, "eval", "--model", args.fast_model, "--data", args.photos, "--split",
+                            args.eval_split, "--quiet", "--json", out, "--set", f"test.precision={precision}"],
+                           check=True, stdout=sys.stderr)
+            with open(out) as f:
+                ne[precision] = json.load(f)["ne_image"]["avg"]
     log("Keypoint R-CNN ...")
     krcnn = run_part("krcnn", args, ["--photos", photos])
     log("PyTorch CSPN ...")
@@ -311,6 +327,7 @@ def main():
                "blas": blas, "pipeline": pipeline, "landmark_network": networks,
                "train_step": {"C++": runs["fast"]["landmark_network"]["train_step"], "PyTorch": torch_cspn["train_step"]},
                "parity_max_relative_error": torch_cspn["parity_max_relative_error"],
+               "data_crops_per_s": data_rate, "ne_image": ne,
                "raw": {"cspn": runs, "krcnn": krcnn, "torch_cspn": torch_cspn}}
 
     print(f"\nSide by side: {summary['photos']} photos, detector input {detector_input[0]}x{detector_input[1]}, "
@@ -329,6 +346,11 @@ def main():
     cpp_step, torch_step = summary["train_step"]["C++"], summary["train_step"]["PyTorch"]
     print(f"\ntraining step, batch {cpp_step['batch']}: C++ {cpp_step['ms']:.0f} ms, PyTorch {torch_step['ms']:.0f} ms "
           f"({torch_step['ms'] / cpp_step['ms']:.2f}x)")
+    train_rate = cpp_step["batch"] * 1000 / cpp_step["ms"]
+    print(f"data pipeline {data_rate:.0f} crops/s against {train_rate:.1f} crops/s trained: {data_rate / train_rate:.1f}x")
+    if ne:
+        print(f"ne_image on {args.photos} ({args.eval_split}): float32 {ne['float32']:.5f}, bfloat16 "
+              f"{ne['bfloat16']:.5f} ({(ne['bfloat16'] / ne['float32'] - 1) * 100:+.2f}%)")
     json_path = os.path.join(args.out, "side_by_side.json")
     with open(json_path + ".tmp", "w") as f:
         json.dump(summary, f, indent=2)

@@ -375,9 +375,10 @@ int main(int argc, char** argv) {
   bench->add_option("--json", bench_json, "write the results as JSON here");
   PipelineBenchOptions pipeline_opt;
   std::vector<std::string> bench_parts{"landmarks", "pipeline"};
-  std::string bench_io;
-  bench->add_option("--parts", bench_parts, "what to time: landmarks (network per crop), pipeline (per image)")
-      ->check(CLI::IsMember({"landmarks", "pipeline"}));
+  std::string bench_io, bench_data_path, bench_format = "auto";
+  bench->add_option("--parts", bench_parts,
+                    "what to time: landmarks (network per crop), pipeline (per image), data (training crops/s)")
+      ->check(CLI::IsMember({"landmarks", "pipeline", "data"}));
   auto* bench_model = bench->add_option("--model", pipeline_opt.model, "pipeline: a trained model file (default: untrained weights)")
                           ->check(CLI::ExistingFile);
   bench->add_option("--config", pipeline_opt.config, "pipeline: time untrained weights of this config")
@@ -389,6 +390,8 @@ int main(int argc, char** argv) {
   bench->add_option("--image-batches", pipeline_opt.batches, "pipeline: images per call for the throughput column")
       ->check(CLI::Range(1, 256));
   bench->add_option("--garments", pipeline_opt.garments, "pipeline: garments per image")->check(CLI::PositiveNumber);
+  bench->add_option("--data", bench_data_path, "data: an annotated data set (its photos are decoded, cropped, augmented)");
+  bench->add_option("--format", bench_format, "data: fld | coco | csv | auto");
   bench->add_option("--io", bench_io, "pipeline: write a seeded crop batch and the landmark network's heatmaps per "
                                       "stage to this safetensors file (to check another implementation against)");
 
@@ -436,14 +439,18 @@ int main(int argc, char** argv) {
         return std::find(bench_parts.begin(), bench_parts.end(), part) != bench_parts.end();
       };
       if (wants("landmarks")) result = run_bench(bench_opt, std::cout);
+      pipeline_opt.device = bench_opt.device;
+      pipeline_opt.iters = bench_opt.iters;
+      pipeline_opt.input_size = bench_opt.input_size;
+      if (wants("pipeline") || wants("data")) use_threads(bench_opt.threads);
       if (wants("pipeline")) {
-        use_threads(bench_opt.threads);
-        pipeline_opt.device = bench_opt.device;
-        pipeline_opt.iters = bench_opt.iters;
-        pipeline_opt.input_size = bench_opt.input_size;
         result["pipeline"] = bench_pipeline(pipeline_opt, std::cout);
         result["landmark_network"] = bench_landmark_gflops(pipeline_opt, std::cout);
         if (!bench_io.empty()) write_landmark_io(pipeline_opt, bench_io);
+      }
+      if (wants("data")) {
+        if (bench_data_path.empty()) throw std::invalid_argument("cspn bench --parts data needs --data PATH");
+        result["data"] = bench_data(pipeline_opt, bench_data_path, bench_format, std::cout);
       }
       if (!bench_json.empty()) write_json(bench_json, result);
       return 0;

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <stdexcept>
 
 #include <opencv2/imgproc.hpp>
 
@@ -13,6 +14,8 @@
 #include "cspn/cspn.hpp"
 #include "cspn/engine/detection.hpp"
 #include "cspn/engine/landmarks_model.hpp"
+#include "cspn/data/readers.hpp"
+#include "cspn/engine/loader.hpp"
 #include "cspn/engine/predict.hpp"
 #include "cspn/io/weights.hpp"
 #include "cspn/model/info.hpp"
@@ -261,6 +264,39 @@ void write_landmark_io(const PipelineBenchOptions& opt, const std::string& path)
   for (const auto& [name, t] : file.tensors)
     if (name.rfind("keypoints.", 0) == 0) io.emplace_back(name, t);
   write_safetensors(path, io, {{"cspn.config", file.config.to_json().dump()}});
+}
+
+nlohmann::json bench_data(const PipelineBenchOptions& opt, const std::string& data_path, const std::string& format,
+                          std::ostream& out) {
+  Config cfg = bench_model(opt).config;
+  cfg.data.cache_images = false;  // every crop decodes its photo, as in an epoch over a large data set
+  const Dataset data = read_dataset(data_path, format);
+  CropBatcher batcher(data, CropBatcher::ground_truth_jobs(data), cfg, /*augment=*/true);
+  if (batcher.size() == 0) throw std::invalid_argument(data_path + ": no garment with landmarks to crop");
+  const size_t bs = static_cast<size_t>(cfg.train.batch_size);
+  const size_t batches = std::max<size_t>(8, 2 * static_cast<size_t>(cfg.data.workers));
+  nlohmann::json rows = nlohmann::json::array();
+  for (const int workers : {0, cfg.data.workers}) {
+    const auto start = std::chrono::steady_clock::now();
+    BatchLoader<KeypointBatch> loader(
+        [&](size_t i) {
+          std::vector<size_t> idx;
+          for (size_t j = 0; j < bs; ++j) idx.push_back((i * bs + j) % batcher.size());
+          return batcher.make(idx, i);
+        },
+        batches, workers, cfg.data.prefetch);
+    while (loader.next()) {
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double rate = static_cast<double>(batches * bs) / seconds;
+    char line[160];
+    std::snprintf(line, sizeof line, "data pipeline (decode, crop, augment, targets), %s: %.1f crops/s\n",
+                  workers ? (std::to_string(workers) + " worker thread(s)").c_str() : "on the calling thread", rate);
+    out << line << std::flush;
+    rows.push_back({{"workers", workers}, {"crops_per_s", rate}, {"batch", bs}, {"batches", batches}});
+    if (cfg.data.workers == 0) break;
+  }
+  return rows;
 }
 
 }  // namespace cspn

@@ -18,12 +18,6 @@ torch::ScalarType inference_dtype(const std::string& precision, torch::Device de
 
 }  // namespace
 
-void use_channels_last(torch::nn::Module& net) {
-  torch::NoGradGuard no_grad;
-  for (auto& p : net.parameters())
-    if (p.dim() == 4) p.set_data(p.contiguous(torch::MemoryFormat::ChannelsLast));
-}
-
 LandmarkPredictor::LandmarkPredictor(CSPNNet net, const Config& cfg, LandmarkSchema schema, torch::Device device)
     : net_(std::move(net)),
       cfg_(cfg),

@@ -425,8 +425,9 @@ namespace {
 // some of them lose their connection. Calling listen() again on the bound socket raises it.
 void widen_backlog(int port) {
   for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    const std::string name = entry.path().filename().string();  // kept: strtol's end points into it
     char* end = nullptr;
-    const long fd = std::strtol(entry.path().filename().c_str(), &end, 10);
+    const long fd = std::strtol(name.c_str(), &end, 10);
     sockaddr_storage addr{};
     socklen_t len = sizeof addr;
     int listening = 0;

@@ -41,6 +41,12 @@ nlohmann::json bench_pipeline(const PipelineBenchOptions& opt, std::ostream& out
 // "train_step": {"batch" (train.batch_size), "ms", "crops_per_s"}} (float32, the config's loss, Adam).
 nlohmann::json bench_landmark_gflops(const PipelineBenchOptions& opt, std::ostream& out);
 
+// Crops per second that the training data pipeline (decode without the image cache, crop, the
+// config's augmentation, heatmap targets) delivers from the data set at `data_path`, on the calling
+// thread and with data.workers threads: [{"workers", "crops_per_s", "batch", "batches"}].
+nlohmann::json bench_data(const PipelineBenchOptions& opt, const std::string& data_path, const std::string& format,
+                          std::ostream& out);
+
 // Writes to `path` (safetensors) a seeded batch of crops "input" [2,3,H,W], the landmark network's
 // heatmaps for it "stage1".."stageN" (float32, computed in test.precision, no flip), its weights
 // ("keypoints.*") and config (metadata "cspn.config"): what another implementation needs to be

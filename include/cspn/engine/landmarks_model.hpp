@@ -16,11 +16,6 @@
 
 namespace cspn {
 
-// Convolution weights in channels-last (NHWC) layout, for inference: with channels-last inputs
-// oneDNN runs most convolutions of both networks faster so (measured on 2 CPU threads: landmark
-// network ResNet-18, 2 stages, batch 1: 65 -> 47 ms).
-void use_channels_last(torch::nn::Module& net);
-
 struct LandmarkPredictions {
   torch::Tensor coords;                      // [N,K,2] the last stage's landmarks
   torch::Tensor scores;                      // [N,K] their heatmap peaks

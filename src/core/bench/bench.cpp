@@ -46,7 +46,7 @@ nlohmann::json run_bench(const BenchOptions& opt, std::ostream& out) {
   if (opt.threads > 0) torch::set_num_threads(opt.threads);
   if (opt.input_size.size() != 2) throw std::invalid_argument("--input expects height and width");
   const int h = opt.input_size[0], w = opt.input_size[1];
-  torch::NoGradGuard no_grad;
+  c10::InferenceMode inference;
   const int k = LandmarkSchema::deepfashion().num_landmarks();
 
   nlohmann::json result{{"device", device.str()}, {"threads", torch::get_num_threads()}, {"input", {h, w}},
@@ -71,10 +71,12 @@ nlohmann::json run_bench(const BenchOptions& opt, std::ostream& out) {
       cfg.stages = stages;
       cfg.input_size = {h, w};
       CSPNNet net(cfg, k);
+      use_channels_last(*net);  // as inference runs it (LandmarkPredictor)
       net->to(device);
       net->eval();
       for (int batch : opt.batches) {
-        const auto x = torch::randn({batch, 3, h, w}, torch::TensorOptions().device(device));
+        const auto x =
+            torch::randn({batch, 3, h, w}, torch::TensorOptions().device(device)).contiguous(torch::MemoryFormat::ChannelsLast);
         const double full = median_ms([&] { net->forward(x); }, opt.iters, device.is_cuda());
         const double bare = median_ms([&] { net->backbone->features(x); }, opt.iters, device.is_cuda());
         std::snprintf(line, sizeof line, "%-10s %6d %6d %12.1f %12.2f %10.1f %16.2f\n", backbone.c_str(), stages, batch,

@@ -81,6 +81,12 @@ torch::Tensor BottleneckImpl::forward(const torch::Tensor& x) {
   return torch::relu(y + (downsample ? downsample->forward(x) : x));
 }
 
+void use_channels_last(nn::Module& module) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : module.parameters())
+    if (p.dim() == 4) p.set_data(p.contiguous(torch::MemoryFormat::ChannelsLast));
+}
+
 void init_conv_bn(nn::Module& module) {
   torch::NoGradGuard no_grad;
   for (const auto& m : module.modules(/*include_self=*/false)) {
