@@ -1,4 +1,6 @@
 // The cspn command: a thin client of the library. Each subcommand parses its flags and calls it.
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <csignal>
@@ -267,6 +269,12 @@ int run_info(const std::string& model_path, const std::string& config, const std
 }  // namespace
 
 int main(int argc, char** argv) {
+  // OpenBLAS reads OPENBLAS_CORETYPE only while loading: where it fell back to a generic kernel for
+  // this CPU, start again with the right one (the box heads' linear layers run 2-3x faster).
+  if (!std::getenv("OPENBLAS_CORETYPE")) {
+    const std::string core = better_blas_core();
+    if (!core.empty() && setenv("OPENBLAS_CORETYPE", core.c_str(), 1) == 0) execv("/proc/self/exe", argv);
+  }
   CLI::App app{"cspn: clothing landmark detection (Cascaded Stacked Pyramid Network)"};
   app.require_subcommand(1);
   // Logs go to stderr: standard output carries results (predict's JSON) and nothing else.

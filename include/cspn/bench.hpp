@@ -27,6 +27,15 @@ double median_ms(const std::function<void()>& fn, int iters, bool cuda);
 // Path of the BLAS library mapped into this process (LibTorch's matrix products), "" if none.
 std::string blas_library();
 
+// OpenBLAS's kernel for this CPU ("SkylakeX", "Haswell", ...), "" when the BLAS is not OpenBLAS.
+std::string blas_core();
+
+// The OPENBLAS_CORETYPE that suits this CPU when OpenBLAS chose a slower generic kernel, else "".
+// OpenBLAS does not know every CPU model: on the virtual Xeons (AVX-512) this project runs on,
+// Debian's 0.3.21 falls back to Prescott (SSE3), and a 25088x4096 linear layer (VGG16's fc6 in the
+// box head) runs at a third of its speed. The variable only acts when set before OpenBLAS loads.
+std::string better_blas_core();
+
 // Prints a table to `out` as it goes and returns every measurement as JSON.
 nlohmann::json run_bench(const BenchOptions& opt, std::ostream& out);
 

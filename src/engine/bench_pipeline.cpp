@@ -119,7 +119,8 @@ nlohmann::json bench_pipeline(const PipelineBenchOptions& opt, std::ostream& out
       << ", flip test " << (file.config.test.flip ? "on" : "off") << " (landmarks) / "
       << (file.config.test.detector_flip ? "on" : "off") << " (detector), "
       << (opt.model.empty() ? "untrained weights" : opt.model) << ", "
-      << (opt.images.empty() ? "synthetic images" : opt.images) << ", precision " << file.config.test.precision << "\n";
+      << (opt.images.empty() ? "synthetic images" : opt.images) << ", precision " << file.config.test.precision
+      << (blas_core().empty() ? "" : ", OpenBLAS kernel " + blas_core()) << "\n";
   char line[320];
   std::snprintf(line, sizeof line, "%-10s %-10s %12s %12s %12s %10s %10s %14s %9s\n", "image", "detector", "detector ms",
                 "+flip ms", "pipeline ms", "p90 ms", "images/s", "best batch/s", "peak MB");

@@ -1,5 +1,7 @@
 #include "cspn/bench.hpp"
 
+#include <dlfcn.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -39,6 +41,27 @@ std::string blas_library() {
   return "";
 }
 
+std::string blas_core() {
+  using CoreName = char* (*)();
+  const auto name = reinterpret_cast<CoreName>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+  return name ? std::string(name()) : std::string();
+}
+
+std::string better_blas_core() {
+  std::string core = blas_core();
+  if (core.empty()) return "";
+  std::transform(core.begin(), core.end(), core.begin(), [](unsigned char c) { return std::tolower(c); });
+  const auto one_of = [&](std::initializer_list<const char*> names) {
+    return std::any_of(names.begin(), names.end(), [&](const char* n) { return core == n; });
+  };
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f"))
+    return one_of({"skylakex", "cooperlake", "sapphirerapids"}) ? "" : "SkylakeX";
+  if (__builtin_cpu_supports("avx2"))
+    return one_of({"prescott", "core2", "penryn", "dunnington", "nehalem", "atom", "sandybridge"}) ? "Haswell" : "";
+  return "";
+}
+
 nlohmann::json run_bench(const BenchOptions& opt, std::ostream& out) {
   const torch::Device device(opt.device);
   if (device.is_cuda() && !torch::cuda::is_available())
@@ -54,7 +77,9 @@ nlohmann::json run_bench(const BenchOptions& opt, std::ostream& out) {
   if (device.is_cpu()) {
     const std::string blas = blas_library();
     result["blas"] = blas;
-    out << "BLAS: " << (blas.empty() ? "(none mapped)" : blas) << "\n";
+    result["blas_core"] = blas_core();
+    out << "BLAS: " << (blas.empty() ? "(none mapped)" : blas) << (blas_core().empty() ? "" : ", kernel " + blas_core())
+        << "\n";
     if (blas.find("openblas") == std::string::npos && blas.find("mkl") == std::string::npos)
       out << "WARNING: not an optimised BLAS; matrix products and transposed convolutions will be slow "
              "(install libopenblas0-openmp)\n";
