@@ -196,13 +196,14 @@ nlohmann::json bench_landmark_gflops(const PipelineBenchOptions& opt, std::ostre
   };
   nlohmann::json rows = nlohmann::json::array();
   char line[320];
+  CSPNNet counted(k, file.schema.num_landmarks());  // float32 on the CPU, for the FLOP counter
+  counted->eval();
   for (const int64_t batch : {int64_t{1}, int64_t{2}, int64_t{16}}) {
     const auto x = crops(batch);
     double backbone_flops = 0, network_flops = 0;
     {
       torch::NoGradGuard no_grad;  // the FLOP counter observes ATen calls in float32
-      CSPNNet net(k, file.schema.num_landmarks());
-      net->eval();
+      CSPNNet& net = counted;
       backbone_flops = count_flops([&] { net->backbone->features(x.cpu()); });
       network_flops = count_flops([&] { net->forward(x.cpu()); });
     }

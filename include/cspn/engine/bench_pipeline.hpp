@@ -35,7 +35,7 @@ struct PipelineBenchOptions {
 nlohmann::json bench_pipeline(const PipelineBenchOptions& opt, std::ostream& out);
 
 // The pipeline's landmark network (same model, config or built-in case as above) alone, in
-// test.precision, against its bare backbone: {"precision", "inference": [{"batch" (1, 16),
+// test.precision, against its bare backbone: {"precision", "inference": [{"batch" (1, 2, 16),
 // "backbone_ms", "network_ms", "ms_per_crop", "backbone_gflops", "network_gflops",
 // "backbone_gflop_s", "network_gflop_s", "ratio" (network_gflop_s / backbone_gflop_s)}],
 // "train_step": {"batch" (train.batch_size), "ms", "crops_per_s"}} (float32, the config's loss, Adam).
