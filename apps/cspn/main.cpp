@@ -66,7 +66,10 @@ ModelFile load_model_with(const std::string& path, const std::vector<std::string
   return model;
 }
 
-int run_synth(const std::string& out, SynthOptions opt) {
+int run_synth(const std::string& out, SynthOptions opt, const std::string& schema) {
+  if (LandmarkSchema::load(schema).name != LandmarkSchema::deepfashion().name)
+    throw std::invalid_argument("--schema " + schema + ": cspn synth draws DeepFashion's 8 landmarks only; schema " + schema +
+                                " is served by real data (--format deepfashion2 or fashionai)");
   Progress bar("synth", opt.count, "img");
   synthesize(out, opt, [&](int done, int) { bar.update(done); });
   bar.finish();
@@ -119,7 +122,7 @@ int run_eval(const std::string& model_path, const std::string& data, const std::
   } else {
     if (model_path.empty()) throw std::invalid_argument("cspn eval needs --model FILE (or --baseline mean-shape)");
     const ModelFile model = load_model_with(model_path, sets);
-    const Dataset test = load_split(data, format, split, model.config, skip_bad);
+    const Dataset test = load_split(data, format, split, model.config, skip_bad, &model.schema);
     const nlohmann::json skipped = report_skipped(test);
     result = evaluate_model(model, test, opt);
     result.metrics["model"] = model_path;
@@ -225,6 +228,10 @@ int run_serve(const std::string& model_path, const std::vector<std::string>& set
   return 0;
 }
 
+const std::vector<std::string> kFormats{"fld", "deepfashion-c", "coco", "csv", "fashionai", "deepfashion2", "auto"};
+const char* const kFormatHelp = "fld | deepfashion-c | coco | csv | fashionai | deepfashion2 | auto (landmarks in the schema "
+                                "of data.schema)";
+
 int run_info(const std::string& model_path, const std::string& config, const std::vector<std::string>& sets) {
   Config cfg;
   LandmarkSchema schema = LandmarkSchema::deepfashion();
@@ -235,6 +242,7 @@ int run_info(const std::string& model_path, const std::string& config, const std
     std::cout << "model file " << model_path << "\n" << model.extra.dump(2) << "\n";
   } else {
     cfg = make_config(config, sets);
+    schema = LandmarkSchema::load(cfg.data.schema);
   }
   const auto& k = cfg.model.keypoints;
   CSPNNet net(k, schema.num_landmarks());
@@ -287,6 +295,8 @@ int main(int argc, char** argv) {
   synth->add_option("--out", synth_out, "output folder")->required();
   synth->add_option("--count", synth_opt.count, "number of images")->check(CLI::PositiveNumber);
   synth->add_option("--seed", synth_opt.seed, "random seed (same seed, same data)");
+  std::string synth_schema = "deepfashion";
+  synth->add_option("--schema", synth_schema, "landmark schema (only deepfashion can be synthesized)");
   synth->add_flag("--scenes", synth_opt.scenes, "1..4 garments per image, COCO keypoint JSON");
   synth->add_option("--width", synth_opt.width, "image width")->check(CLI::Range(64, 4096));
   synth->add_option("--height", synth_opt.height, "image height")->check(CLI::Range(64, 4096));
@@ -299,7 +309,7 @@ int main(int argc, char** argv) {
   train_cmd->add_option("--config", config, "YAML config (overrides the built-in defaults)")->check(CLI::ExistingFile);
   train_cmd->add_option("--set", sets, "override a config key: section.key=value (repeatable)");
   train_cmd->add_option("--data", data, "dataset path")->required();
-  train_cmd->add_option("--format", format, "fld | coco | csv | auto")->check(CLI::IsMember({"fld", "coco", "csv", "auto"}));
+  train_cmd->add_option("--format", format, kFormatHelp)->check(CLI::IsMember(kFormats));
   train_cmd->add_option("--out", train_opt.out_dir, "run folder (model.cspn, checkpoint.pt, log.jsonl)")->required();
   train_cmd->add_option("--device", train_opt.device, "cpu | cuda | cuda:N");
   train_cmd->add_flag("--resume", train_opt.resume, "continue the run in --out from its last checkpoint");
@@ -311,7 +321,7 @@ int main(int argc, char** argv) {
   EvalOptions eval_opt;
   eval->add_option("--model", model_path, "model file (.cspn)")->check(CLI::ExistingFile);
   eval->add_option("--data", data, "dataset path")->required();
-  eval->add_option("--format", format, "fld | coco | csv | auto")->check(CLI::IsMember({"fld", "coco", "csv", "auto"}));
+  eval->add_option("--format", format, kFormatHelp)->check(CLI::IsMember(kFormats));
   eval->add_option("--split", split, "train | val | test | all");
   eval->add_option("--json", json, "write the metrics as JSON here");
   eval->add_option("--boxes", eval_opt.boxes,
@@ -420,7 +430,7 @@ int main(int argc, char** argv) {
   try {
     use_threads(0);
     keep_freed_memory();
-    if (*synth) return run_synth(synth_out, synth_opt);
+    if (*synth) return run_synth(synth_out, synth_opt, synth_schema);
     if (*train_cmd) {
       train_opt.progress = !quiet;
       return run_train(config, sets, data, format, skip_bad, train_opt);

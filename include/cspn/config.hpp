@@ -87,6 +87,8 @@ struct ModelConfig {
 };
 
 struct DataConfig {
+  std::string schema = "deepfashion";  // landmark schema: built in (deepfashion, deepfashion2,
+                                       // fashionai) or the path of a schema YAML file
   float box_expand = 1.25f;       // crop = box scaled by this, fitted to the input aspect ratio
   float scale_aug = 0.25f;        // random scale in [1-s, 1+s]
   float rotate_aug = 30.0f;       // degrees, uniform in [-r, r]
@@ -106,7 +108,7 @@ struct DataConfig {
   std::vector<int> pretrain_input_size;  // crop height, width for that phase (empty: the model's);
                                          // smaller crops buy more pretraining in the same time
   template <class V> void visit(V& v) {
-    v("box_expand", box_expand); v("scale_aug", scale_aug); v("rotate_aug", rotate_aug);
+    v("schema", schema); v("box_expand", box_expand); v("scale_aug", scale_aug); v("rotate_aug", rotate_aug);
     v("shift_aug", shift_aug); v("flip_aug", flip_aug); v("color_aug", color_aug);
     v("occlusion_aug", occlusion_aug); v("holdout", holdout); v("holdout_seed", holdout_seed);
     v("workers", workers); v("prefetch", prefetch); v("skip_bad", skip_bad);

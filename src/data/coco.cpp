@@ -1,6 +1,9 @@
-// COCO keypoint JSON with the 8 DeepFashion keypoints per annotation (as mmpose's FLD files and
-// the synthetic scenes are written). bbox is [x, y, w, h]; keypoints 8 x [x, y, v] with COCO
-// visibility 2 visible, 1 occluded, 0 unlabelled. Messages name the JSON path ("images[3]").
+// COCO keypoint JSON with one keypoint per schema slot per annotation: the 8 DeepFashion ones (as
+// mmpose's FLD files and the synthetic scenes are written), or DeepFashion2's 294 (its COCO
+// conversion: every category's slots, only the garment's own labelled). bbox is [x, y, w, h];
+// keypoints K x [x, y, v] with COCO visibility 2 visible, 1 occluded, 0 unlabelled. Messages
+// name the JSON path ("images[3]").
+#include <climits>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -57,6 +60,14 @@ std::optional<int> category_named(const LandmarkSchema& schema, const std::strin
   return std::nullopt;
 }
 
+// "1 upper, 2 lower, 3 full" (ids where the schema has them).
+std::string category_list(const LandmarkSchema& schema) {
+  std::string out;
+  for (const auto& c : schema.categories)
+    out += (out.empty() ? "" : ", ") + (c.id > 0 ? std::to_string(c.id) + " " : std::string()) + c.name;
+  return out;
+}
+
 // The category with the fewest slots that holds every labelled slot (DeepFashion: only waist/hem
 // slots -> lower, no waist slots -> upper, else full).
 int infer_category(const LandmarkSchema& schema, const Garment& g, const std::string& where) {
@@ -82,7 +93,7 @@ Garment parse_annotation(const json& a, const std::string& where, const Landmark
     fail(where, "keypoints has " + std::to_string(kps.size()) + " values, expected 3 (x, y, v) per keypoint");
   if (static_cast<int>(kps.size() / 3) != num_slots)
     fail(where, std::to_string(kps.size() / 3) + " keypoints != " + std::to_string(num_slots) + " expected by the " +
-                    schema.name + " schema (is this a different landmark definition, e.g. DeepFashion2?)");
+                    schema.name + " schema (another landmark definition? set data.schema, e.g. deepfashion2)");
   Garment g;
   g.keypoints.resize(num_slots);
   bool labelled = false;
@@ -108,14 +119,19 @@ Garment parse_annotation(const json& a, const std::string& where, const Landmark
   if (a.contains("category")) {
     const std::string name = json_string(a["category"], where, "category");
     const auto c = category_named(schema, name);
-    if (!c) fail(where, "unknown category '" + name + "' (expected upper, lower or full)");
+    if (!c) fail(where, "unknown category '" + name + "' (schema " + schema.name + " has " + category_list(schema) + ")");
     g.category = *c;
   } else if (a.contains("category_id")) {
     const std::int64_t id = json_integer(a["category_id"], where, "category_id");
-    const auto it = category_names.find(id);
-    if (it == category_names.end())
-      fail(where, "category_id " + std::to_string(id) + " is not listed under 'categories'");
-    if (const auto c = category_named(schema, it->second)) g.category = *c;
+    if (const auto it = category_names.find(id); it != category_names.end()) {
+      if (const auto c = category_named(schema, it->second)) g.category = *c;
+    } else {
+      // Not listed: the schema's own category id (DeepFashion2's converter lists one category only).
+      g.category = id >= INT_MIN && id <= INT_MAX ? schema.category_with_id(static_cast<int>(id)) : -1;
+      if (g.category < 0)
+        fail(where, "category_id " + std::to_string(id) + " is not listed under 'categories' and is no category id "
+                    "of schema " + schema.name + " (" + category_list(schema) + ")");
+    }
   }
   if (g.category < 0) {
     if (!labelled) fail(where, "no labelled keypoints and no category name: cannot tell upper, lower or full");
@@ -129,7 +145,7 @@ Garment parse_annotation(const json& a, const std::string& where, const Landmark
 Dataset read_coco(const std::string& path, const ReadOptions& opt) {
   const std::string file = file_or_only_child(path, "json");
   Dataset data;
-  data.schema = LandmarkSchema::deepfashion();
+  data.schema = opt.schema;
   const LandmarkSchema& schema = data.schema;
   json j;
   {

@@ -33,22 +33,16 @@ constexpr const char* kCategoryTypes[] = {"upper", "lower", "full"};
 
 Dataset read_csv(const std::string& path, const ReadOptions& opt) {
   const std::string file = file_or_only_child(path, "csv");
+  if (opt.schema.name != "deepfashion")
+    throw DataError(file + ": the csv format holds DeepFashion's 8 landmarks, not schema " + opt.schema.name);
   Dataset data;
-  data.schema = LandmarkSchema::deepfashion();
+  data.schema = opt.schema;
   const LandmarkSchema& schema = data.schema;
   const std::vector<std::string> lines = read_lines(file);
   if (lines.empty()) throw DataError(file + ": empty file, expected a header row");
 
-  const auto header = split_char(lines[0], ',');
-  std::unordered_map<std::string_view, std::size_t> columns;
-  for (std::size_t c = 0; c < header.size(); ++c)
-    if (!columns.emplace(header[c], c).second)
-      throw DataError(at(file, 1) + ": duplicate column '" + std::string(header[c]) + "'");
-  const auto column = [&](const std::string& name) {
-    const auto it = columns.find(name);
-    if (it == columns.end()) throw DataError(at(file, 1) + ": missing column '" + name + "'");
-    return it->second;
-  };
+  const CsvHeader header(file, lines[0]);
+  const auto column = [&](const std::string& name) { return header.column(name); };
   const std::size_t image_col = column("image_name"), type_col = column("category_type");
   const std::size_t box_cols[4] = {column("x_1"), column("y_1"), column("x_2"), column("y_2")};
   struct SlotIndex {

@@ -1,10 +1,10 @@
-// DeepFashion FLD layout (Fashion Landmark Detection benchmark; the Category & Attribute
-// benchmark's landmark file has the same rows). Every list file is
+// DeepFashion's layout (the Fashion Landmark Detection benchmark, and Category & Attribute
+// Prediction, `deepfashion-c`, whose landmark file has the same rows). Every list file is
 //   line 1: row count, line 2: column names, then one whitespace-separated row per image.
 // list_landmarks.txt rows: image_name clothes_type variation_type, then per landmark of the
-// clothes type (1 upper: 6, 2 lower: 4, 3 full: 8, in the schema's category order)
-// visibility x y, with visibility 0 visible, 1 occluded, 2 truncated. Some copies pad every row
-// to 8 landmarks; both forms are read.
+// clothes type (the schema category with that id; deepfashion: 1 upper 6, 2 lower 4, 3 full 8,
+// in the category's order) visibility x y, with visibility 0 visible, 1 occluded, 2 truncated.
+// Some copies (Category & Attribute's) pad every row to 8 landmarks; both forms are read.
 #include <climits>
 #include <filesystem>
 #include <string>
@@ -78,8 +78,14 @@ std::unordered_map<std::string_view, const Row*> index_rows(const ListFile& f, s
 
 Dataset read_fld(const std::string& root, const ReadOptions& opt) {
   Dataset data;
-  data.schema = LandmarkSchema::deepfashion();
+  data.schema = opt.schema;
   const LandmarkSchema& schema = data.schema;
+  std::string types;  // "1 upper, 2 lower, 3 full"
+  for (const auto& c : schema.categories)
+    if (c.id > 0) types += (types.empty() ? "" : ", ") + std::to_string(c.id) + " " + c.name;
+  if (types.empty())
+    throw DataError(root + ": the DeepFashion layout names categories by clothes_type, and schema " + schema.name +
+                    " gives its categories no id");
   const fs::path base(root);
   if (!fs::is_directory(base)) throw DataError(root + ": FLD root folder not found");
 
@@ -90,8 +96,6 @@ Dataset read_fld(const std::string& root, const ReadOptions& opt) {
   const auto box_rows = index_rows(boxes, 5, "image_name x_1 y_1 x_2 y_2", opt, data);
   const auto split_rows = index_rows(partition, 2, "image_name evaluation_status", opt, data);
 
-  // clothes_type codes 1, 2, 3 in the order of the FLD documentation.
-  static const char* const kClothesTypes[] = {"upper", "lower", "full"};
   const int num_slots = schema.num_landmarks();
   std::unordered_map<std::string_view, std::size_t> seen;  // image name -> first line
   for (const Row& row : landmarks.rows) {
@@ -106,17 +110,16 @@ Dataset read_fld(const std::string& root, const ReadOptions& opt) {
       if (!fresh) fail(where, "duplicate image '" + name + "' (first at line " + std::to_string(first->second) + ")");
 
       const double type = number(f[1], where, "clothes_type");
-      if (type != 1 && type != 2 && type != 3)
-        fail(where, "unknown clothes_type '" + std::string(f[1]) + "' (expected 1 upper, 2 lower, 3 full)");
-      whole_number(f[2], where, "variation_type", 1, 5);
       Garment g;
-      g.category = schema.category_index(kClothesTypes[static_cast<int>(type) - 1]);
+      g.category = type == static_cast<int>(type) ? schema.category_with_id(static_cast<int>(type)) : -1;
+      if (g.category < 0) fail(where, "unknown clothes_type '" + std::string(f[1]) + "' (expected " + types + ")");
+      whole_number(f[2], where, "variation_type", 1, 5);
       const std::vector<int>& slots = schema.categories[g.category].landmarks;
       const std::size_t listed = 3 + 3 * slots.size(), padded = 3 + 3 * static_cast<std::size_t>(num_slots);
       if (f.size() != listed && f.size() != padded)
-        fail(where, "clothes_type " + std::string(f[1]) + " (" + kClothesTypes[static_cast<int>(type) - 1] +
-                        ") needs " + std::to_string(listed) + " fields (or " + std::to_string(padded) +
-                        " padded), got " + std::to_string(f.size()));
+        fail(where, "clothes_type " + std::string(f[1]) + " (" + schema.categories[g.category].name + ") needs " +
+                        std::to_string(listed) + " fields (or " + std::to_string(padded) + " padded), got " +
+                        std::to_string(f.size()));
       g.keypoints.assign(num_slots, Keypoint{});
       for (std::size_t i = 0; i < slots.size(); ++i) {
         const std::string n = std::to_string(i + 1);

@@ -2,6 +2,7 @@
 // Helpers shared by the dataset readers (fld.cpp, coco.cpp, csv.cpp, readers.cpp). Internal.
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -23,6 +24,23 @@ int whole_number(std::string_view token, const std::string& where, const std::st
 
 std::vector<std::string_view> split_whitespace(std::string_view line);
 std::vector<std::string_view> split_char(std::string_view line, char sep);
+
+// The header row of a comma-separated file (line 1 of `file`): column index by name. Keeps views
+// into `line`, which must outlive it.
+class CsvHeader {
+ public:
+  // Throws DataError naming a column listed twice.
+  CsvHeader(const std::string& file, std::string_view line);
+  std::size_t size() const { return names_.size(); }
+  std::string_view operator[](std::size_t i) const { return names_[i]; }
+  // Throws DataError "FILE:1: missing column 'NAME'", followed by `hint` when given.
+  std::size_t column(const std::string& name, const std::string& hint = "") const;
+
+ private:
+  std::string file_;
+  std::vector<std::string_view> names_;
+  std::unordered_map<std::string_view, std::size_t> index_;
+};
 
 // Lines of a text file without their line ends; throws DataError naming the path when it cannot
 // be opened. Line i of the file is element i-1.

@@ -86,6 +86,18 @@ std::vector<std::string_view> split_char(std::string_view line, char sep) {
   }
 }
 
+CsvHeader::CsvHeader(const std::string& file, std::string_view line) : file_(file), names_(split_char(line, ',')) {
+  for (std::size_t c = 0; c < names_.size(); ++c)
+    if (!index_.emplace(names_[c], c).second)
+      throw DataError(at(file, 1) + ": duplicate column '" + std::string(names_[c]) + "'");
+}
+
+std::size_t CsvHeader::column(const std::string& name, const std::string& hint) const {
+  const auto it = index_.find(name);
+  if (it == index_.end()) throw DataError(at(file_, 1) + ": missing column '" + name + "'" + (hint.empty() ? "" : " " + hint));
+  return it->second;
+}
+
 std::vector<std::string> read_lines(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw DataError(path + ": cannot open annotation file");
@@ -170,14 +182,22 @@ void finish_sample(Sample& s, const LandmarkSchema& schema, const ReadOptions& o
 }  // namespace data_detail
 
 Dataset read_dataset(const std::string& path, const std::string& format, const ReadOptions& opt) {
-  if (format == "fld") return read_fld(path, opt);
+  if (format == "fld" || format == "deepfashion-c") return read_fld(path, opt);
   if (format == "coco") return read_coco(path, opt);
   if (format == "csv") return read_csv(path, opt);
+  if (format == "fashionai") return read_fashionai(path, opt);
+  if (format == "deepfashion2") {
+    // The original layout, or its COCO conversion (deepfashion2_to_coco).
+    if (fs::is_directory(fs::path(path) / "annos")) return read_deepfashion2(path, opt);
+    return read_coco(path, opt);
+  }
   if (format != "auto")
-    throw std::invalid_argument("unknown data set format '" + format + "' (expected fld, coco, csv or auto)");
+    throw std::invalid_argument("unknown data set format '" + format +
+                                "' (expected fld, deepfashion-c, coco, csv, fashionai, deepfashion2 or auto)");
   const fs::path p(path);
   if (fs::is_directory(p)) {
     if (fs::exists(p / "Anno" / "list_landmarks.txt")) return read_fld(path, opt);
+    if (fs::is_directory(p / "annos")) return read_deepfashion2(path, opt);
     bool json = false, csv = false;
     for (const auto& entry : fs::directory_iterator(p)) {
       json = json || entry.path().extension() == ".json";
@@ -192,7 +212,7 @@ Dataset read_dataset(const std::string& path, const std::string& format, const R
     throw DataError(path + ": no such file or folder");
   }
   throw DataError(path +
-                  ": cannot tell the data set format (looked for Anno/list_landmarks.txt -> fld, "
+                  ": cannot tell the data set format (looked for Anno/list_landmarks.txt -> fld, annos/ -> deepfashion2, "
                   "*.json -> coco, *.csv -> csv); pass the format explicitly");
 }
 

@@ -108,8 +108,9 @@ void keep_freed_memory() {
 }
 
 Dataset load_split(const std::string& path, const std::string& format, const std::string& split,
-                   const Config& cfg, bool skip_bad) {
+                   const Config& cfg, bool skip_bad, const LandmarkSchema* schema) {
   ReadOptions ro;
+  ro.schema = schema ? *schema : LandmarkSchema::load(cfg.data.schema);
   ro.skip_bad = skip_bad;
   Dataset data = read_dataset(path, format, ro);
   const bool has_splits = std::any_of(data.samples.begin(), data.samples.end(),

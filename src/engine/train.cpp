@@ -327,6 +327,9 @@ TrainSummary train(const Config& cfg, const Dataset& train_set, const Dataset& v
     };
     if (cfg.data.pretrain_synthetic > 0) {
       // Synthetic garments first (generated here, deterministic for the seed), then the real data.
+      if (train_set.schema.name != LandmarkSchema::deepfashion().name)
+        throw std::invalid_argument("data.pretrain_synthetic: synthetic garments carry DeepFashion's landmarks, the data "
+                                    "schema " + train_set.schema.name + "'s: set data.pretrain_synthetic=0");
       const fs::path dir = out / "pretrain-synthetic";
       SynthOptions synth;
       synth.count = cfg.data.pretrain_synthetic;
@@ -334,11 +337,7 @@ TrainSummary train(const Config& cfg, const Dataset& train_set, const Dataset& v
       synth.val_fraction = synth.test_fraction = 0;
       spdlog::info("pretraining: synthesizing {} garments into {}", synth.count, dir.string());
       synthesize(dir.string(), synth);
-      const Dataset synthetic = load_split(dir.string(), "fld", "train", cfg, false);
-      if (synthetic.schema.num_landmarks() != train_set.schema.num_landmarks())
-        throw std::invalid_argument("data.pretrain_synthetic: synthetic garments have " +
-                                    std::to_string(synthetic.schema.num_landmarks()) + " landmarks, the data " +
-                                    std::to_string(train_set.schema.num_landmarks()));
+      const Dataset synthetic = load_split(dir.string(), "fld", "train", cfg, false, &train_set.schema);
       Config pretrain_cfg = cfg;  // the network is fully convolutional: any crop size trains it
       if (!cfg.data.pretrain_input_size.empty()) pretrain_cfg.model.keypoints.input_size = cfg.data.pretrain_input_size;
       CropBatcher batcher(synthetic, CropBatcher::ground_truth_jobs(synthetic), pretrain_cfg, true);

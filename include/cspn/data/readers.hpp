@@ -1,6 +1,7 @@
 #pragma once
-// Dataset readers. All produce the DeepFashion schema with "left" = image left (the FLD
-// convention); formats whose left/right is the garment's own are mirrored on reading.
+// Dataset readers. Each reads into the landmark schema it is given (ReadOptions::schema), with
+// "left" = image left (the FLD convention); formats whose left/right is the garment's own are
+// mirrored on reading.
 // Malformed input throws cspn::DataError naming file and line (or JSON path) unless
 // ReadOptions::skip_bad, which records a message in Dataset::skipped and goes on.
 #include <cstdint>
@@ -16,6 +17,7 @@ namespace cspn {
 
 
 struct ReadOptions {
+  LandmarkSchema schema = LandmarkSchema::deepfashion();
   bool skip_bad = false;
   // Whether the file's "left" is the garment's own left (image right) and so must be swapped.
   // Unset: the format's documented default (csv: true, fld/coco: false).
@@ -23,15 +25,28 @@ struct ReadOptions {
   bool check_images = true;  // open each image header: missing/corrupt file, box outside image
 };
 
-// DeepFashion FLD layout: root/Anno/list_landmarks.txt, root/Anno/list_bbox.txt,
-// root/Eval/list_eval_partition.txt, images relative to root.
+// DeepFashion's layout, shared by the FLD and the Category & Attribute Prediction (deepfashion-c)
+// benchmarks: root/Anno/list_landmarks.txt, root/Anno/list_bbox.txt,
+// root/Eval/list_eval_partition.txt, images relative to root. clothes_type is the schema
+// category's id.
 Dataset read_fld(const std::string& root, const ReadOptions& opt = {});
-// COCO keypoint JSON (8 FLD keypoints per annotation; category from the number of labelled
-// slots or the category name). `path`: the JSON file, or a folder holding exactly one.
+// COCO keypoint JSON (one [x, y, v] per schema slot per annotation; category from the category
+// name, the schema category whose id is category_id, or the labelled slots). `path`: the JSON file,
+// or a folder holding exactly one. DeepFashion2's COCO conversion is read this way.
 Dataset read_coco(const std::string& path, const ReadOptions& opt = {});
 // The flat CSV of ziegler_robot_landmarks (info.csv). `path`: the CSV or its folder.
 Dataset read_csv(const std::string& path, const ReadOptions& opt = {});
-// format: fld|coco|csv|auto (auto looks at what `path` holds).
+// FashionAI's train.csv (schema fashionai): header, then image_id,image_category and one x_y_v
+// column per landmark. No boxes: the box is the extent of the labelled landmarks widened by
+// kFashionAIBoxMargin of its size on each side, clipped to the image.
+Dataset read_fashionai(const std::string& path, const ReadOptions& opt = {});
+constexpr double kFashionAIBoxMargin = 0.1;
+// DeepFashion2's own layout (schema deepfashion2): root/image/NNNNNN.jpg and root/annos/NNNNNN.json,
+// items item1..itemN with category_id, bounding_box [x1, y1, x2, y2] and landmarks, the category's
+// landmarks as a flat [x, y, v] list. `root` may also be the annos folder's parent of a split
+// (train/, validation/). Images of the validation folder are split "val", of the test folder "test".
+Dataset read_deepfashion2(const std::string& root, const ReadOptions& opt = {});
+// format: fld|deepfashion-c|coco|csv|fashionai|deepfashion2|auto (auto looks at what `path` holds).
 Dataset read_dataset(const std::string& path, const std::string& format, const ReadOptions& opt = {});
 
 // Width and height from the image file's header (JPEG, PNG, WebP, BMP); throws DataError naming the

@@ -23,8 +23,9 @@ void keep_freed_memory();
 
 // Reads a dataset and keeps one split. Formats without splits of their own (csv) are split by
 // cfg.data.holdout (held-out images are "test", the rest "train"); "all" keeps everything.
+// Landmarks are read into `schema`, by default cfg.data.schema's (a model's own, to evaluate it).
 Dataset load_split(const std::string& path, const std::string& format, const std::string& split,
-                   const Config& cfg, bool skip_bad);
+                   const Config& cfg, bool skip_bad, const LandmarkSchema* schema = nullptr);
 
 struct EvalOptions {
   std::string boxes = "gt";     // gt: ground-truth boxes
