@@ -12,9 +12,10 @@ models, the columns within each model).
 import json
 import sys
 
-LANDMARKS = ["left_collar", "right_collar", "left_sleeve", "right_sleeve",
-             "left_waistline", "right_waistline", "left_hem", "right_hem"]
-HEADER = ["L.Collar", "R.Collar", "L.Sleeve", "R.Sleeve", "L.Waist", "R.Waist", "L.Hem", "R.Hem", "Avg"]
+# Results written before the JSON named its landmarks: DeepFashion's.
+DEEPFASHION_LABELS = {"left_collar": "L.Collar", "right_collar": "R.Collar", "left_sleeve": "L.Sleeve",
+                      "right_sleeve": "R.Sleeve", "left_waistline": "L.Waist", "right_waistline": "R.Waist",
+                      "left_hem": "L.Hem", "right_hem": "R.Hem"}
 
 
 def number(value, digits=4):
@@ -48,13 +49,16 @@ def main(args):
     if stages_only:
         print_stages(runs)
         return
+    first = runs[0][1]  # landmark -> column heading, in slot order
+    labels = dict(zip(first["landmarks"], first["labels"])) if "labels" in first else DEEPFASHION_LABELS
+    header = list(labels.values()) + ["Avg"]
     for protocol in ("ne_paper", "ne_image"):
         print(f"\n{protocol}:\n")
-        print("| boxes | " + " | ".join(HEADER) + " |")
-        print("|---" * (len(HEADER) + 1) + "|")
+        print("| boxes | " + " | ".join(header) + " |")
+        print("|---" * (len(header) + 1) + "|")
         for label, m in runs:
             per = m[protocol]["per_landmark"]
-            cells = [number(per.get(k)) for k in LANDMARKS] + [number(m[protocol]["avg"])]
+            cells = [number(per.get(k)) for k in labels] + [number(m[protocol]["avg"])]
             print(f"| {label} | " + " | ".join(cells) + " |")
     print("\n| boxes | PCK@0.2 | mean error px | det AP50 | det AP | matched | missed |")
     print("|---|---|---|---|---|---|---|")

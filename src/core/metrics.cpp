@@ -1,7 +1,6 @@
 #include "cspn/metrics.hpp"
 
 #include <algorithm>
-#include <cctype>
 #include <iomanip>
 #include <map>
 #include <sstream>
@@ -12,7 +11,10 @@
 namespace cspn {
 namespace {
 
-constexpr double kPckThreshold = 0.2;
+// PCK thresholds 0, 0.025, .., 0.5 of the box: index 8 is PCK@0.2; the AUC is the mean over
+// the first 20 (the area under PCK(t) for t in [0, 0.5), as mmpose sums it, scaled to [0, 1]).
+constexpr int kThresholds = 21, kPck02 = 8;
+constexpr double kThresholdStep = 0.025;
 enum Protocol { kPaper = 0, kImage = 1, kNumProtocols = 2 };
 const char* const kProtocolNames[kNumProtocols] = {"ne_paper", "ne_image"};
 
@@ -38,23 +40,13 @@ void check_shape(const torch::Tensor& t, const std::string& what, std::vector<in
   }
 }
 
-// Column label in the paper's Table 1 style: left_collar -> L.Collar, right_waistline -> R.Waist.
-std::string short_label(const std::string& name) {
-  static const std::map<std::string, std::string> kWords = {{"waistline", "Waist"}};
-  std::string side, word = name;
-  for (const auto& [prefix, abbrev] : {std::pair<std::string, std::string>{"left_", "L."}, {"right_", "R."}})
-    if (name.rfind(prefix, 0) == 0) side = abbrev, word = name.substr(prefix.size());
-  if (auto it = kWords.find(word); it != kWords.end()) return side + it->second;
-  if (!word.empty()) word[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(word[0])));
-  return side + word;
-}
-
 }  // namespace
 
 LandmarkMetrics::LandmarkMetrics(LandmarkSchema schema)
     : schema_(std::move(schema)),
       ne_(kNumProtocols, std::vector<std::vector<Sum>>(schema_.num_categories() + 1,
-                                                       std::vector<Sum>(schema_.num_landmarks()))) {
+                                                       std::vector<Sum>(schema_.num_landmarks()))),
+      pck_(schema_.num_categories() + 1, std::vector<PckSum>(schema_.num_landmarks())) {
   if (schema_.num_landmarks() == 0 || schema_.num_categories() == 0)
     throw std::invalid_argument("LandmarkMetrics: schema '" + schema_.name + "' has " +
                                 std::to_string(schema_.num_landmarks()) + " landmarks and " +
@@ -132,11 +124,23 @@ void LandmarkMetrics::add(const torch::Tensor& pred, const torch::Tensor& gt, co
         }
   }
 
-  // PCK@0.2: the error per axis in units of the ground-truth box's width and height.
+  // PCK: the error per axis in units of the ground-truth box's width and height, at each threshold.
   auto pck_err = (diff / box_wh.unsqueeze(1)).square().sum(2).sqrt();         // [N,K]
-  pck_hits_ += ((pck_err < kPckThreshold) & counted).sum().item<int64_t>();
-  visible_ += counted.sum().item<int64_t>();
-  epe_total_ += torch::where(counted, dist, torch::zeros_like(dist)).sum().item<double>();
+  auto thresholds = torch::arange(kThresholds, f64) * kThresholdStep;          // [T]
+  auto hits = (pck_err.unsqueeze(2) < thresholds) & counted.unsqueeze(2);      // [N,K,T]
+  auto hit_sums = torch::zeros({c, k, kThresholds}, f64).index_add_(0, cat, hits.to(torch::kFloat64)).cpu();
+  auto epe_sums = torch::zeros({c, k}, f64).index_add_(0, cat, torch::where(counted, dist, torch::zeros_like(dist))).cpu();
+  auto count_sums = torch::zeros({c, k}, f64).index_add_(0, cat, counted.to(torch::kFloat64)).cpu();
+  auto ha = hit_sums.accessor<double, 3>();
+  auto ea = epe_sums.accessor<double, 2>();
+  auto na = count_sums.accessor<double, 2>();
+  for (int64_t ci = 0; ci < c; ++ci)
+    for (int64_t ki = 0; ki < k; ++ki)
+      for (PckSum* sum : {&pck_[0][ki], &pck_[ci + 1][ki]}) {
+        for (int t = 0; t < kThresholds; ++t) sum->hits[t] += static_cast<long>(ha[ci][ki][t]);
+        sum->epe += ea[ci][ki];
+        sum->count += static_cast<long>(na[ci][ki]);
+      }
   undefined_norm_ += (~defined).sum().item<int64_t>();
   garments_ += n;
 }
@@ -171,47 +175,112 @@ nlohmann::json LandmarkMetrics::result() const {
     if (proto == kPaper) j["undefined_norm"] = undefined_norm_;
     out[kProtocolNames[proto]] = j;
   }
-  const double visible = static_cast<double>(visible_);
-  out["pck_0_2"] = visible_ > 0 ? nlohmann::json(pck_hits_ / visible) : nlohmann::json(nullptr);
-  out["epe_px"] = visible_ > 0 ? nlohmann::json(epe_total_ / visible) : nlohmann::json(nullptr);
-  out["visible_landmarks"] = visible_;
+  // PCK@0.2, EPE and AUC of a set of slots of one row of pck_, pooled over their landmarks.
+  auto accuracy = [&](const std::vector<PckSum>& sums, const std::vector<int>& slots) {
+    PckSum pooled;
+    for (int slot : slots) {
+      for (int t = 0; t < kThresholds; ++t) pooled.hits[t] += sums[slot].hits[t];
+      pooled.epe += sums[slot].epe;
+      pooled.count += sums[slot].count;
+    }
+    if (pooled.count == 0)
+      return nlohmann::json{{"pck_0_2", nullptr}, {"epe_px", nullptr}, {"auc", nullptr}};
+    const double n = static_cast<double>(pooled.count);
+    double auc = 0;
+    for (int t = 0; t + 1 < kThresholds; ++t) auc += pooled.hits[t] / n;
+    return nlohmann::json{{"pck_0_2", pooled.hits[kPck02] / n}, {"epe_px", pooled.epe / n}, {"auc", auc / (kThresholds - 1)}};
+  };
+  const auto with_landmarks = [&](const std::vector<PckSum>& sums, const std::vector<int>& slots) {
+    auto j = accuracy(sums, slots);
+    j["per_landmark"] = nlohmann::json::object();
+    for (int slot : slots) j["per_landmark"][schema_.landmarks[slot]] = accuracy(sums, {slot});
+    return j;
+  };
+  const auto overall = with_landmarks(pck_[0], all_slots);
+  for (const char* key : {"pck_0_2", "epe_px", "auc"}) out[key] = overall[key];
+  nlohmann::json accuracy_json{{"per_landmark", overall["per_landmark"]}, {"per_category", nlohmann::json::object()}};
+  for (int ci = 0; ci < schema_.num_categories(); ++ci)
+    accuracy_json["per_category"][schema_.categories[ci].name] = with_landmarks(pck_[ci + 1], schema_.categories[ci].landmarks);
+  out["accuracy"] = accuracy_json;
+  long visible = 0;
+  for (const auto& s : pck_[0]) visible += s.count;
+  out["visible_landmarks"] = visible;
+  out["schema"] = schema_.name;
+  out["landmarks"] = schema_.landmarks;  // slot order, with their table headings
+  out["labels"] = schema_.labels;
   out["garments"] = garments_;
   return out;
 }
 
 std::string LandmarkMetrics::table() const {
   const auto r = result();
-  std::vector<std::string> labels;
-  for (const auto& name : schema_.landmarks) labels.push_back(short_label(name));
-  labels.push_back("Avg");
-  size_t col = std::string("0.0000").size();
-  for (const auto& l : labels) col = std::max(col, l.size());
-  col += 2;
-  std::vector<std::pair<std::string, const nlohmann::json*>> rows;  // label, {avg, per_landmark}
-  for (const char* proto : kProtocolNames) {
-    rows.emplace_back(std::string(proto) + " all", &r.at(proto));
-    for (const auto& cat : schema_.categories)
-      rows.emplace_back(std::string(proto) + " " + cat.name, &r.at(proto).at("per_category").at(cat.name));
-  }
-  size_t first = 0;
-  for (const auto& [label, _] : rows) first = std::max(first, label.size());
-  first += 2;
-
-  std::ostringstream out;
-  out << std::left << std::setw(static_cast<int>(first)) << "" << std::right;
-  for (const auto& l : labels) out << std::setw(static_cast<int>(col)) << l;
-  out << "\n" << std::fixed << std::setprecision(4);
-  auto cell = [&](const nlohmann::json* value) {
-    out << std::setw(static_cast<int>(col));
-    if (value && value->is_number()) out << value->get<double>();
-    else out << "-";
+  struct Row {
+    std::string label;
+    const nlohmann::json* per_landmark;  // name -> value, or name -> {key: value} with `key`
+    const nlohmann::json* avg;
+    const char* key;
   };
-  for (const auto& [label, j] : rows) {
-    out << std::left << std::setw(static_cast<int>(first)) << label << std::right;
-    const auto& per = j->at("per_landmark");
-    for (const auto& name : schema_.landmarks) cell(per.contains(name) ? &per.at(name) : nullptr);
-    cell(&j->at("avg"));
-    out << "\n";
+  // One block: the given slots as columns, the rows of every protocol and accuracy measure for the
+  // given categories ("all" = -1).
+  std::ostringstream out;
+  const auto block = [&](const std::vector<int>& slots, const std::vector<int>& categories) {
+    std::vector<std::string> labels;
+    for (int slot : slots) labels.push_back(schema_.labels[slot]);
+    labels.push_back("Avg");
+    std::vector<Row> rows;
+    for (const char* proto : kProtocolNames)
+      for (int ci : categories) {
+        const auto& j = ci < 0 ? r.at(proto) : r.at(proto).at("per_category").at(schema_.categories[ci].name);
+        rows.push_back({std::string(proto) + " " + (ci < 0 ? "all" : schema_.categories[ci].name), &j.at("per_landmark"),
+                        &j.at("avg"), nullptr});
+      }
+    for (const char* key : {"pck_0_2", "auc"})
+      for (int ci : categories) {
+        const auto& acc = r.at("accuracy");
+        const auto& j = ci < 0 ? r : acc.at("per_category").at(schema_.categories[ci].name);
+        const auto& per = ci < 0 ? acc.at("per_landmark") : j.at("per_landmark");
+        rows.push_back({std::string(key) + " " + (ci < 0 ? "all" : schema_.categories[ci].name), &per, &j.at(key), key});
+      }
+    size_t col = std::string("0.0000").size();
+    for (const auto& l : labels) col = std::max(col, l.size());
+    col += 2;
+    size_t first = 0;
+    for (const auto& row : rows) first = std::max(first, row.label.size());
+    first += 2;
+    out << std::left << std::setw(static_cast<int>(first)) << "" << std::right;
+    for (const auto& l : labels) out << std::setw(static_cast<int>(col)) << l;
+    out << "\n" << std::fixed << std::setprecision(4);
+    const auto cell = [&](const nlohmann::json* value) {
+      out << std::setw(static_cast<int>(col));
+      if (value && value->is_number()) out << value->get<double>();
+      else out << "-";
+    };
+    for (const auto& row : rows) {
+      out << std::left << std::setw(static_cast<int>(first)) << row.label << std::right;
+      for (int slot : slots) {
+        const auto& name = schema_.landmarks[slot];
+        const nlohmann::json* v = row.per_landmark->contains(name) ? &row.per_landmark->at(name) : nullptr;
+        cell(v && row.key ? &v->at(row.key) : v);
+      }
+      cell(row.avg);
+      out << "\n";
+    }
+  };
+  // Categories with slots of their own (DeepFashion2): one block each, over its landmarks.
+  std::vector<int> owner(schema_.num_landmarks(), -1);
+  bool shared = false;
+  for (int ci = 0; ci < schema_.num_categories(); ++ci)
+    for (int slot : schema_.categories[ci].landmarks) shared = shared || owner[slot] >= 0, owner[slot] = ci;
+  if (shared || schema_.num_categories() == 1) {
+    std::vector<int> slots(schema_.num_landmarks()), categories{-1};
+    for (int i = 0; i < schema_.num_landmarks(); ++i) slots[i] = i;
+    for (int ci = 0; ci < schema_.num_categories(); ++ci) categories.push_back(ci);
+    block(slots, categories);
+  } else {
+    for (int ci = 0; ci < schema_.num_categories(); ++ci) {
+      if (ci > 0) out << "\n";
+      block(schema_.categories[ci].landmarks, {ci});
+    }
   }
   return out.str();
 }

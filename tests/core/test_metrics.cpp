@@ -214,11 +214,13 @@ TEST(LandmarkMetrics, TableLayout) {
   std::istringstream text(m.table());
   std::vector<std::string> lines;
   for (std::string line; std::getline(text, line);) lines.push_back(line);
-  ASSERT_EQ(lines.size(), 1u + 2 * 4);  // header + (all + 3 categories) per protocol
+  ASSERT_EQ(lines.size(), 1u + 4 * 4);  // header + (all + 3 categories) per protocol, PCK@0.2 and AUC
   EXPECT_EQ(tokens(lines[0]), (std::vector<std::string>{"L.Collar", "R.Collar", "L.Sleeve", "R.Sleeve", "L.Waist",
                                                         "R.Waist", "L.Hem", "R.Hem", "Avg"}));
   const std::vector<std::string> labels = {"ne_paper all", "ne_paper upper", "ne_paper lower", "ne_paper full",
-                                           "ne_image all", "ne_image upper", "ne_image lower", "ne_image full"};
+                                           "ne_image all", "ne_image upper", "ne_image lower", "ne_image full",
+                                           "pck_0_2 all",  "pck_0_2 upper",  "pck_0_2 lower",  "pck_0_2 full",
+                                           "auc all",      "auc upper",      "auc lower",      "auc full"};
   for (size_t i = 0; i < labels.size(); ++i) {
     EXPECT_EQ(lines[i + 1].rfind(labels[i], 0), 0u) << lines[i + 1];
     EXPECT_EQ(lines[i + 1].size(), lines[0].size()) << "fixed width: " << lines[i + 1];
@@ -228,6 +230,64 @@ TEST(LandmarkMetrics, TableLayout) {
                                                         "-", "-", "-", "0.1250", "0.0625"}));
   EXPECT_EQ(tokens(lines[4]), (std::vector<std::string>{"ne_paper", "full", "-", "-", "-", "-", "-", "-", "-", "-",
                                                         "-"}));
+  // Lower garment: every landmark within 0.2 of its box; right hem 8 / 100 (see the next test).
+  EXPECT_EQ(tokens(lines[11]), (std::vector<std::string>{"pck_0_2", "lower", "-", "-", "-", "-", "1.0000", "1.0000",
+                                                         "1.0000", "1.0000", "1.0000"}));
+  EXPECT_EQ(tokens(lines[15]), (std::vector<std::string>{"auc", "lower", "-", "-", "-", "-", "0.8500", "0.8000",
+                                                         "0.9500", "0.7500", "0.8375"}));
+}
+
+TEST(LandmarkMetrics, AccuracyPerLandmarkAndCategory) {
+  LandmarkMetrics m(LandmarkSchema::deepfashion());
+  add(m, make_batch(example()));
+  const auto acc = m.result().at("accuracy");
+  // PCK errors (per axis in box units): the AUC counts the thresholds 0, 0.025, .., 0.475 above each.
+  // right_collar: 0 twice (19 of 20 thresholds each).
+  const auto& rc = acc.at("per_landmark").at("right_collar");
+  EXPECT_NEAR(num(rc.at("auc")), 19.0 / 20, kTol);
+  EXPECT_NEAR(num(rc.at("pck_0_2")), 1.0, kTol);
+  // right_hem: 0.2 (garment 0: 11 thresholds, a miss at 0.2) and 0.12 (garment 1: 15, a hit).
+  const auto& rh = acc.at("per_landmark").at("right_hem");
+  EXPECT_NEAR(num(rh.at("auc")), (11.0 + 15.0) / 2 / 20, kTol);
+  EXPECT_NEAR(num(rh.at("pck_0_2")), 0.5, kTol);
+  EXPECT_NEAR(num(rh.at("epe_px")), (10.0 + 6.0) / 2, kTol);
+  // Lower: errors 0.072, 0.08, 0, 0.12 -> 17, 16, 19, 15 thresholds.
+  const auto& lower = acc.at("per_category").at("lower");
+  EXPECT_NEAR(num(lower.at("auc")), (17.0 + 16 + 19 + 15) / 4 / 20, kTol);
+  EXPECT_NEAR(num(lower.at("pck_0_2")), 1.0, kTol);
+  EXPECT_NEAR(num(lower.at("epe_px")), (5.0 + 8 + 0 + 6) / 4, kTol);
+  EXPECT_NEAR(num(lower.at("per_landmark").at("right_waistline").at("auc")), 16.0 / 20, kTol);
+  EXPECT_FALSE(lower.at("per_landmark").contains("left_collar"));
+  EXPECT_TRUE(acc.at("per_category").at("upper").at("per_landmark").at("left_hem").at("auc").is_null());
+}
+
+TEST(LandmarkMetrics, CategoriesWithTheirOwnSlotsGetABlockEach) {
+  const LandmarkSchema schema = LandmarkSchema::load("deepfashion2");
+  LandmarkMetrics m(schema);
+  const int k = schema.num_landmarks(), skirt = schema.category_index("skirt");
+  // One skirt: its 8 landmarks 3 px off in x, box 100 x 100.
+  auto gt = torch::zeros({1, k, 2}), vis = torch::full({1, k}, static_cast<int>(Visibility::Absent), torch::kInt);
+  for (int i = 0; i < 8; ++i) {
+    const int slot = schema.categories[skirt].landmarks[i];
+    gt[0][slot][0] = 10.0f * i + 10;
+    gt[0][slot][1] = 50;
+    vis[0][slot] = static_cast<int>(Visibility::Visible);
+  }
+  auto pred = gt.clone();
+  pred.select(2, 0) += 3;
+  m.add(pred, gt, vis, torch::tensor({static_cast<int64_t>(skirt)}), torch::tensor({{200, 200}}),
+        torch::tensor({{0.0f, 0.0f, 100.0f, 100.0f}}));
+  const std::string table = m.table();
+  std::istringstream text(table);
+  std::vector<std::string> headers;
+  for (std::string line; std::getline(text, line);)
+    if (!line.empty() && line[0] == ' ') headers.push_back(line);
+  ASSERT_EQ(headers.size(), 13u) << table;
+  EXPECT_EQ(tokens(headers[skirt]), (std::vector<std::string>{"1", "2", "3", "4", "5", "6", "7", "8", "Avg"}));
+  EXPECT_NE(table.find("auc skirt"), std::string::npos) << table;
+  // 3 px in a 100 px box: 0.03 -> hits at 0.05 .. 0.475, 18 of 20 thresholds.
+  EXPECT_NEAR(num(m.result().at("auc")), 18.0 / 20, kTol);
+  EXPECT_NEAR(num(m.result().at("ne_image").at("avg")), 3.0 / 200, 1e-7);
 }
 
 TEST(LandmarkMetrics, EmptyHasNullValues) {
