@@ -68,11 +68,24 @@ LandmarkSchema LandmarkSchema::from_json(const nlohmann::json& j) {
     s.name = j.at("name").get<std::string>();
     s.landmarks = j.at("landmarks").get<std::vector<std::string>>();
     s.flip = j.at("flip").get<std::vector<int>>();
-    // Model files written before schemas were files have no labels and no ids.
     s.labels = j.contains("labels") ? j["labels"].get<std::vector<std::string>>() : s.landmarks;
     for (const auto& c : j.at("categories"))
       s.categories.push_back({c.at("name").get<std::string>(), c.at("landmarks").get<std::vector<int>>(),
                               c.at("norm_pair").get<std::array<int, 2>>(), c.value("id", 0)});
+    // Model files written before schemas were files have no labels and no category ids: a built-in
+    // schema of the same name and slots supplies them.
+    const bool old = !j.contains("labels") || std::any_of(j.at("categories").begin(), j.at("categories").end(),
+                                                          [](const nlohmann::json& c) { return !c.contains("id"); });
+    const auto names = builtin_names();
+    if (old && std::find(names.begin(), names.end(), s.name) != names.end()) {
+      const LandmarkSchema current = load(s.name);
+      if (current.landmarks == s.landmarks) {
+        if (!j.contains("labels")) s.labels = current.labels;
+        for (auto& c : s.categories)
+          for (const auto& d : current.categories)
+            if (c.id == 0 && c.name == d.name) c.id = d.id;
+      }
+    }
   } catch (const nlohmann::json::exception& e) {
     throw std::invalid_argument(std::string("landmark schema: ") + e.what());
   }

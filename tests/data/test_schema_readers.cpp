@@ -134,12 +134,18 @@ TEST(Schema, FileErrorsNameTheLine) {
 }
 
 TEST(Schema, ModelFileSchemasWithoutLabelsOrIdsStillLoad) {
+  // As model files stored the schema before it was a file: the built-in one fills the gaps.
   json old = LandmarkSchema::deepfashion().to_json();
   old.erase("labels");
   for (auto& c : old["categories"]) c.erase("id");
   const LandmarkSchema s = LandmarkSchema::from_json(old);
-  EXPECT_EQ(s.labels, s.landmarks);
-  EXPECT_EQ(s.categories[0].id, 0);
+  EXPECT_EQ(s.labels, LandmarkSchema::deepfashion().labels);
+  EXPECT_EQ(s.categories[2].id, 3);
+  // A schema of another name keeps the names as headings and no ids.
+  old["name"] = "mine";
+  const LandmarkSchema mine = LandmarkSchema::from_json(old);
+  EXPECT_EQ(mine.labels, mine.landmarks);
+  EXPECT_EQ(mine.categories[2].id, 0);
 }
 
 // --- FashionAI -------------------------------------------------------------------------------------
