@@ -2,7 +2,7 @@
 // Exchanging tensors with reference scripts run by /usr/bin/python3 (PyTorch, torchvision):
 // a folder holds <name>.bin files (raw little-endian, C order) and a JSON manifest
 // {"tensors": {name: {"dtype": "float32"|"float64"|"int64", "shape": [...]}}, ...}.
-// LibTorch cannot read Python's .pt pickles, hence this plain format.
+// A plain format that both sides read in a few lines, whatever the PyTorch and LibTorch versions.
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>

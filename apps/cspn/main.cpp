@@ -310,7 +310,7 @@ int main(int argc, char** argv) {
   train_cmd->add_option("--set", sets, "override a config key: section.key=value (repeatable)");
   train_cmd->add_option("--data", data, "dataset path")->required();
   train_cmd->add_option("--format", format, kFormatHelp)->check(CLI::IsMember(kFormats));
-  train_cmd->add_option("--out", train_opt.out_dir, "run folder (model.cspn, checkpoint.pt, log.jsonl)")->required();
+  train_cmd->add_option("--out", train_opt.out_dir, "run folder (model.cspn, checkpoint-<phase>.pt, log.jsonl, config.yaml)")->required();
   train_cmd->add_option("--device", train_opt.device, "cpu | cuda | cuda:N");
   train_cmd->add_flag("--resume", train_opt.resume, "continue the run in --out from its last checkpoint");
   train_cmd->add_flag("--skip-bad", skip_bad, "report and skip malformed records instead of failing");

@@ -1,4 +1,5 @@
 #include "cspn/codec.hpp"
+#include "cspn/util.hpp"
 
 #include <cmath>
 #include <sstream>
@@ -13,12 +14,6 @@ namespace {
 // Pixels beyond this many sigmas carry under 1.2% of the peak: a point whose 3-sigma square misses
 // the heatmap leaves a target too faint to learn from, so it is not supervised.
 constexpr double kSupportSigmas = 3.0;
-
-std::string shape_of(const torch::Tensor& t) {
-  std::ostringstream out;
-  out << t.sizes();
-  return out.str();
-}
 
 }  // namespace
 

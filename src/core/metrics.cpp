@@ -1,4 +1,5 @@
 #include "cspn/metrics.hpp"
+#include "cspn/util.hpp"
 
 #include <algorithm>
 #include <iomanip>
@@ -17,12 +18,6 @@ constexpr int kThresholds = 21, kPck02 = 8;
 constexpr double kThresholdStep = 0.025;
 enum Protocol { kPaper = 0, kImage = 1, kNumProtocols = 2 };
 const char* const kProtocolNames[kNumProtocols] = {"ne_paper", "ne_image"};
-
-std::string shape_of(const torch::Tensor& t) {
-  std::ostringstream out;
-  out << t.sizes();
-  return out.str();
-}
 
 enum class Dtype { Float, Integer, Real };
 

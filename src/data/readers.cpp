@@ -1,5 +1,6 @@
 // Reader plumbing shared by all formats (parsing, per-sample checks), format dispatch and splits.
 #include "cspn/data/readers.hpp"
+#include "cspn/util.hpp"
 
 #include <charconv>
 #include <cmath>
@@ -217,13 +218,6 @@ Dataset read_dataset(const std::string& path, const std::string& format, const R
 }
 
 namespace {
-
-std::uint64_t splitmix64(std::uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
 
 std::uint64_t fnv1a64(const std::string& s) {
   std::uint64_t h = 0xCBF29CE484222325ull;

@@ -6,6 +6,7 @@
 // Visibility follows the drawing: landmarks under a later layer (another garment, an occluder)
 // are Occluded, landmarks outside the image Absent, the box is clipped to the image.
 #include "cspn/data/synth.hpp"
+#include "cspn/util.hpp"
 
 #include <algorithm>
 #include <array>
@@ -37,13 +38,6 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr double kPi = 3.14159265358979323846;
-
-std::uint64_t splitmix64(std::uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
 
 // Portable generator (the std distributions differ between standard libraries, and the data set
 // must be the same wherever it is generated).

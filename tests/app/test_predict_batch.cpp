@@ -103,11 +103,12 @@ TEST(PipelineOptions, PerImageOptionsMatchSeparateCalls) {
     ASSERT_EQ(x.size(), y.size());
     for (size_t g = 0; g < x.size(); ++g) {
       EXPECT_EQ(x[g].category, y[g].category);
-      // Batches of other sizes take other kernels: boxes agree to float rounding.
-      EXPECT_NEAR(x[g].box.x1, y[g].box.x1, 1e-3);
-      EXPECT_NEAR(x[g].box.y1, y[g].box.y1, 1e-3);
-      EXPECT_NEAR(x[g].box.x2, y[g].box.x2, 1e-3);
-      EXPECT_NEAR(x[g].box.y2, y[g].box.y2, 1e-3);
+      // Batches of other sizes take other kernels: boxes agree to float rounding (hundreds of
+      // pixels, through exp of the box deltas).
+      EXPECT_NEAR(x[g].box.x1, y[g].box.x1, 0.01);
+      EXPECT_NEAR(x[g].box.y1, y[g].box.y1, 0.01);
+      EXPECT_NEAR(x[g].box.x2, y[g].box.x2, 0.01);
+      EXPECT_NEAR(x[g].box.y2, y[g].box.y2, 0.01);
       // The crop is resampled by OpenCV's fixed-point bilinear warp (1/32 px steps), so a box that
       // moved by rounding can shift the crop's samples, and this barely trained model's flat peaks
       // turn that into landmark moves of up to 0.07 px (seen in a clang build; 2e-5 px with GCC).

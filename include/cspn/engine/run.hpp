@@ -1,5 +1,5 @@
 #pragma once
-// High-level operations shared by the cspn command, the server and the benchmarks.
+// High-level operations of the cspn command (evaluation, reports, the demo, process settings).
 #include <string>
 #include <vector>
 

@@ -11,9 +11,9 @@
 namespace cspn {
 
 struct TrainOptions {
-  std::string out_dir;           // gets model.cspn, checkpoint.pt, log.jsonl, config.yaml
+  std::string out_dir;           // gets model.cspn, checkpoint-<phase>.pt, log.jsonl, config.yaml
   std::string device = "cpu";    // cpu | cuda | cuda:N
-  bool resume = false;           // continue from out_dir/checkpoint.pt
+  bool resume = false;           // continue from out_dir/checkpoint-<phase>.pt
   bool progress = true;          // progress bar on stderr
   nlohmann::json data_info;      // what was trained on, stored in the model file
 };

@@ -1,4 +1,5 @@
 #include "cspn/detect/ap.hpp"
+#include "cspn/util.hpp"
 
 #include <algorithm>
 #include <limits>
@@ -15,12 +16,6 @@ namespace cspn::detect {
 namespace {
 
 constexpr int kRecallPoints = 101;
-
-std::string shape_of(const torch::Tensor& t) {
-  std::ostringstream s;
-  s << t.sizes();
-  return s.str();
-}
 
 // Labels [N] as a CPU int64 vector, checked in [1, categories).
 std::vector<int64_t> checked_labels(const torch::Tensor& labels, int64_t n, size_t categories,

@@ -1,4 +1,5 @@
 #include "cspn/detect/box_coder.hpp"
+#include "cspn/util.hpp"
 
 #include <sstream>
 #include <stdexcept>
@@ -9,12 +10,6 @@
 
 namespace cspn::detect {
 namespace {
-
-std::string shape_of(const torch::Tensor& t) {
-  std::ostringstream s;
-  s << t.sizes();
-  return s.str();
-}
 
 void check_box_tensor(const char* where, const char* name, const torch::Tensor& t) {
   if (!t.defined() || t.dim() != 2 || t.size(1) != 4)

@@ -1,4 +1,5 @@
 #include "cspn/detect/faster_rcnn.hpp"
+#include "cspn/util.hpp"
 
 #include <algorithm>
 #include <array>
@@ -17,12 +18,6 @@ namespace F = torch::nn::functional;
 constexpr double kRpnMinSize = 1e-3;  // proposals thinner than this are dropped
 constexpr double kBoxMinSize = 1e-2;  // detections thinner than this are dropped whatever min_box_size says
 constexpr double kSmoothL1Beta = 1.0 / 9.0;
-
-std::string shape_of(const torch::Tensor& t) {
-  std::ostringstream s;
-  s << t.sizes();
-  return s.str();
-}
 
 [[noreturn]] void bad_config(const std::string& what) {
   throw std::invalid_argument("cspn::FasterRCNN: model.detector." + what);

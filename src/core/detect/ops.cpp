@@ -1,4 +1,5 @@
 #include "cspn/detect/ops.hpp"
+#include "cspn/util.hpp"
 
 #include <algorithm>
 #include <map>
@@ -12,12 +13,6 @@
 
 namespace cspn::detect {
 namespace {
-
-std::string shape_of(const torch::Tensor& t) {
-  std::ostringstream s;
-  s << t.sizes();
-  return s.str();
-}
 
 [[noreturn]] void fail(const char* where, const std::string& what) {
   throw std::invalid_argument(std::string("cspn::detect::") + where + ": " + what);

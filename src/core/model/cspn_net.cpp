@@ -1,4 +1,5 @@
 #include "cspn/model/cspn_net.hpp"
+#include "cspn/util.hpp"
 
 #include <sstream>
 #include <stdexcept>
@@ -58,12 +59,6 @@ template <class M>
 M add_to(nn::ModuleListImpl& list, M m) {
   list.push_back(m);
   return m;
-}
-
-std::string shape_of(const torch::Tensor& t) {
-  std::ostringstream os;
-  os << t.sizes();
-  return os.str();
 }
 
 void check_levels(const std::vector<torch::Tensor>& levels, const char* where, const char* what) {

@@ -1,4 +1,5 @@
 #include "cspn/model/losses.hpp"
+#include "cspn/util.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -10,12 +11,6 @@
 namespace cspn {
 
 namespace {
-
-std::string shape_of(const torch::Tensor& t) {
-  std::ostringstream os;
-  os << t.sizes();
-  return os.str();
-}
 
 void check_heatmaps(const torch::Tensor& pred, const torch::Tensor& target, const char* where) {
   if (pred.dim() != 4 || !pred.sizes().equals(target.sizes()))

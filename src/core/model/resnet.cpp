@@ -1,4 +1,5 @@
 #include "cspn/model/resnet.hpp"
+#include "cspn/util.hpp"
 
 #include <array>
 #include <sstream>
@@ -19,12 +20,6 @@ nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride) {
 // torchvision's shortcut projection: "downsample.0" 1x1 conv (stride), "downsample.1" BN.
 nn::Sequential projection(int64_t in, int64_t out, int64_t stride) {
   return nn::Sequential(conv(in, out, 1, stride), nn::BatchNorm2d(out));
-}
-
-std::string shape_of(const torch::Tensor& t) {
-  std::ostringstream os;
-  os << t.sizes();
-  return os.str();
 }
 
 struct DepthSpec {
