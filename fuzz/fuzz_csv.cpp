@@ -1,4 +1,5 @@
-// The flat CSV reader (ziegler_robot_landmarks' info.csv) on arbitrary bytes.
+// The comma-separated readers on arbitrary bytes: the flat CSV of ziegler_robot_landmarks (info.csv)
+// and FashionAI's train.csv.
 #include "cspn/data/readers.hpp"
 #include "fuzz_common.hpp"
 
@@ -8,5 +9,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   cspn::ReadOptions opt;
   opt.check_images = false;
   opt.skip_bad = size % 2 == 1;  // both the failing and the skipping paths
-  return cspn::fuzz::expect_clean([&] { cspn::read_csv(file.string(), opt); });
+  static const cspn::LandmarkSchema fashionai = cspn::LandmarkSchema::load("fashionai");
+  cspn::fuzz::expect_clean([&] { cspn::read_csv(file.string(), opt); });
+  cspn::ReadOptions f = opt;
+  f.schema = fashionai;
+  return cspn::fuzz::expect_clean([&] { cspn::read_fashionai(file.string(), f); });
 }

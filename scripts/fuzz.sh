@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# Builds the fuzz targets (fuzz/*.cpp: CSV, COCO and FLD readers, image checks and decoding, model
-# files, YAML config) with clang, libFuzzer, ASan and UBSan into build-fuzz/, and runs each for
+# Builds the fuzz targets (fuzz/*.cpp: CSV, FashionAI, COCO and FLD readers, image checks and
+# decoding, model files, YAML config, landmark schema files) with clang, libFuzzer, ASan and UBSan into build-fuzz/, and runs each for
 # SECONDS (default 30). Seeds: fuzz/seeds/<target> plus, when ../shared/data is there, its real
 # files. Crashes are written to build-fuzz/findings/<target>/ and fail the script.
-#   scripts/fuzz.sh [SECONDS] [TARGET...]      (targets: csv coco fld image model_file config)
+#   scripts/fuzz.sh [SECONDS] [TARGET...]      (targets: csv coco fld image model_file config schema)
 # Environment: JOBS (parallel runs and build jobs, default 2), BUILD_DIR (default build-fuzz).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-30}
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(csv coco fld image model_file config)
+((${#targets[@]})) || targets=(csv coco fld image model_file config schema)
 build=${BUILD_DIR:-build-fuzz}
 jobs=${JOBS:-2}
 shared=../shared/data
@@ -28,6 +28,7 @@ for t in "${targets[@]}"; do
   mkdir -p "$build/corpus/$t" "$build/findings/$t"
   cp -n fuzz/seeds/"$t"/* "$build/corpus/$t/" 2>/dev/null || true
 done
+seed schema schemas/*.yaml
 if [ -d "$shared" ]; then
   seed csv "$shared"/ziegler_robot_landmarks/info.csv "$shared"/fashionai_keypoints/*.csv
   seed coco "$shared"/mmpose_fld/*.json "$shared"/mmpose_deepfashion2/*.json

@@ -244,33 +244,7 @@ int run_info(const std::string& model_path, const std::string& config, const std
     cfg = make_config(config, sets);
     schema = LandmarkSchema::load(cfg.data.schema);
   }
-  const auto& k = cfg.model.keypoints;
-  CSPNNet net(k, schema.num_landmarks());
-  std::cout << "landmark network: " << k.backbone << ", " << k.stages << " stages, input " << k.input_size[0] << "x"
-            << k.input_size[1] << ", " << schema.num_landmarks() << " landmarks (" << schema.name << ")\n";
-  // Inference costs (training-only heads left out), per part and cumulative as in the paper's Table 3.
-  const auto costs = cspn_costs(net, k.input_size[0], k.input_size[1]);
-  std::printf("%-10s %14s %12s %12s\n", "part", "params", "MB (fp32)", "GFLOPs");
-  for (const auto& part : costs)
-    std::printf("%-10s %14lld %12.1f %12.2f\n", part.name.c_str(), static_cast<long long>(part.params),
-                part.params * 4.0 / 1e6, part.gflops);
-  std::printf("\n%-10s %14s %12s %12s\n", "stages", "params", "MB (fp32)", "GFLOPs");
-  int64_t params = costs.front().params;
-  double gflops = costs.front().gflops;
-  for (size_t s = 1; s < costs.size(); ++s) {
-    params += costs[s].params;
-    gflops += costs[s].gflops;
-    std::printf("%-10zu %14lld %12.1f %12.2f\n", s, static_cast<long long>(params), params * 4.0 / 1e6, gflops);
-  }
-  if (cfg.model.detector.enabled) {
-    const auto& d = cfg.model.detector;
-    FasterRCNN detector(d, schema.num_categories() + 1);
-    int64_t params = 0;
-    for (const auto& p : detector->parameters()) params += p.numel();
-    std::cout << "detector: Faster R-CNN, " << d.backbone << " (stride 16), " << (d.roi_op == "align" ? "RoIAlign" : "RoI pooling")
-              << ", " << schema.num_categories() << " categories + background, input shorter side " << d.min_size
-              << " (longer <= " << d.max_size << "): " << params << " params (" << params * 4.0 / 1e6 << " MB fp32)\n";
-  }
+  std::cout << describe_model(cfg, schema);
   return 0;
 }
 

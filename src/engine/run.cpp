@@ -49,7 +49,9 @@ bool plot_log(const std::string& log_path, const std::string& phase, const fs::p
     if (rec.value("type", "") == "train") loss.emplace_back(rec["iter"].get<double>(), rec["loss"].get<double>());
     if (rec.value("type", "") == "epoch" && rec.contains("val")) {
       const auto& v = rec["val"];  // the landmark network's NE, or the detector's AP50
-      if (v.contains("ne_image")) val.emplace_back(rec["epoch"].get<double>(), v["ne_image"]["avg"].get<double>());
+      // A validation with no visible landmark has a null NE: nothing to draw for that epoch.
+      if (v.contains("ne_image") && v["ne_image"]["avg"].is_number())
+        val.emplace_back(rec["epoch"].get<double>(), v["ne_image"]["avg"].get<double>());
       if (v.contains("det_ap50") && v["det_ap50"].is_number())
         val.emplace_back(rec["epoch"].get<double>(), v["det_ap50"].get<double>());
     }

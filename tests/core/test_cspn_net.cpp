@@ -1,5 +1,6 @@
 // CSPNNet shapes, gradient flow and parameter names; FLOP counting against hand formulas.
 #include <algorithm>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -214,4 +215,30 @@ TEST(CspnCosts, PartsAddUpAndMatchKnownCounts) {
   const double whole = cspn::count_flops([&] { net->forward(torch::zeros({1, 3, 64, 64})); });
   EXPECT_NEAR(gflops * 1e9, whole, whole * 1e-9);
   EXPECT_THROW(cspn::cspn_costs(net, 60, 64), std::invalid_argument);
+}
+
+TEST(CspnCosts, DescribeModelPrintsTable3Rows) {
+  cspn::Config cfg;
+  cfg.model.keypoints = small_config(3);
+  cfg.model.keypoints.input_size = {64, 64};
+  cfg.model.detector.enabled = false;
+  const std::string text = cspn::describe_model(cfg, cspn::LandmarkSchema::deepfashion());
+  EXPECT_NE(text.find("landmark network: resnet18, 3 stages, input 64x64, 8 landmarks (deepfashion)"), std::string::npos)
+      << text;
+  // The cumulative rows (stages 1..3) end with the whole inference network's parameter count.
+  cspn::CSPNNet net(cfg.model.keypoints, kLandmarks);
+  int64_t params = 0;
+  for (const auto& part : cspn::cspn_costs(net, 64, 64)) params += part.params;
+  std::istringstream lines(text.substr(text.find("\nstages")));
+  std::string line, last;
+  int rows = 0;
+  for (std::getline(lines, line), std::getline(lines, line); std::getline(lines, line);)
+    if (!line.empty()) last = line, ++rows;
+  EXPECT_EQ(rows, 3) << text;
+  std::istringstream fields(last);
+  int64_t stage = 0, row_params = 0;
+  fields >> stage >> row_params;
+  EXPECT_EQ(stage, 3);
+  EXPECT_EQ(row_params, params);
+  EXPECT_EQ(text.find("detector"), std::string::npos);
 }

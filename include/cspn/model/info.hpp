@@ -6,6 +6,8 @@
 
 #include <torch/torch.h>
 
+#include "cspn/config.hpp"
+#include "cspn/landmarks.hpp"
 #include "cspn/model/cspn_net.hpp"
 
 namespace cspn {
@@ -27,5 +29,9 @@ struct PartCost {
 // without gradients in eval mode (the net's mode is restored) on the device of its parameters:
 // what inference computes, so the training-only heads count neither parameters nor FLOPs.
 std::vector<PartCost> cspn_costs(CSPNNet& net, int input_h, int input_w);
+
+// What `cspn info` prints for a configuration: the landmark network's parameters and GFLOPs per
+// part and cumulative per stage (Table 3 layout), and the detector's size when it is enabled.
+std::string describe_model(const Config& cfg, const LandmarkSchema& schema);
 
 }  // namespace cspn

@@ -1,11 +1,15 @@
 #include "cspn/model/info.hpp"
 
+#include <cstdio>
 #include <cstring>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include <ATen/record_function.h>
+
+#include "cspn/detect/faster_rcnn.hpp"
 
 namespace cspn {
 
@@ -127,6 +131,46 @@ std::vector<PartCost> cspn_costs(CSPNNet& net, int input_h, int input_w) {
     costs.push_back({"stage" + std::to_string(i + 1), count_params(net->stage(i)), flops / 1e9});
   }
   return costs;
+}
+
+std::string describe_model(const Config& cfg, const LandmarkSchema& schema) {
+  std::ostringstream out;
+  char line[160];
+  const auto& k = cfg.model.keypoints;
+  CSPNNet net(k, schema.num_landmarks());
+  out << "landmark network: " << k.backbone << ", " << k.stages << " stages, input " << k.input_size[0] << "x"
+      << k.input_size[1] << ", " << schema.num_landmarks() << " landmarks (" << schema.name << ")\n";
+  // Inference costs (training-only heads left out), per part and cumulative as in the paper's Table 3.
+  const auto costs = cspn_costs(net, k.input_size[0], k.input_size[1]);
+  std::snprintf(line, sizeof line, "%-10s %14s %12s %12s\n", "part", "params", "MB (fp32)", "GFLOPs");
+  out << line;
+  for (const auto& part : costs) {
+    std::snprintf(line, sizeof line, "%-10s %14lld %12.1f %12.2f\n", part.name.c_str(),
+                  static_cast<long long>(part.params), part.params * 4.0 / 1e6, part.gflops);
+    out << line;
+  }
+  std::snprintf(line, sizeof line, "\n%-10s %14s %12s %12s\n", "stages", "params", "MB (fp32)", "GFLOPs");
+  out << line;
+  int64_t params = costs.front().params;
+  double gflops = costs.front().gflops;
+  for (size_t s = 1; s < costs.size(); ++s) {
+    params += costs[s].params;
+    gflops += costs[s].gflops;
+    std::snprintf(line, sizeof line, "%-10zu %14lld %12.1f %12.2f\n", s, static_cast<long long>(params),
+                  params * 4.0 / 1e6, gflops);
+    out << line;
+  }
+  if (cfg.model.detector.enabled) {
+    const auto& d = cfg.model.detector;
+    FasterRCNN detector(d, schema.num_categories() + 1);
+    int64_t detector_params = 0;
+    for (const auto& p : detector->parameters()) detector_params += p.numel();
+    out << "detector: Faster R-CNN, " << d.backbone << " (stride 16), " << (d.roi_op == "align" ? "RoIAlign" : "RoI pooling")
+        << ", " << schema.num_categories() << " categories + background, input shorter side " << d.min_size
+        << " (longer <= " << d.max_size << "): " << detector_params << " params (" << detector_params * 4.0 / 1e6
+        << " MB fp32)\n";
+  }
+  return out.str();
 }
 
 }  // namespace cspn
