@@ -25,6 +25,9 @@ struct KeypointModelConfig {
     v("input_size", input_size); v("heatmap_stride", heatmap_stride); v("sigma", sigma);
     v("pretrained", pretrained);
   }
+  // Checks ranges and choices (Config::validate and CSPNNet's constructor both rely on it); throws
+  // std::invalid_argument naming the key (model.keypoints.*).
+  void validate() const;
 };
 
 struct DetectorModelConfig {
@@ -64,6 +67,9 @@ struct DetectorModelConfig {
                                          // dropped: slivers left by clipping a box outside the image
   int detections_per_image = 100;        // COCO's AP counts up to 100 per image (and torchvision keeps
                                          // 100); predict reports only those >= test.min_score
+  // Checks ranges and choices of this section (Config::validate and FasterRCNN's constructor both
+  // rely on it); throws std::invalid_argument naming the key (model.detector.*).
+  void validate() const;
   template <class V> void visit(V& v) {
     v("enabled", enabled); v("backbone", backbone); v("pretrained", pretrained);
     v("backbone_from_keypoints", backbone_from_keypoints); v("min_size", min_size); v("max_size", max_size); v("anchor_sizes", anchor_sizes);

@@ -184,32 +184,32 @@ void Config::set(const std::string& assignment) {
   FromYaml::apply(root, *this, "", "--set " + assignment);
 }
 
-void Config::validate() const {
-  const auto& k = model.keypoints;
+void KeypointModelConfig::validate() const {
+  const auto& k = *this;
   static const std::set<std::string> backbones{"resnet18", "resnet34", "resnet50", "resnet101", "resnet152"};
   require(backbones.count(k.backbone) > 0, "model.keypoints.backbone", k.backbone,
           "one of resnet18, resnet34, resnet50, resnet101, resnet152");
   require(k.stages >= 1 && k.stages <= 4, "model.keypoints.stages", k.stages, "1 to 4");
   // Upper bounds keep a typo (or a damaged model file) from asking for gigabytes before anything
   // can fail with a message: the largest values here are several times what any model uses.
-  require(k.channels > 0 && k.channels <= 2048, "model.keypoints.channels", k.channels, "1 to 2048");
+  require(k.channels >= 2 && k.channels <= 2048 && k.channels % 2 == 0, "model.keypoints.channels", k.channels,
+          "even, 2 to 2048 (the pyramid's bottlenecks halve it)");
   require(k.input_size.size() == 2 && k.input_size[0] % 32 == 0 && k.input_size[1] % 32 == 0 &&
               k.input_size[0] > 0 && k.input_size[1] > 0 && k.input_size[0] <= 1024 && k.input_size[1] <= 1024,
           "model.keypoints.input_size", k.input_size, "[height, width], both multiples of 32 from 32 to 1024");
   require(k.heatmap_stride == 4, "model.keypoints.heatmap_stride", k.heatmap_stride,
           "4 (the pyramid's finest level)");
   require(k.sigma > 0 && k.sigma <= 32, "model.keypoints.sigma", k.sigma, "in (0, 32] heatmap pixels");
-  const auto& d = model.detector;
+}
+
+void DetectorModelConfig::validate() const {
+  const auto& d = *this;
   static const std::set<std::string> det_backbones{"vgg16", "resnet18", "resnet50"};
   require(det_backbones.count(d.backbone) > 0, "model.detector.backbone", d.backbone, "vgg16, resnet18 or resnet50");
   require(d.roi_op == "align" || d.roi_op == "pool", "model.detector.roi_op", d.roi_op, "align or pool");
   require(d.roi_sampling_ratio > 0, "model.detector.roi_sampling_ratio", d.roi_sampling_ratio, "> 0");
   require(d.box_head == "fc" || (d.box_head == "vgg" && d.backbone == "vgg16" && d.roi_size == 7),
           "model.detector.box_head", d.box_head, "fc, or vgg with backbone vgg16 and roi_size 7");
-  require(!d.enabled || !d.backbone_from_keypoints ||
-              (model.keypoints.enabled && d.backbone == k.backbone && d.pretrained.empty()),
-          "model.detector.backbone_from_keypoints", d.backbone_from_keypoints,
-          "false, or true with model.keypoints enabled, the same backbone in both and no detector.pretrained");
   require(d.trainable_layers >= 0 && d.trainable_layers <= 5 && (d.backbone != "vgg16" || d.trainable_layers == 5),
           "model.detector.trainable_layers", d.trainable_layers, "0..5 (5 with vgg16)");
   require(d.min_size > 0 && d.max_size >= d.min_size && d.max_size <= 4096, "model.detector.max_size", d.max_size,
@@ -226,6 +226,25 @@ void Config::validate() const {
   require(d.min_box_size >= 0, "model.detector.min_box_size", d.min_box_size, ">= 0");
   require(!d.anchor_sizes.empty() && !d.anchor_ratios.empty(), "model.detector.anchor_sizes", d.anchor_sizes,
           "non-empty sizes and ratios");
+  require(d.roi_size > 0 && d.roi_size <= 64, "model.detector.roi_size", d.roi_size, "1 to 64");
+  for (const auto& [key, value] : {std::pair<const char*, int>{"rpn_pre_nms_train", d.rpn_pre_nms_train},
+                                   {"rpn_post_nms_train", d.rpn_post_nms_train},
+                                   {"rpn_pre_nms_test", d.rpn_pre_nms_test},
+                                   {"rpn_post_nms_test", d.rpn_post_nms_test},
+                                   {"rpn_batch", d.rpn_batch},
+                                   {"box_batch", d.box_batch}})
+    require(value > 0, std::string("model.detector.") + key, value, "> 0");
+}
+
+void Config::validate() const {
+  model.keypoints.validate();
+  model.detector.validate();
+  const auto& k = model.keypoints;
+  const auto& d = model.detector;
+  require(!d.enabled || !d.backbone_from_keypoints ||
+              (model.keypoints.enabled && d.backbone == k.backbone && d.pretrained.empty()),
+          "model.detector.backbone_from_keypoints", d.backbone_from_keypoints,
+          "false, or true with model.keypoints enabled, the same backbone in both and no detector.pretrained");
   require(model.keypoints.enabled || model.detector.enabled, "model.keypoints.enabled", model.keypoints.enabled,
           "at least one of model.keypoints and model.detector enabled");
   require(data.box_expand >= 1.0f, "data.box_expand", data.box_expand, ">= 1");

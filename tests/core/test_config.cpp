@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
 
 #include "cspn/config.hpp"
+#include "cspn/detect/faster_rcnn.hpp"
+#include "cspn/model/cspn_net.hpp"
 #include "cspn/landmarks.hpp"
 
 using cspn::Config;
@@ -94,6 +96,22 @@ TEST(Config, BoundsDuplicatesAndOddYamlAreErrorsNamingTheKey) {
   landmarks_only.set("model.detector.backbone_from_keypoints=true");
   landmarks_only.set("model.detector.backbone=vgg16");
   EXPECT_EQ(error_of([&] { landmarks_only.validate(); }), "");
+}
+
+// A model section's rules live in one place: the config and the model constructors give the same
+// error for the same value.
+TEST(Config, ModelRulesAreTheConstructorsRules) {
+  Config cfg;
+  cfg.set("model.keypoints.channels=33");  // odd: the pyramid's bottlenecks halve it
+  const std::string from_config = error_of([&] { cfg.validate(); });
+  EXPECT_NE(from_config.find("model.keypoints.channels"), std::string::npos) << from_config;
+  EXPECT_EQ(error_of([&] { cspn::CSPNNet(cfg.model.keypoints, 8); }), from_config);
+
+  Config det;
+  det.set("model.detector.box_batch=0");
+  const std::string detector = error_of([&] { det.validate(); });
+  EXPECT_NE(detector.find("model.detector.box_batch"), std::string::npos) << detector;
+  EXPECT_EQ(error_of([&] { cspn::FasterRCNN(det.model.detector, 4); }), detector);
 }
 
 TEST(Config, JsonRoundTripKeepsEveryValue) {

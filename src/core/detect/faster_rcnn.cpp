@@ -19,32 +19,8 @@ constexpr double kRpnMinSize = 1e-3;  // proposals thinner than this are dropped
 constexpr double kBoxMinSize = 1e-2;  // detections thinner than this are dropped whatever min_box_size says
 constexpr double kSmoothL1Beta = 1.0 / 9.0;
 
-[[noreturn]] void bad_config(const std::string& what) {
-  throw std::invalid_argument("cspn::FasterRCNN: model.detector." + what);
-}
-
 const DetectorModelConfig& validated(const DetectorModelConfig& c, int num_classes) {
-  if (c.backbone != "vgg16" && c.backbone != "resnet18" && c.backbone != "resnet50")
-    bad_config("backbone should be vgg16, resnet18 or resnet50, got '" + c.backbone + "'");
-  if (c.roi_op != "align" && c.roi_op != "pool")
-    bad_config("roi_op should be align or pool, got '" + c.roi_op + "'");
-  if (c.box_head != "fc" && c.box_head != "vgg")
-    bad_config("box_head should be fc or vgg, got '" + c.box_head + "'");
-  if (c.box_head == "vgg" && (c.backbone != "vgg16" || c.roi_size != VGG16Impl::kFcRoiSize))
-    bad_config("box_head vgg needs backbone vgg16 and roi_size 7, got backbone '" + c.backbone +
-               "' and roi_size " + std::to_string(c.roi_size));
-  if (c.trainable_layers < 0 || c.trainable_layers > 5 || (c.backbone == "vgg16" && c.trainable_layers != 5))
-    bad_config("trainable_layers should be 0..5 (ResNet backbones; 5 for vgg16), got " +
-               std::to_string(c.trainable_layers));
-  if (c.roi_size <= 0 || c.roi_sampling_ratio <= 0 || c.head_dim <= 0)
-    bad_config("roi_size, roi_sampling_ratio and head_dim should be > 0, got " +
-               std::to_string(c.roi_size) + ", " + std::to_string(c.roi_sampling_ratio) + ", " +
-               std::to_string(c.head_dim));
-  if (c.rpn_pre_nms_train <= 0 || c.rpn_post_nms_train <= 0 || c.rpn_pre_nms_test <= 0 ||
-      c.rpn_post_nms_test <= 0 || c.rpn_batch <= 0 || c.box_batch <= 0 ||
-      c.detections_per_image <= 0)
-    bad_config("rpn_pre/post_nms_train/test, rpn_batch, box_batch and detections_per_image "
-               "should be > 0");
+  c.validate();
   if (num_classes < 2)
     throw std::invalid_argument("cspn::FasterRCNN: num_classes counts the background and should "
                                 "be >= 2, got " + std::to_string(num_classes));

@@ -157,15 +157,7 @@ StageOutput CascadeStageImpl::forward(const StageOutput& previous) {
 }
 
 CSPNNetImpl::CSPNNetImpl(const KeypointModelConfig& cfg, int num_landmarks) {
-  if (cfg.stages < 1 || cfg.stages > 4)
-    throw std::invalid_argument("model.keypoints.stages must be 1..4, got " +
-                                std::to_string(cfg.stages));
-  if (cfg.channels < 2 || cfg.channels % 2 != 0)
-    throw std::invalid_argument("model.keypoints.channels must be even and >= 2, got " +
-                                std::to_string(cfg.channels));
-  if (cfg.heatmap_stride != 4)
-    throw std::invalid_argument("model.keypoints.heatmap_stride: CSPNNet predicts at stride 4, got " +
-                                std::to_string(cfg.heatmap_stride));
+  cfg.validate();
   if (num_landmarks < 1)
     throw std::invalid_argument("CSPNNet: num_landmarks must be >= 1, got " +
                                 std::to_string(num_landmarks));
