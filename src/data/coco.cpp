@@ -7,7 +7,6 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -60,14 +59,6 @@ std::optional<int> category_named(const LandmarkSchema& schema, const std::strin
   return std::nullopt;
 }
 
-// "1 upper, 2 lower, 3 full" (ids where the schema has them).
-std::string category_list(const LandmarkSchema& schema) {
-  std::string out;
-  for (const auto& c : schema.categories)
-    out += (out.empty() ? "" : ", ") + (c.id > 0 ? std::to_string(c.id) + " " : std::string()) + c.name;
-  return out;
-}
-
 // The category with the fewest slots that holds every labelled slot (DeepFashion: only waist/hem
 // slots -> lower, no waist slots -> upper, else full).
 int infer_category(const LandmarkSchema& schema, const Garment& g, const std::string& where) {
@@ -103,9 +94,8 @@ Garment parse_annotation(const json& a, const std::string& where, const Landmark
     p.x = static_cast<float>(json_number(kps[3 * k], where, key + "]"));
     p.y = static_cast<float>(json_number(kps[3 * k + 1], where, key + "+1]"));
     const double v = json_number(kps[3 * k + 2], where, key + "+2]");
-    if (v != 0 && v != 1 && v != 2)
+    if (!coco_visibility(v, p.v))
       fail(where, key + "+2]: visibility should be 0, 1 or 2, got " + kps[3 * k + 2].dump());
-    p.v = v == 2 ? Visibility::Visible : v == 1 ? Visibility::Occluded : Visibility::Absent;
     labelled = labelled || v != 0;
   }
 
@@ -147,16 +137,7 @@ Dataset read_coco(const std::string& path, const ReadOptions& opt) {
   Dataset data;
   data.schema = opt.schema;
   const LandmarkSchema& schema = data.schema;
-  json j;
-  {
-    std::ifstream in(file);
-    if (!in) throw DataError(file + ": cannot open annotation file");
-    try {
-      j = json::parse(in);
-    } catch (const json::exception& e) {  // syntax errors, and numbers out of range such as 1e999
-      throw DataError(file + ": invalid JSON: " + e.what());
-    }
-  }
+  const json j = read_json_file(file);
   const fs::path dir = fs::path(file).parent_path();
   const json& images = field(j, "images", file);
   const json& annotations = field(j, "annotations", file);

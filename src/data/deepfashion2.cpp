@@ -8,7 +8,6 @@
 #include <climits>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <string>
 #include <vector>
 
@@ -56,11 +55,10 @@ Garment parse_item(const json& item, const std::string& where, const LandmarkSch
   g.keypoints.assign(schema.num_landmarks(), Keypoint{});
   for (std::size_t i = 0; i < n; ++i) {
     const std::string at_i = where + ".landmarks[" + std::to_string(3 * i);
-    const double v = finite(lms[3 * i + 2], at_i + "+2]");
-    if (v != 0 && v != 1 && v != 2) fail(at_i + "+2]", "visibility should be 0, 1 or 2, got " + lms[3 * i + 2].dump());
-    if (v == 0) continue;
     Keypoint& p = g.keypoints[category.landmarks[i]];
-    p.v = v == 2 ? Visibility::Visible : Visibility::Occluded;
+    if (!coco_visibility(finite(lms[3 * i + 2], at_i + "+2]"), p.v))
+      fail(at_i + "+2]", "visibility should be 0, 1 or 2, got " + lms[3 * i + 2].dump());
+    if (p.v == Visibility::Absent) continue;
     p.x = static_cast<float>(finite(lms[3 * i], at_i + "]"));
     p.y = static_cast<float>(finite(lms[3 * i + 1], at_i + "+1]"));
   }
@@ -81,20 +79,12 @@ Dataset read_deepfashion2(const std::string& root, const ReadOptions& opt) {
   std::vector<fs::path> files;
   for (const auto& e : fs::directory_iterator(annos))
     if (e.path().extension() == ".json") files.push_back(e.path());
+  if (files.empty()) throw DataError(annos.string() + ": no *.json annotation files");
   std::sort(files.begin(), files.end());
   for (const fs::path& file : files) {
     guarded(opt, data, [&] {
       const std::string where = file.string();
-      json j;
-      {
-        std::ifstream in(file);
-        if (!in) fail(where, "cannot open annotation file");
-        try {
-          j = json::parse(in);
-        } catch (const json::exception& e) {
-          fail(where, std::string("invalid JSON: ") + e.what());
-        }
-      }
+      const json j = read_json_file(where);
       if (!j.is_object()) fail(where, "expected an object with item1, item2, ...");
       Sample s;
       s.where = where;
@@ -120,7 +110,6 @@ Dataset read_deepfashion2(const std::string& root, const ReadOptions& opt) {
       data.samples.push_back(std::move(s));
     });
   }
-  if (files.empty()) throw DataError(annos.string() + ": no *.json annotation files");
   return data;
 }
 

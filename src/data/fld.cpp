@@ -5,6 +5,7 @@
 // clothes type (the schema category with that id; deepfashion: 1 upper 6, 2 lower 4, 3 full 8,
 // in the category's order) visibility x y, with visibility 0 visible, 1 occluded, 2 truncated.
 // Some copies (Category & Attribute's) pad every row to 8 landmarks; both forms are read.
+#include <algorithm>
 #include <climits>
 #include <filesystem>
 #include <string>
@@ -80,10 +81,7 @@ Dataset read_fld(const std::string& root, const ReadOptions& opt) {
   Dataset data;
   data.schema = opt.schema;
   const LandmarkSchema& schema = data.schema;
-  std::string types;  // "1 upper, 2 lower, 3 full"
-  for (const auto& c : schema.categories)
-    if (c.id > 0) types += (types.empty() ? "" : ", ") + std::to_string(c.id) + " " + c.name;
-  if (types.empty())
+  if (std::none_of(schema.categories.begin(), schema.categories.end(), [](const Category& c) { return c.id > 0; }))
     throw DataError(root + ": the DeepFashion layout names categories by clothes_type, and schema " + schema.name +
                     " gives its categories no id");
   const fs::path base(root);
@@ -112,7 +110,7 @@ Dataset read_fld(const std::string& root, const ReadOptions& opt) {
       const double type = number(f[1], where, "clothes_type");
       Garment g;
       g.category = type == static_cast<int>(type) ? schema.category_with_id(static_cast<int>(type)) : -1;
-      if (g.category < 0) fail(where, "unknown clothes_type '" + std::string(f[1]) + "' (expected " + types + ")");
+      if (g.category < 0) fail(where, "unknown clothes_type '" + std::string(f[1]) + "' (expected " + category_list(schema) + ")");
       whole_number(f[2], where, "variation_type", 1, 5);
       const std::vector<int>& slots = schema.categories[g.category].landmarks;
       const std::size_t listed = 3 + 3 * slots.size(), padded = 3 + 3 * static_cast<std::size_t>(num_slots);

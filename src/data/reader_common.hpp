@@ -1,10 +1,12 @@
 #pragma once
-// Helpers shared by the dataset readers (fld.cpp, coco.cpp, csv.cpp, readers.cpp). Internal.
+// Helpers shared by the dataset readers (readers.cpp and one file per format). Internal.
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "cspn/data/readers.hpp"
 
@@ -41,6 +43,17 @@ class CsvHeader {
   std::vector<std::string_view> names_;
   std::unordered_map<std::string_view, std::size_t> index_;
 };
+
+// A whole JSON file; throws DataError naming it when it cannot be opened or parsed (syntax errors,
+// and numbers out of range such as 1e999).
+nlohmann::json read_json_file(const std::string& path);
+
+// COCO's keypoint visibility (2 visible, 1 occluded, 0 unlabelled, as DeepFashion2 writes it too);
+// false for any other value.
+bool coco_visibility(double v, Visibility& out);
+
+// "1 upper, 2 lower, 3 full": the schema's categories with their ids where they have them.
+std::string category_list(const LandmarkSchema& schema);
 
 // Lines of a text file without their line ends; throws DataError naming the path when it cannot
 // be opened. Line i of the file is element i-1.

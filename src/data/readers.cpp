@@ -99,6 +99,29 @@ std::size_t CsvHeader::column(const std::string& name, const std::string& hint) 
   return it->second;
 }
 
+nlohmann::json read_json_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw DataError(path + ": cannot open annotation file");
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw DataError(path + ": invalid JSON: " + e.what());
+  }
+}
+
+bool coco_visibility(double v, Visibility& out) {
+  if (v != 0 && v != 1 && v != 2) return false;
+  out = v == 2 ? Visibility::Visible : v == 1 ? Visibility::Occluded : Visibility::Absent;
+  return true;
+}
+
+std::string category_list(const LandmarkSchema& schema) {
+  std::string out;
+  for (const auto& c : schema.categories)
+    out += (out.empty() ? "" : ", ") + (c.id > 0 ? std::to_string(c.id) + " " : std::string()) + c.name;
+  return out;
+}
+
 std::vector<std::string> read_lines(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw DataError(path + ": cannot open annotation file");
