@@ -7,6 +7,7 @@
 // Some copies (Category & Attribute's) pad every row to 8 landmarks; both forms are read.
 #include <algorithm>
 #include <climits>
+#include <cmath>
 #include <filesystem>
 #include <string>
 #include <string_view>
@@ -109,7 +110,8 @@ Dataset read_fld(const std::string& root, const ReadOptions& opt) {
 
       const double type = number(f[1], where, "clothes_type");
       Garment g;
-      g.category = type == static_cast<int>(type) ? schema.category_with_id(static_cast<int>(type)) : -1;
+      const bool id_like = type == std::floor(type) && std::abs(type) <= 1e6;  // no int conversion of 1e300
+      g.category = id_like ? schema.category_with_id(static_cast<int>(type)) : -1;
       if (g.category < 0) fail(where, "unknown clothes_type '" + std::string(f[1]) + "' (expected " + category_list(schema) + ")");
       whole_number(f[2], where, "variation_type", 1, 5);
       const std::vector<int>& slots = schema.categories[g.category].landmarks;
