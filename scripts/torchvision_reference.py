@@ -1,11 +1,12 @@
 #!/usr/bin/python3
-"""Reference data for the C++ ResNet parity test (tests/core/test_resnet_parity.cpp).
+"""Reference data for the C++ backbone parity tests (tests/core/test_backbones.cpp).
 
-Builds a seeded, randomly initialised torchvision ResNet with non-trivial BatchNorm parameters and
+Builds a seeded, randomly initialised torchvision ResNet or MobileNetV2 with non-trivial BatchNorm parameters and
 running statistics, and writes to --out:
   weights.pth          torch.save(model.state_dict()) (a zip checkpoint holding an OrderedDict)
   weights.safetensors  the same tensors as safetensors, written here by hand (no safetensors package)
-  io.safetensors       "input" [N,3,H,W], "c2".."c5" (outputs of layer1..layer4), "logits" [N,1000]
+  io.safetensors       "input" [N,3,H,W], "c2".."c5" (the maps at strides 4..32: ResNet layer1..layer4,
+                       MobileNetV2 features.3, .6, .13, .18), "logits" [N,1000]
 
 Run with the system interpreter that has torch and torchvision:
   /usr/bin/python3 scripts/torchvision_reference.py --arch resnet50 --out /tmp/ref
@@ -65,7 +66,7 @@ def build_model(arch, seed, stat_batches):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", required=True,
-                        choices=["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"])
+                        choices=["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "mobilenet_v2"])
     parser.add_argument("--out", required=True, help="output folder (created)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--input", type=int, nargs=4, default=[1, 3, 64, 64], metavar=("N", "C", "H", "W"))
@@ -84,9 +85,14 @@ def main():
 
     x = torch.randn(*args.input)
     with torch.no_grad():
-        y = model.maxpool(model.relu(model.bn1(model.conv1(x))))
         io = {"input": x}
-        for i, layer in enumerate([model.layer1, model.layer2, model.layer3, model.layer4]):
+        if args.arch.startswith("resnet"):
+            y = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+            levels = [model.layer1, model.layer2, model.layer3, model.layer4]
+        else:
+            y = x
+            levels = [model.features[0:4], model.features[4:7], model.features[7:14], model.features[14:19]]
+        for i, layer in enumerate(levels):
             y = layer(y)
             io["c%d" % (i + 2)] = y
         io["logits"] = model(x)

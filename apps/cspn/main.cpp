@@ -21,7 +21,10 @@
 #include "cspn/engine/predict.hpp"
 #include "cspn/engine/progress.hpp"
 #include "cspn/engine/bench_pipeline.hpp"
-#include "cspn/engine/run.hpp"
+#include "cspn/engine/demo.hpp"
+#include "cspn/engine/evaluate.hpp"
+#include "cspn/engine/process.hpp"
+#include "cspn/engine/report.hpp"
 #include "cspn/engine/train.hpp"
 #include "cspn/io/atomic_file.hpp"
 #include "cspn/io/model_file.hpp"
@@ -232,7 +235,8 @@ const std::vector<std::string> kFormats{"fld", "deepfashion-c", "coco", "csv", "
 const char* const kFormatHelp = "fld | deepfashion-c | coco | csv | fashionai | deepfashion2 | auto (landmarks in the schema "
                                 "of data.schema)";
 
-int run_info(const std::string& model_path, const std::string& config, const std::vector<std::string>& sets) {
+int run_info(const std::string& model_path, const std::string& config, const std::vector<std::string>& sets,
+             bool backbones) {
   Config cfg;
   LandmarkSchema schema = LandmarkSchema::deepfashion();
   if (!model_path.empty()) {
@@ -245,6 +249,8 @@ int run_info(const std::string& model_path, const std::string& config, const std
     schema = LandmarkSchema::load(cfg.data.schema);
   }
   std::cout << describe_model(cfg, schema);
+  if (backbones)
+    std::cout << "\n" << describe_backbones(cfg.model.keypoints.input_size[0], cfg.model.keypoints.input_size[1]);
   return 0;
 }
 
@@ -353,6 +359,8 @@ int main(int argc, char** argv) {
   auto* info_model = info->add_option("--model", model_path, "model file")->check(CLI::ExistingFile);
   info->add_option("--config", config, "YAML config")->check(CLI::ExistingFile)->excludes(info_model);
   info->add_option("--set", sets, "override a config key");
+  bool info_backbones = false;
+  info->add_flag("--backbones", info_backbones, "also list every backbone a config can name: channels, parameters, GFLOPs");
 
   auto* bench = app.add_subcommand("bench", "latency of the landmark network per crop");
   BenchOptions bench_opt;
@@ -423,7 +431,7 @@ int main(int argc, char** argv) {
     }
     if (*info) {
       if (model_path.empty() && config.empty()) throw std::invalid_argument("cspn info needs --model FILE or --config FILE");
-      return run_info(model_path, config, sets);
+      return run_info(model_path, config, sets, info_backbones);
     }
     if (*bench) {
       nlohmann::json result;

@@ -12,7 +12,8 @@ namespace cspn {
 
 struct KeypointModelConfig {
   bool enabled = true;
-  std::string backbone = "resnet50";     // resnet18|34|50|101|152
+  std::string backbone = "resnet50";     // a registered backbone (backbone_names(): resnet18..152,
+                                         // vgg16, mobilenet_v2)
   int stages = 4;                        // 1..4 cascaded pyramid stages
   int channels = 256;                    // pyramid width
   std::vector<int> input_size{256, 192}; // crop height, width
@@ -32,7 +33,7 @@ struct KeypointModelConfig {
 
 struct DetectorModelConfig {
   bool enabled = false;
-  std::string backbone = "resnet18";     // vgg16|resnet18|resnet50 (stride-16 C4 features)
+  std::string backbone = "resnet18";     // a registered backbone, built to its stride-16 features
   std::string pretrained;
   bool backbone_from_keypoints = false;  // start conv1..layer3 from the landmark network trained just
                                          // before in the same run (same ResNet; garment features)
@@ -56,8 +57,9 @@ struct DetectorModelConfig {
   bool freeze_bn = false;                // backbone BatchNorm keeps its running statistics and affine
                                          // parameters: for ImageNet-initialised backbones trained on
                                          // batches of 1-2 images; from scratch it must learn (false)
-  int trainable_layers = 5;              // ResNet: the last n of layer4, layer3, layer2, layer1, conv1
-                                         // learn, as torchvision's (C4 has no layer4); the rest is
+  int trainable_layers = 5;              // the last n of the backbone's five parts learn, as
+                                         // torchvision's (ResNet: layer4, layer3, layer2, layer1,
+                                         // conv1; the stride-16 trunk has no layer4); the rest is
                                          // frozen, BatchNorm statistics included
   float box_fg_iou = 0.5f, box_bg_iou = 0.5f;
   int box_batch = 128;

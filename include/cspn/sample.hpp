@@ -1,5 +1,6 @@
 #pragma once
 // Annotated images as plain data: what the readers produce and training/evaluation consume.
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,18 @@ struct Box {
   float height() const { return y2 - y1; }
 };
 
+// Area where two boxes overlap (0 where they do not).
+inline float overlap_area(const Box& a, const Box& b) {
+  const float w = std::min(a.x2, b.x2) - std::max(a.x1, b.x1), h = std::min(a.y2, b.y2) - std::max(a.y1, b.y1);
+  return w > 0 && h > 0 ? w * h : 0.0f;
+}
+
+// Intersection over union; 0 for two empty boxes.
+inline float iou(const Box& a, const Box& b) {
+  const float inter = overlap_area(a, b), uni = a.width() * a.height() + b.width() * b.height() - inter;
+  return uni > 0 ? inter / uni : 0.0f;
+}
+
 struct Keypoint {
   float x = 0, y = 0;                      // pixels in the original image
   Visibility v = Visibility::Absent;
@@ -22,6 +35,8 @@ struct Garment {
   int category = -1;                       // index into LandmarkSchema::categories
   Box box;
   std::vector<Keypoint> keypoints;         // one per schema slot; slots the category lacks: Absent
+  int variation = 0;                       // DeepFashion's variation_type (1 normal pose, 2 medium pose,
+                                           // 3 large pose, 4 medium zoom-in, 5 large zoom-in); 0: none
 };
 
 // True when at least one landmark of the garment is annotated (visible or occluded).

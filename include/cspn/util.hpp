@@ -2,6 +2,7 @@
 // Small helpers the library shares.
 #include <cstdint>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 
 #include <torch/types.h>
@@ -13,6 +14,17 @@ inline std::string shape_of(const torch::Tensor& t) {
   std::ostringstream out;
   out << t.sizes();
   return out.str();
+}
+
+// Throws std::invalid_argument "WHERE: NAME should be [N,4] (x1, y1, x2, y2), got [..]" unless
+// `boxes` is a defined two-dimensional tensor of 4 columns (and floating point, when asked).
+inline void check_boxes(const std::string& where, const std::string& name, const torch::Tensor& boxes,
+                        bool floating = false) {
+  if (!boxes.defined() || boxes.dim() != 2 || boxes.size(1) != 4 || (floating && !boxes.is_floating_point()))
+    throw std::invalid_argument(where + ": " + name + " should be " + (floating ? "floating point " : "") +
+                                "[N,4] (x1, y1, x2, y2), got " +
+                                (boxes.defined() ? std::string(c10::toString(boxes.scalar_type())) + " " + shape_of(boxes)
+                                                 : std::string("an undefined tensor")));
 }
 
 // SplitMix64's finaliser (Steele, Lea and Flood 2014): a well-mixed 64-bit function of x, for seeds

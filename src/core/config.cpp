@@ -9,6 +9,8 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "cspn/model/backbone.hpp"
+
 namespace cspn {
 namespace {
 
@@ -186,9 +188,7 @@ void Config::set(const std::string& assignment) {
 
 void KeypointModelConfig::validate() const {
   const auto& k = *this;
-  static const std::set<std::string> backbones{"resnet18", "resnet34", "resnet50", "resnet101", "resnet152"};
-  require(backbones.count(k.backbone) > 0, "model.keypoints.backbone", k.backbone,
-          "one of resnet18, resnet34, resnet50, resnet101, resnet152");
+  require(is_backbone(k.backbone), "model.keypoints.backbone", k.backbone, backbone_list());
   require(k.stages >= 1 && k.stages <= 4, "model.keypoints.stages", k.stages, "1 to 4");
   // Upper bounds keep a typo (or a damaged model file) from asking for gigabytes before anything
   // can fail with a message: the largest values here are several times what any model uses.
@@ -204,14 +204,13 @@ void KeypointModelConfig::validate() const {
 
 void DetectorModelConfig::validate() const {
   const auto& d = *this;
-  static const std::set<std::string> det_backbones{"vgg16", "resnet18", "resnet50"};
-  require(det_backbones.count(d.backbone) > 0, "model.detector.backbone", d.backbone, "vgg16, resnet18 or resnet50");
+  require(is_backbone(d.backbone), "model.detector.backbone", d.backbone, backbone_list());
   require(d.roi_op == "align" || d.roi_op == "pool", "model.detector.roi_op", d.roi_op, "align or pool");
   require(d.roi_sampling_ratio > 0, "model.detector.roi_sampling_ratio", d.roi_sampling_ratio, "> 0");
-  require(d.box_head == "fc" || (d.box_head == "vgg" && d.backbone == "vgg16" && d.roi_size == 7),
+  require(d.box_head == "fc" || (d.box_head == "vgg" && backbone_has_box_head(d.backbone) && d.roi_size == 7),
           "model.detector.box_head", d.box_head, "fc, or vgg with backbone vgg16 and roi_size 7");
-  require(d.trainable_layers >= 0 && d.trainable_layers <= 5 && (d.backbone != "vgg16" || d.trainable_layers == 5),
-          "model.detector.trainable_layers", d.trainable_layers, "0..5 (5 with vgg16)");
+  require(d.trainable_layers >= 0 && d.trainable_layers <= 5, "model.detector.trainable_layers", d.trainable_layers,
+          "0..5");
   require(d.min_size > 0 && d.max_size >= d.min_size && d.max_size <= 4096, "model.detector.max_size", d.max_size,
           ">= min_size > 0, at most 4096");
   require(d.head_dim > 0 && d.head_dim <= 8192, "model.detector.head_dim", d.head_dim, "1 to 8192");

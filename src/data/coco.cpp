@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cspn/data/readers.hpp"
+#include "cspn/io/atomic_file.hpp"
 #include "reader_common.hpp"
 
 namespace cspn {
@@ -221,6 +222,53 @@ Dataset read_coco(const std::string& path, const ReadOptions& opt) {
     });
   }
   return data;
+}
+
+void write_coco(const std::string& root, const Dataset& data, const std::string& description, std::uint64_t seed) {
+  const LandmarkSchema& schema = data.schema;
+  json categories = json::array();
+  for (int c = 0; c < schema.num_categories(); ++c) {
+    const Category& cat = schema.categories[c];
+    categories.push_back({{"id", cat.id > 0 ? cat.id : c + 1},
+                          {"name", cat.name},
+                          {"supercategory", "garment"},
+                          {"keypoints", schema.landmarks},
+                          {"skeleton", json::array()}});
+  }
+  json images = json::array(), annotations = json::array();
+  const auto round2 = [](float v) { return std::round(static_cast<double>(v) * 100) / 100; };
+  int annotation_id = 1;
+  for (std::size_t i = 0; i < data.samples.size(); ++i) {
+    const Sample& s = data.samples[i];
+    images.push_back({{"id", i + 1},
+                      {"file_name", relative_image(root, s.image)},
+                      {"width", s.width},
+                      {"height", s.height},
+                      {"split", s.split}});
+    for (const Garment& g : s.garments) {
+      json keypoints = json::array();
+      int labelled = 0;
+      for (const Keypoint& p : g.keypoints) {
+        const int v = coco_visibility(p.v);
+        keypoints.insert(keypoints.end(), {v ? round2(p.x) : 0.0, v ? round2(p.y) : 0.0, v});
+        labelled += v > 0;
+      }
+      const Category& cat = schema.categories.at(g.category);
+      annotations.push_back({{"id", annotation_id++},
+                             {"image_id", i + 1},
+                             {"category_id", cat.id > 0 ? cat.id : g.category + 1},
+                             {"bbox", {g.box.x1, g.box.y1, g.box.width(), g.box.height()}},
+                             {"area", g.box.width() * g.box.height()},
+                             {"iscrowd", 0},
+                             {"num_keypoints", labelled},
+                             {"keypoints", keypoints}});
+    }
+  }
+  const json doc = {{"info", {{"description", description}, {"seed", seed}}},
+                    {"categories", categories},
+                    {"images", images},
+                    {"annotations", annotations}};
+  write_file_atomically((fs::path(root) / "annotations.json").string(), doc.dump(1) + "\n");
 }
 
 }  // namespace cspn

@@ -7,6 +7,7 @@
 // Some copies (Category & Attribute's) pad every row to 8 landmarks; both forms are read.
 #include <algorithm>
 #include <climits>
+#include <cstdio>
 #include <cmath>
 #include <filesystem>
 #include <string>
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "cspn/data/readers.hpp"
+#include "cspn/io/atomic_file.hpp"
 #include "reader_common.hpp"
 
 namespace cspn {
@@ -113,7 +115,7 @@ Dataset read_fld(const std::string& root, const ReadOptions& opt) {
       const bool id_like = type == std::floor(type) && std::abs(type) <= 1e6;  // no int conversion of 1e300
       g.category = id_like ? schema.category_with_id(static_cast<int>(type)) : -1;
       if (g.category < 0) fail(where, "unknown clothes_type '" + std::string(f[1]) + "' (expected " + category_list(schema) + ")");
-      whole_number(f[2], where, "variation_type", 1, 5);
+      g.variation = whole_number(f[2], where, "variation_type", 1, 5);
       const std::vector<int>& slots = schema.categories[g.category].landmarks;
       const std::size_t listed = 3 + 3 * slots.size(), padded = 3 + 3 * static_cast<std::size_t>(num_slots);
       if (f.size() != listed && f.size() != padded)
@@ -157,6 +159,56 @@ Dataset read_fld(const std::string& root, const ReadOptions& opt) {
     });
   }
   return data;
+}
+
+void write_fld(const std::string& root, const Dataset& data) {
+  const LandmarkSchema& schema = data.schema;
+  const auto two_decimals = [](float v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.2f", v);
+    return std::string(buf);
+  };
+  const std::string count = std::to_string(data.samples.size()) + "\n";
+  std::string landmarks = count + "image_name clothes_type variation_type";
+  const size_t most = std::max_element(schema.categories.begin(), schema.categories.end(), [](const auto& a, const auto& b) {
+                        return a.landmarks.size() < b.landmarks.size();
+                      })->landmarks.size();
+  for (size_t k = 1; k <= most; ++k) {
+    const std::string n = std::to_string(k);
+    landmarks += " landmark_visibility_" + n + " landmark_location_x_" + n + " landmark_location_y_" + n;
+  }
+  landmarks += "\n";
+  std::string boxes = count + "image_name x_1 y_1 x_2 y_2\n";
+  std::string partition = count + "image_name evaluation_status\n";
+  for (const Sample& s : data.samples) {
+    if (s.garments.size() != 1)
+      throw std::invalid_argument("write_fld: the FLD layout holds one garment per image, " + s.image + " has " +
+                                  std::to_string(s.garments.size()));
+    const std::string name = relative_image(root, s.image);
+    if (name.find_first_of(" \t\r\n") != std::string::npos)
+      throw std::invalid_argument("write_fld: the FLD layout separates fields by spaces, image '" + name + "' has one");
+    const Garment& g = s.garments.front();
+    const Category& category = schema.categories.at(g.category);
+    if (category.id <= 0)
+      throw std::invalid_argument("write_fld: category " + category.name + " of schema " + schema.name + " has no id");
+    landmarks += name + " " + std::to_string(category.id) + " " + std::to_string(g.variation > 0 ? g.variation : 1);
+    for (int k : category.landmarks) {
+      const Keypoint& p = g.keypoints[k];
+      const bool absent = p.v == Visibility::Absent;
+      landmarks += " " + std::to_string(static_cast<int>(p.v)) + " " + two_decimals(absent ? 0.f : p.x) + " " +
+                   two_decimals(absent ? 0.f : p.y);
+    }
+    landmarks += "\n";
+    boxes += name + " " + std::to_string(int(g.box.x1)) + " " + std::to_string(int(g.box.y1)) + " " +
+             std::to_string(int(g.box.x2)) + " " + std::to_string(int(g.box.y2)) + "\n";
+    partition += name + " " + s.split + "\n";
+  }
+  const fs::path dir(root);
+  fs::create_directories(dir / "Anno");
+  fs::create_directories(dir / "Eval");
+  write_file_atomically((dir / "Anno" / "list_landmarks.txt").string(), landmarks);
+  write_file_atomically((dir / "Anno" / "list_bbox.txt").string(), boxes);
+  write_file_atomically((dir / "Eval" / "list_eval_partition.txt").string(), partition);
 }
 
 }  // namespace cspn

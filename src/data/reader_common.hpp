@@ -51,6 +51,12 @@ nlohmann::json read_json_file(const std::string& path);
 // COCO's keypoint visibility (2 visible, 1 occluded, 0 unlabelled, as DeepFashion2 writes it too);
 // false for any other value.
 bool coco_visibility(double v, Visibility& out);
+// The inverse, for writers: 2, 1 or 0.
+int coco_visibility(Visibility v);
+
+// `image` relative to `root` ("img/000001.jpg"), as annotation files name it; throws
+// std::invalid_argument when it does not lie under root.
+std::string relative_image(const std::string& root, const std::string& image);
 
 // "1 upper, 2 lower, 3 full": the schema's categories with their ids where they have them.
 std::string category_list(const LandmarkSchema& schema);

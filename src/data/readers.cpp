@@ -115,6 +115,15 @@ bool coco_visibility(double v, Visibility& out) {
   return true;
 }
 
+int coco_visibility(Visibility v) { return v == Visibility::Visible ? 2 : v == Visibility::Occluded ? 1 : 0; }
+
+std::string relative_image(const std::string& root, const std::string& image) {
+  const fs::path rel = fs::path(image).lexically_normal().lexically_relative(fs::path(root).lexically_normal());
+  if (rel.empty() || *rel.begin() == "..")
+    throw std::invalid_argument("writing " + root + ": image " + image + " is not under it");
+  return rel.generic_string();
+}
+
 std::string category_list(const LandmarkSchema& schema) {
   std::string out;
   for (const auto& c : schema.categories)

@@ -218,14 +218,9 @@ std::vector<int> match_detections(const std::vector<DetectedGarment>& detections
     float best = min_iou;
     for (size_t g = 0; g < truth.size(); ++g) {
       if (taken[g] || truth[g].category != detections[d].category) continue;
-      const Box& b = truth[g].box;
-      const float iw = std::max(0.0f, std::min(a.x2, b.x2) - std::max(a.x1, b.x1));
-      const float ih = std::max(0.0f, std::min(a.y2, b.y2) - std::max(a.y1, b.y1));
-      const float inter = iw * ih;
-      const float uni = a.width() * a.height() + b.width() * b.height() - inter;
-      const float iou = uni > 0 ? inter / uni : 0.0f;
-      if (iou >= best) {
-        best = iou;
+      const float overlap = iou(a, truth[g].box);
+      if (overlap >= best) {
+        best = overlap;
         match[d] = static_cast<int>(g);
       }
     }

@@ -16,7 +16,7 @@
 #include "cspn/engine/landmarks_model.hpp"
 #include "cspn/engine/loader.hpp"
 #include "cspn/engine/progress.hpp"
-#include "cspn/engine/run.hpp"
+#include "cspn/engine/process.hpp"
 #include "cspn/io/atomic_file.hpp"
 #include "cspn/io/model_file.hpp"
 #include "cspn/io/weights.hpp"
@@ -310,7 +310,7 @@ TrainSummary train(const Config& cfg, const Dataset& train_set, const Dataset& v
       const bool model_file = std::any_of(weights.begin(), weights.end(), [&](const auto& kv) {
         return kv.first.rfind(from_model, 0) == 0;
       });
-      const auto report = load_state_dict(*net->backbone, weights, model_file ? from_model : "", {"fc."});
+      const auto report = load_state_dict(*net->backbone, weights, model_file ? from_model : "", net->backbone->skipped_keys());
       if (report.loaded == 0 || !report.missing.empty() || !report.mismatched.empty())
         throw std::invalid_argument("model.keypoints.pretrained: " + cfg.model.keypoints.pretrained +
                                     " does not hold a whole " + cfg.model.keypoints.backbone + " backbone: " +
@@ -374,12 +374,13 @@ TrainSummary train(const Config& cfg, const Dataset& train_set, const Dataset& v
   if (cfg.model.detector.enabled) {
     FasterRCNN net(cfg.model.detector, train_set.schema.num_categories() + 1);
     if (cfg.model.detector.backbone_from_keypoints) {
-      // The landmark network's ResNet (trained on garment crops just before) starts the C4 trunk.
-      const auto report = load_state_dict(*net->backbone(), state_dict(*keypoint_net->backbone), "", {"layer4.", "fc."});
+      // The landmark network's backbone (trained on garment crops just before) starts the trunk.
+      const auto report =
+          load_state_dict(*net->backbone(), state_dict(*keypoint_net->backbone), "", net->backbone()->skipped_keys());
       spdlog::info("detector backbone from the landmark network: {} tensors loaded", report.loaded);
     } else if (!cfg.model.detector.pretrained.empty()) {
       const auto report = load_state_dict(*net->backbone(), read_weights(cfg.model.detector.pretrained), "",
-                                          {"fc.", "layer4.", "classifier.", "avgpool."});
+                                          net->backbone()->skipped_keys());
       spdlog::info("detector backbone weights from {}: {} tensors loaded\n{}", cfg.model.detector.pretrained,
                    report.loaded, report.summary());
     }

@@ -169,7 +169,9 @@ TEST(CountFlops, LinearAndMatmul) {
 }
 
 TEST(CountFlops, ResNet50Is8Point2GFlopsAt224) {
-  cspn::ResNet net(50, /*with_fc=*/true);
+  cspn::BackboneOptions with_fc;
+  with_fc.classifier = true;
+  cspn::ResNet net(50, with_fc);
   net->eval();
   torch::NoGradGuard no_grad;
   // Known figure: 4.1 G multiply-adds for torchvision's ResNet-50 at 224x224.

@@ -12,7 +12,7 @@
 #include "common.hpp"
 #include "cspn/detect/faster_rcnn.hpp"
 #include "cspn/detect/ops.hpp"
-#include "cspn/detect/vgg.hpp"
+#include "cspn/model/vgg.hpp"
 #include "tensor_exchange.hpp"
 
 namespace {
@@ -31,7 +31,10 @@ TEST(DetectVGG16, MatchesTorchvisionFeatures) {
   cspn::test::run_reference_script("torchvision_ops_reference.py", "vgg16 '" + dir.string() + "'",
                                    dir);
   const auto ref = cspn::test::read_tensors(dir, "outputs.json");
-  cspn::VGG16 vgg(/*with_classifier=*/true);
+  cspn::BackboneOptions trunk;  // as the detector builds it
+  trunk.classifier = true;
+  trunk.last_stride = 16;
+  cspn::VGG16 vgg(trunk);
   vgg->eval();
   {
     torch::NoGradGuard no_grad;
@@ -42,7 +45,9 @@ TEST(DetectVGG16, MatchesTorchvisionFeatures) {
       p.value().copy_(ref.at(p.key()));
     }
   }
-  const auto out = vgg->forward(ref.at("input"));
+  const auto levels = vgg->features(ref.at("input"));
+  ASSERT_EQ(levels.size(), 3u);  // conv3_3, conv4_3, conv5_3
+  const auto& out = levels.back();
   ASSERT_EQ(out.sizes(), ref.at("conv5_3").sizes());
   const double scale = ref.at("conv5_3").abs().max().item<double>();
   EXPECT_LT((out - ref.at("conv5_3")).abs().max().item<double>(), 1e-4 * scale);
@@ -97,7 +102,7 @@ TEST(DetectFasterRCNN, ParameterNamesFollowTorchvision) {
 
 TEST(DetectFasterRCNN, RejectsBadConfigAndInputs) {
   auto cfg = small_config();
-  cfg.backbone = "resnet34";
+  cfg.backbone = "resnet";  // not a registered backbone
   EXPECT_THROW(FasterRCNN(cfg, 3), std::invalid_argument);
   cfg = small_config();
   cfg.box_head = "vgg";  // needs the vgg16 backbone
@@ -204,6 +209,17 @@ TEST(DetectFasterRCNN, TrainableLayersFreezeTheRest) {
   EXPECT_FALSE(model->named_buffers()["backbone.layer2.0.bn1.running_mean"].equal(learning_before));
   cfg.trainable_layers = 6;
   EXPECT_THROW(FasterRCNN(cfg, 3), std::invalid_argument);
+
+  // VGG16's five conv blocks are its parts; fc6/fc7 as the box head always learn.
+  cfg.backbone = "vgg16";
+  cfg.box_head = "vgg";
+  cfg.trainable_layers = 3;
+  FasterRCNN vgg(cfg, 3);
+  const auto vgg_params = vgg->named_parameters();
+  for (const char* frozen : {"backbone.features.0.weight", "backbone.features.7.bias"})
+    EXPECT_FALSE(vgg_params[frozen].requires_grad()) << frozen;
+  for (const char* learning : {"backbone.features.10.weight", "backbone.features.28.weight", "backbone.classifier.0.weight"})
+    EXPECT_TRUE(vgg_params[learning].requires_grad()) << learning;
 }
 
 TEST(DetectFasterRCNN, Vgg16BackboneWithItsFcHead) {

@@ -15,7 +15,7 @@
 #include "cspn/engine/crop.hpp"
 #include "cspn/engine/detection.hpp"
 #include "cspn/engine/predict.hpp"
-#include "cspn/engine/run.hpp"
+#include "cspn/engine/evaluate.hpp"
 #include "cspn/engine/train.hpp"
 
 using namespace cspn;

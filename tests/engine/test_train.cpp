@@ -1,18 +1,22 @@
 // Training end to end on a small synthetic set: it must learn (beat the mean-shape baseline), and a
-// run stopped after an epoch and resumed must end where an uninterrupted run ends.
+// run stopped after an epoch and resumed must end where an uninterrupted run ends. The evaluation
+// and the demo built on it.
 #include <signal.h>
 #include <unistd.h>
 #include <sys/wait.h>
 
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <thread>
 
 #include "common.hpp"
 #include "cspn/data/readers.hpp"
 #include "cspn/data/synth.hpp"
-#include "cspn/engine/run.hpp"
+#include "cspn/engine/demo.hpp"
+#include "cspn/engine/evaluate.hpp"
 #include "cspn/engine/train.hpp"
 #include "cspn/io/model_file.hpp"
 #include "cspn/io/weights.hpp"
@@ -113,6 +117,81 @@ TEST(Evaluate, ScoresEveryStageAndTheLastIsTheModelsAnswer) {
   // Untrained correction heads are not zero: the stages' answers differ.
   EXPECT_NE(m["per_stage"][0]["ne_image"]["avg"], last["ne_image"]["avg"]);
   EXPECT_NE(result.table.find("per stage ne_image: 1 "), std::string::npos) << result.table;
+}
+
+// The baseline by hand: the training garments' landmarks in box units, averaged, placed in the
+// test box. Every test landmark is 3 px right and 4 px below that: 5 px off each.
+TEST(Evaluate, MeanShapeIsTheAverageLayoutInTheTestBox) {
+  const LandmarkSchema schema = LandmarkSchema::deepfashion();
+  const int upper = schema.category_index("upper");
+  const auto& slots = schema.categories[upper].landmarks;  // collars, sleeves, hems
+  const auto garment = [&](Box box, const std::function<Keypoint(size_t)>& at) {
+    Garment g;
+    g.category = upper;
+    g.box = box;
+    g.keypoints.assign(schema.num_landmarks(), Keypoint{});
+    for (size_t i = 0; i < slots.size(); ++i) g.keypoints[slots[i]] = at(i);
+    return g;
+  };
+  const auto sample = [](Garment g, int width, int height) {
+    Sample s;
+    s.image = "unused.jpg";
+    s.width = width;
+    s.height = height;
+    s.garments.push_back(std::move(g));
+    return s;
+  };
+  Dataset train, test;
+  train.schema = test.schema = schema;
+  // Box units (0.1 + 0.1 i, 0.2) and (0.3 + 0.1 i, 0.4): mean (0.2 + 0.1 i, 0.3).
+  train.samples.push_back(sample(garment({0, 0, 100, 100}, [](size_t i) {
+    return Keypoint{float(100 * (0.1 + 0.1 * i)), 20, Visibility::Visible};
+  }), 100, 100));
+  train.samples.push_back(sample(garment({0, 0, 200, 100}, [](size_t i) {
+    return Keypoint{float(200 * (0.3 + 0.1 * i)), 40, Visibility::Occluded};
+  }), 200, 100));
+  // Test box 200 x 200 at (100, 50): the mean shape puts landmark i at (140 + 20 i, 110).
+  test.samples.push_back(sample(garment({100, 50, 300, 250}, [](size_t i) {
+    return Keypoint{float(140 + 20 * i + 3), 110 + 4, Visibility::Visible};
+  }), 400, 300));
+
+  const nlohmann::json m = evaluate_mean_shape(train, test).metrics;
+  EXPECT_EQ(m["crops"], 1);
+  EXPECT_NEAR(m["epe_px"].get<double>(), 5.0, 1e-4);
+  // Sleeves (slots 2 and 3 of the category) are 20 px apart: ne_paper 5 / 20.
+  EXPECT_NEAR(m["ne_paper"]["avg"].get<double>(), 0.25, 1e-5);
+  EXPECT_NEAR(m["ne_image"]["avg"].get<double>(), std::hypot(3.0 / 400, 4.0 / 300), 1e-6);
+  EXPECT_EQ(m["pck_0_2"].get<double>(), 1.0);
+  EXPECT_THROW(evaluate_mean_shape(Dataset{schema, {}, {}}, test), std::invalid_argument);
+}
+
+// The main job end to end at a tiny budget: scenes, both halves trained, the report page, and a
+// second call that reuses the scenes and writes run-2 and report-2 beside the first.
+TEST(Demo, WritesTheReportPageAndAModelThatLoads) {
+  const fs::path dir = test::scratch_dir("demo");
+  DemoOptions opt;
+  opt.out_dir = dir.string();
+  opt.minutes = 0.1;
+  opt.count = 30;
+  opt.photos = "";
+  const DemoResult first = run_demo(opt);
+  EXPECT_EQ(fs::path(first.page), dir / "report-1" / "index.html");
+  const std::string page = test::file_bytes(first.page);
+  for (const char* part : {"<h2>Predictions</h2>", "<h2>Evaluation", "<h2>Training</h2>", "src=\"pipeline/", "cspn serve --model"})
+    EXPECT_NE(page.find(part), std::string::npos) << part;
+  const ModelFile model = load_model_file(first.model);
+  EXPECT_TRUE(model.config.model.detector.enabled);
+  EXPECT_TRUE(model.config.model.keypoints.enabled);
+  const auto predictions = nlohmann::json::parse(test::file_bytes(dir / "report-1" / "predictions.json"));
+  EXPECT_EQ(predictions["images"].size() + predictions["errors"].size(), 3u) << "the held-out scenes (10% of 30)";
+  EXPECT_EQ(predictions["errors"].size(), 0u);
+  EXPECT_TRUE(fs::exists(dir / "report-1" / "metrics.json"));
+
+  const auto scenes_written = fs::last_write_time(dir / "scenes" / "annotations.json");
+  const DemoResult second = run_demo(opt);
+  EXPECT_EQ(fs::path(second.page), dir / "report-2" / "index.html");
+  EXPECT_EQ(fs::last_write_time(dir / "scenes" / "annotations.json"), scenes_written);
+  EXPECT_TRUE(fs::exists(second.model));
 }
 
 TEST(Train, TimeBudgetCutsTheScheduleToFit) {

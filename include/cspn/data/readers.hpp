@@ -49,6 +49,17 @@ Dataset read_deepfashion2(const std::string& root, const ReadOptions& opt = {});
 // format: fld|deepfashion-c|coco|csv|fashionai|deepfashion2|auto (auto looks at what `path` holds).
 Dataset read_dataset(const std::string& path, const std::string& format, const ReadOptions& opt = {});
 
+// Writers, the inverses of read_fld and read_coco: what they write reads back as the same samples
+// (coordinates to 2 decimals). Image paths are written relative to `root`, under which each
+// Sample::image must lie (std::invalid_argument otherwise); the annotation files are replaced
+// atomically, the images are not touched.
+// FLD layout: one garment per sample, clothes_type the category's id, variation_type
+// Garment::variation (1 where it is 0).
+void write_fld(const std::string& root, const Dataset& data);
+// COCO keypoints, root/annotations.json: every garment, one [x, y, v] per schema slot, categories
+// with their ids (position + 1 where they have none), `description` and `seed` under "info".
+void write_coco(const std::string& root, const Dataset& data, const std::string& description, std::uint64_t seed);
+
 // Width and height from the image file's header (JPEG, PNG, WebP, BMP); throws DataError naming the
 // path when the file is missing, empty or not a readable image.
 std::pair<int, int> image_size(const std::string& path);

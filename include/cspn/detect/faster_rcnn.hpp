@@ -1,6 +1,7 @@
 #pragma once
 // Faster R-CNN garment detector (the paper's "Detection Proposal" stage) on one stride-16 feature
-// map: VGG16 conv5_3 or ResNet C4 (conv1..layer3) -> RPN (3x3 conv, objectness and 4 deltas per
+// map: any registered backbone built to stride 16 (VGG16 conv5_3, ResNet C4 = conv1..layer3,
+// MobileNetV2 features.13) -> RPN (3x3 conv, objectness and 4 deltas per
 // anchor) -> proposals (decode, clip, drop tiny boxes, top-N, NMS, top-N) -> RoIAlign or RoIPool
 // -> two FC layers -> class scores and class-specific box deltas. Training and inference follow
 // torchvision.models.detection.FasterRCNN (matching, sampling, losses, post-processing).
@@ -19,8 +20,7 @@
 
 #include "cspn/config.hpp"
 #include "cspn/detect/box_coder.hpp"
-#include "cspn/detect/vgg.hpp"
-#include "cspn/model/resnet.hpp"
+#include "cspn/model/backbone.hpp"
 
 namespace cspn {
 
@@ -59,7 +59,7 @@ class FasterRCNNImpl : public torch::nn::Module {
   // Keeps frozen BatchNorm layers (freeze_bn) in eval mode whatever the module's mode.
   void train(bool on = true) override;
 
-  std::shared_ptr<torch::nn::Module> backbone() const { return backbone_; }
+  std::shared_ptr<BackboneImpl> backbone() const { return backbone_; }
   const DetectorModelConfig& config() const { return cfg_; }
   int64_t num_classes() const { return num_classes_; }
   static constexpr int64_t kStride = 16;  // backbone feature stride in input pixels
@@ -87,12 +87,7 @@ class FasterRCNNImpl : public torch::nn::Module {
   detect::AnchorGenerator anchors_;
   detect::BoxCoder rpn_coder_, box_coder_;
 
-  std::shared_ptr<torch::nn::Module> backbone_;
-  VGG16 vgg_{nullptr};
-  // ResNet stem and layer1..3 (the C4 trunk); layer4 is not part of the detector.
-  torch::nn::Conv2d conv1_{nullptr};
-  torch::nn::BatchNorm2d bn1_{nullptr};
-  torch::nn::Sequential layer1_{nullptr}, layer2_{nullptr}, layer3_{nullptr};
+  std::shared_ptr<BackboneImpl> backbone_;  // built to stride 16
   std::vector<torch::nn::BatchNorm2d> frozen_bn_;
 
   torch::nn::Conv2d rpn_conv_{nullptr}, rpn_cls_{nullptr}, rpn_bbox_{nullptr};

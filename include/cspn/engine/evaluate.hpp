@@ -1,12 +1,15 @@
 #pragma once
-// Scoring landmark predictions against a dataset's ground truth (both NE protocols, PCK, EPE).
+// Evaluation: reading a split, running a model or the mean-shape baseline on it, and scoring
+// landmark predictions against the ground truth (both NE protocols, PCK, EPE, AUC).
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "cspn/config.hpp"
 #include "cspn/engine/loader.hpp"
+#include "cspn/io/model_file.hpp"
 #include "cspn/metrics.hpp"
 
 namespace cspn {
@@ -31,5 +34,26 @@ class StageMetrics {
  private:
   std::vector<LandmarkMetrics> stages_;
 };
+
+// Reads a dataset and keeps one split. Formats without splits of their own (csv) are split by
+// cfg.data.holdout (held-out images are "test", the rest "train"); "all" keeps everything.
+// Landmarks are read into `schema`, by default cfg.data.schema's (a model's own, to evaluate it).
+Dataset load_split(const std::string& path, const std::string& format, const std::string& split,
+                   const Config& cfg, bool skip_bad, const LandmarkSchema* schema = nullptr);
+
+struct EvalOptions {
+  std::string boxes = "gt";     // gt: ground-truth boxes
+  std::string device = "cpu";
+  bool progress = true;
+};
+
+struct EvalResult {
+  nlohmann::json metrics;       // LandmarkMetrics::result() plus "boxes"
+  std::string table;            // the paper's Table 1 layout
+};
+
+EvalResult evaluate_model(const ModelFile& model, const Dataset& test, const EvalOptions& opt);
+// The mean-shape baseline learned from `train`, placed in `test`'s ground-truth boxes.
+EvalResult evaluate_mean_shape(const Dataset& train, const Dataset& test);
 
 }  // namespace cspn

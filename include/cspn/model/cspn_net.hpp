@@ -1,5 +1,5 @@
 #pragma once
-// The Cascaded Stacked Pyramid Network (PAPER.md): a ResNet backbone, a first stage in the style of
+// The Cascaded Stacked Pyramid Network (PAPER.md): a backbone (ResNet in the paper), a first stage in the style of
 // CPN (GlobalNet pyramid + RefineNet), and up to three further stages that each refine the answer
 // before them. A later stage is a light encoder-decoder after MSPN: every encoder level takes the
 // previous stage's encoder and decoder features at that level (cross-stage aggregation), the first
@@ -12,6 +12,7 @@
 #include <torch/torch.h>
 
 #include "cspn/config.hpp"
+#include "cspn/model/backbone.hpp"
 #include "cspn/model/resnet.hpp"
 
 namespace cspn {
@@ -77,7 +78,9 @@ class CSPNNetImpl : public torch::nn::Module {
   // GlobalNet heatmaps in training mode). H and W must be multiples of 32.
   CSPNOutput forward(const torch::Tensor& x);
 
-  ResNet backbone{nullptr};           // registered as "backbone": keys "backbone.layer1.0.conv1.weight"
+  // Any registered backbone (model.keypoints.backbone), registered as "backbone": keys
+  // "backbone.<torchvision key>", e.g. "backbone.layer1.0.conv1.weight".
+  std::shared_ptr<BackboneImpl> backbone;
   int num_stages() const;
   // Runs the backbone and stages 1..n separately so callers (cspn info, cspn bench) can measure
   // each: features = backbone->features(x); then stage_forward(i, ...) for i = 0..n-1.

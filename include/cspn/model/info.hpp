@@ -34,4 +34,8 @@ std::vector<PartCost> cspn_costs(CSPNNet& net, int input_h, int input_w);
 // part and cumulative per stage (Table 3 layout), and the detector's size when it is enabled.
 std::string describe_model(const Config& cfg, const LandmarkSchema& schema);
 
+// What `cspn info --backbones` prints: every registered backbone with its channels per level,
+// parameters and GFLOPs for one input_h x input_w image (multiples of 32).
+std::string describe_backbones(int input_h, int input_w);
+
 }  // namespace cspn

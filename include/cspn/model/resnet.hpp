@@ -6,6 +6,8 @@
 
 #include <torch/torch.h>
 
+#include "cspn/model/backbone.hpp"
+
 namespace cspn {
 
 // torchvision's BasicBlock: conv1 3x3 (stride) -> bn1 -> relu -> conv2 3x3 -> bn2, plus the
@@ -52,25 +54,26 @@ void use_channels_last(torch::nn::Module& module);
 // "resnet50" -> 50; throws std::invalid_argument naming the value and the known names.
 int resnet_depth(const std::string& name);
 
-class ResNetImpl : public torch::nn::Module {
+class ResNetImpl : public BackboneImpl {
  public:
-  // depth: 18, 34, 50, 101 or 152. with_fc adds torchvision's 1000-way "fc" classifier.
-  explicit ResNetImpl(int depth, bool with_fc = false);
+  // depth: 18, 34, 50, 101 or 152. options.classifier adds torchvision's 1000-way "fc";
+  // options.last_stride 16 leaves out layer4 (C5).
+  explicit ResNetImpl(int depth, const BackboneOptions& options = {});
 
-  // x [B,3,H,W] (ImageNet-normalised RGB) -> {C2 [B,c2,H/4,W/4], C3 /8, C4 /16, C5 /32}.
-  std::vector<torch::Tensor> features(const torch::Tensor& x);
-  // x [B,3,H,W] -> logits [B,1000]; needs with_fc.
+  // x [B,3,H,W] (ImageNet-normalised RGB) -> {C2 [B,c2,H/4,W/4], C3 /8, C4 /16, C5 /32} (no C5 at
+  // last_stride 16). Channels {64,128,256,512} (18/34) or {256,512,1024,2048} (50+).
+  std::vector<torch::Tensor> features(const torch::Tensor& x) override;
+  // x [B,3,H,W] -> logits [B,1000]; needs the classifier.
   torch::Tensor forward(const torch::Tensor& x);
-  // Channels of C2..C5: {64,128,256,512} (18/34) or {256,512,1024,2048} (50+).
-  const std::vector<int64_t>& channels() const { return channels_; }
+  // conv1, bn1: 0; layerN: N; fc: 5.
+  int part_of(const std::string& key) const override;
   int depth() const { return depth_; }
 
  private:
   int depth_;
-  std::vector<int64_t> channels_;
   torch::nn::Conv2d conv1{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr};
-  torch::nn::Sequential layer1{nullptr}, layer2{nullptr}, layer3{nullptr}, layer4{nullptr};
+  std::vector<torch::nn::Sequential> layers_;  // registered as layer1..layer4
   torch::nn::Linear fc{nullptr};
 };
 TORCH_MODULE(ResNet);

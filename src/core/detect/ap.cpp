@@ -35,10 +35,7 @@ std::vector<int64_t> checked_labels(const torch::Tensor& labels, int64_t n, size
 }
 
 torch::Tensor checked_boxes(const torch::Tensor& boxes, const char* name) {
-  if (!boxes.defined() || boxes.dim() != 2 || boxes.size(1) != 4)
-    throw std::invalid_argument(std::string("cspn::detect::DetectionAP::add: ") + name +
-                                " should be [N,4], got " +
-                                (boxes.defined() ? shape_of(boxes) : std::string("undefined")));
+  check_boxes("cspn::detect::DetectionAP::add", name, boxes);
   return boxes.to(torch::kCPU, torch::kDouble).contiguous();
 }
 

@@ -12,10 +12,7 @@ namespace cspn::detect {
 namespace {
 
 void check_box_tensor(const char* where, const char* name, const torch::Tensor& t) {
-  if (!t.defined() || t.dim() != 2 || t.size(1) != 4)
-    throw std::invalid_argument(std::string("cspn::detect::") + where + ": " + name +
-                                " should be [N,4] (x1, y1, x2, y2), got " +
-                                (t.defined() ? shape_of(t) : std::string("an undefined tensor")));
+  check_boxes(std::string("cspn::detect::") + where, name, t);
 }
 
 // Boxes of any leading shape: [...,4].

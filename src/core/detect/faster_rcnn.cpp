@@ -27,16 +27,6 @@ const DetectorModelConfig& validated(const DetectorModelConfig& c, int num_class
   return c;
 }
 
-// The ResNet submodule `name` as the expected module type (torchvision names).
-template <class Impl>
-std::shared_ptr<Impl> resnet_child(ResNetImpl& resnet, const std::string& name) {
-  for (const auto& child : resnet.named_children())
-    if (child.key() == name)
-      if (auto typed = std::dynamic_pointer_cast<Impl>(child.value())) return typed;
-  throw std::logic_error("cspn::FasterRCNN: ResNet has no submodule '" + name +
-                         "' of the expected type (torchvision layout expected)");
-}
-
 void init_normal(torch::nn::Module& layer, double std) {
   torch::NoGradGuard no_grad;
   for (auto& p : layer.named_parameters(/*recurse=*/false)) {
@@ -55,36 +45,17 @@ FasterRCNNImpl::FasterRCNNImpl(const DetectorModelConfig& cfg, int num_classes)
       anchors_(cfg.anchor_sizes, cfg.anchor_ratios),
       rpn_coder_({1.0, 1.0, 1.0, 1.0}),
       box_coder_({10.0, 10.0, 5.0, 5.0}) {
-  int64_t channels = 0;
-  if (cfg_.backbone == "vgg16") {
-    vgg_ = register_module("backbone", VGG16(cfg_.box_head == "vgg"));
-    backbone_ = vgg_.ptr();
-    channels = VGG16Impl::kChannels;
-  } else {
-    auto resnet = ResNet(cfg_.backbone == "resnet18" ? 18 : 50);
-    conv1_ = torch::nn::Conv2d(resnet_child<torch::nn::Conv2dImpl>(*resnet, "conv1"));
-    bn1_ = torch::nn::BatchNorm2d(resnet_child<torch::nn::BatchNorm2dImpl>(*resnet, "bn1"));
-    layer1_ = torch::nn::Sequential(resnet_child<torch::nn::SequentialImpl>(*resnet, "layer1"));
-    layer2_ = torch::nn::Sequential(resnet_child<torch::nn::SequentialImpl>(*resnet, "layer2"));
-    layer3_ = torch::nn::Sequential(resnet_child<torch::nn::SequentialImpl>(*resnet, "layer3"));
-    // C4 detection never runs layer4: drop it so that it is neither stored nor moved with the
-    // model (its ImageNet weights are then reported as unexpected keys, like "fc").
-    resnet->unregister_module("layer4");
-    channels = resnet->channels()[2];
-    backbone_ = register_module("backbone", resnet);
-  }
-  // torchvision's trainable_layers: the last n of layer4, layer3, layer2, layer1, conv1 (+ bn1)
-  // learn; the rest is frozen, BatchNorm statistics included. C4 has no layer4.
-  std::vector<std::string> trainable;
-  const std::vector<std::string> order{"layer4", "layer3", "layer2", "layer1", "conv1"};
-  for (int i = 0; i < cfg_.trainable_layers; ++i) trainable.push_back(order[i] + (i == 4 ? "" : "."));
-  if (cfg_.trainable_layers == 5) trainable.push_back("bn1.");
-  const auto learns = [&](const std::string& name) {
-    if (vgg_) return true;
-    for (const auto& prefix : trainable)
-      if (name.rfind(prefix, 0) == 0) return true;
-    return false;
-  };
+  // The trunk up to stride 16 (ResNet: conv1..layer3, C4; VGG16: conv5_3), with VGG16's fc6/fc7
+  // when they serve as the box head.
+  BackboneOptions trunk;
+  trunk.last_stride = kStride;
+  trunk.classifier = cfg_.box_head == "vgg";
+  backbone_ = register_module("backbone", make_backbone(cfg_.backbone, trunk));
+  const int64_t channels = backbone_->channels().back();
+  // torchvision's trainable_layers: the last n of its five parts learn (ResNet: layer4, layer3,
+  // layer2, layer1, conv1 + bn1; the stride-16 trunk has no layer4), the rest is frozen, BatchNorm
+  // statistics included. A classifier serving as box head always learns.
+  const auto learns = [&](const std::string& key) { return backbone_->part_of(key) >= 5 - cfg_.trainable_layers; };
   for (const auto& m : backbone_->named_modules()) {
     auto bn = std::dynamic_pointer_cast<torch::nn::BatchNorm2dImpl>(m.value());
     if (!bn || (!cfg_.freeze_bn && learns(m.key()))) continue;
@@ -107,7 +78,7 @@ FasterRCNNImpl::FasterRCNNImpl(const DetectorModelConfig& cfg, int num_classes)
   for (auto* layer : {rpn_conv_.get(), rpn_cls_.get(), rpn_bbox_.get()}) init_normal(*layer, 0.01);
 
   auto roi_heads = register_module("roi_heads", std::make_shared<torch::nn::Module>("RoIHeads"));
-  int64_t representation = VGG16Impl::kFcDim;
+  int64_t representation = backbone_->box_head_dim();
   if (cfg_.box_head == "fc") {
     auto box_head = roi_heads->register_module("box_head",
                                                std::make_shared<torch::nn::Module>("TwoMLPHead"));
@@ -141,10 +112,7 @@ void FasterRCNNImpl::check_images(const char* where, const torch::Tensor& images
 }
 
 torch::Tensor FasterRCNNImpl::features(const torch::Tensor& images) {
-  if (vgg_) return vgg_->forward(images);
-  auto x = torch::relu(bn1_->forward(conv1_->forward(images)));
-  x = torch::max_pool2d(x, /*kernel_size=*/3, /*stride=*/2, /*padding=*/1);
-  return layer3_->forward(layer2_->forward(layer1_->forward(x)));
+  return backbone_->features(images).back();
 }
 
 FasterRCNNImpl::RpnOutput FasterRCNNImpl::rpn(const torch::Tensor& feat) {
@@ -199,8 +167,7 @@ std::pair<torch::Tensor, torch::Tensor> FasterRCNNImpl::box_predictions(
           ? detect::roi_align(feat, all, size, scale, cfg_.roi_sampling_ratio, cfg_.roi_aligned)
           : detect::roi_pool(feat, all, size, scale);
   auto x = pooled.flatten(1);  // [R, C*S*S]
-  x = cfg_.box_head == "vgg" ? vgg_->fc7(x)
-                             : torch::relu(fc7_->forward(torch::relu(fc6_->forward(x))));
+  x = cfg_.box_head == "vgg" ? backbone_->box_head(x) : torch::relu(fc7_->forward(torch::relu(fc6_->forward(x))));
   return {cls_score_->forward(x), bbox_pred_->forward(x)};
 }
 
@@ -215,10 +182,7 @@ std::map<std::string, torch::Tensor> FasterRCNNImpl::losses(const torch::Tensor&
   for (int64_t b = 0; b < B; ++b) {
     const auto& t = targets[b];
     const std::string where = "cspn::FasterRCNN::losses: targets[" + std::to_string(b) + "].";
-    if (!t.boxes.defined() || t.boxes.dim() != 2 || t.boxes.size(1) != 4 ||
-        !t.boxes.is_floating_point())
-      throw std::invalid_argument(where + "boxes should be floating point [G,4], got " +
-                                  (t.boxes.defined() ? shape_of(t.boxes) : "undefined"));
+    check_boxes("cspn::FasterRCNN::losses", "targets[" + std::to_string(b) + "].boxes", t.boxes, /*floating=*/true);
     if (!t.labels.defined() || t.labels.dim() != 1 || t.labels.size(0) != t.boxes.size(0) ||
         t.labels.scalar_type() != torch::kLong)
       throw std::invalid_argument(where + "labels should be int64 [" +

@@ -19,12 +19,7 @@ namespace {
 }
 
 void check_boxes(const char* where, const char* name, const torch::Tensor& boxes) {
-  if (!boxes.defined() || boxes.dim() != 2 || boxes.size(1) != 4)
-    fail(where, std::string(name) + " should be [N,4] (x1, y1, x2, y2), got " +
-                    (boxes.defined() ? shape_of(boxes) : "an undefined tensor"));
-  if (!boxes.is_floating_point())
-    fail(where, std::string(name) + " should be floating point, got " +
-                    std::string(c10::toString(boxes.scalar_type())));
+  cspn::check_boxes(std::string("cspn::detect::") + where, name, boxes, /*floating=*/true);
 }
 
 void check_roi_inputs(const char* where, const torch::Tensor& input, const torch::Tensor& rois,

@@ -161,7 +161,7 @@ CSPNNetImpl::CSPNNetImpl(const KeypointModelConfig& cfg, int num_landmarks) {
   if (num_landmarks < 1)
     throw std::invalid_argument("CSPNNet: num_landmarks must be >= 1, got " +
                                 std::to_string(num_landmarks));
-  backbone = register_module("backbone", ResNet(resnet_depth(cfg.backbone), /*with_fc=*/false));
+  backbone = register_module("backbone", make_backbone(cfg.backbone));
   stage1_ = register_module("stage1", CPNStage(backbone->channels(), cfg.channels, num_landmarks));
   for (int s = 2; s <= cfg.stages; ++s)
     cascade_.push_back(register_module("stage" + std::to_string(s),

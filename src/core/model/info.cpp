@@ -173,4 +173,30 @@ std::string describe_model(const Config& cfg, const LandmarkSchema& schema) {
   return out.str();
 }
 
+std::string describe_backbones(int input_h, int input_w) {
+  if (input_h <= 0 || input_w <= 0 || input_h % 32 != 0 || input_w % 32 != 0)
+    throw std::invalid_argument("describe_backbones: input size must be positive multiples of 32, got " +
+                                std::to_string(input_h) + "x" + std::to_string(input_w));
+  torch::NoGradGuard no_grad;
+  std::ostringstream out;
+  char line[160];
+  out << "backbones (model.keypoints.backbone, model.detector.backbone), input " << input_h << "x" << input_w << ":\n";
+  std::snprintf(line, sizeof line, "%-14s %-24s %12s %10s %s\n", "name", "channels (stride 4..32)", "params", "GFLOPs",
+                "box head");
+  out << line;
+  const auto x = torch::zeros({1, 3, input_h, input_w});
+  for (const auto& name : backbone_names()) {
+    auto backbone = make_backbone(name);
+    backbone->eval();
+    std::string channels;
+    for (int64_t c : backbone->channels()) channels += (channels.empty() ? "" : " ") + std::to_string(c);
+    const double flops = count_flops([&] { backbone->features(x); });
+    std::snprintf(line, sizeof line, "%-14s %-24s %12lld %10.2f %s\n", name.c_str(), channels.c_str(),
+                  static_cast<long long>(count_params(*backbone)), flops / 1e9,
+                  backbone_has_box_head(name) ? "fc6/fc7 (box_head: vgg)" : "-");
+    out << line;
+  }
+  return out.str();
+}
+
 }  // namespace cspn

@@ -102,16 +102,16 @@ int resnet_depth(const std::string& name) {
                               "': expected resnet18, resnet34, resnet50, resnet101 or resnet152");
 }
 
-ResNetImpl::ResNetImpl(int depth, bool with_fc) : depth_(depth) {
+ResNetImpl::ResNetImpl(int depth, const BackboneOptions& options) : BackboneImpl("ResNet"), depth_(depth) {
   const DepthSpec& spec = depth_spec(depth);
   const int64_t expansion = spec.bottleneck ? 4 : 1;
   conv1 = register_module(
       "conv1", nn::Conv2d(nn::Conv2dOptions(3, 64, 7).stride(2).padding(3).bias(false)));
   bn1 = register_module("bn1", nn::BatchNorm2d(64));
 
+  const int num_layers = options.last_stride == 16 ? 3 : 4;
   int64_t in = 64;
-  std::array<nn::Sequential*, 4> layers{&layer1, &layer2, &layer3, &layer4};
-  for (int stage = 0; stage < 4; ++stage) {
+  for (int stage = 0; stage < num_layers; ++stage) {
     const int64_t planes = int64_t{64} << stage;
     const int64_t out = planes * expansion;
     nn::Sequential layer;
@@ -124,33 +124,42 @@ ResNetImpl::ResNetImpl(int depth, bool with_fc) : depth_(depth) {
         layer->push_back(BasicBlock(in, out, stride));
       in = out;
     }
-    *layers[stage] = register_module("layer" + std::to_string(stage + 1), layer);
+    layers_.push_back(register_module("layer" + std::to_string(stage + 1), layer));
     channels_.push_back(out);
   }
-  if (with_fc) fc = register_module("fc", nn::Linear(in, 1000));
+  if (num_layers == 3) skipped_.push_back("layer4.");
+  if (options.classifier && num_layers == 4)
+    fc = register_module("fc", nn::Linear(in, 1000));
+  else
+    skipped_.push_back("fc.");
   init_conv_bn(*this);
 }
 
 std::vector<torch::Tensor> ResNetImpl::features(const torch::Tensor& x) {
-  if (x.dim() != 4 || x.size(1) != 3)
-    throw std::invalid_argument("ResNet" + std::to_string(depth_) +
-                                ": expected input [B,3,H,W], got " + shape_of(x));
+  check_input(x);
   auto y = torch::relu(bn1(conv1(x)));
   y = torch::max_pool2d(y, /*kernel_size=*/3, /*stride=*/2, /*padding=*/1);
-  auto c2 = layer1->forward(y);
-  auto c3 = layer2->forward(c2);
-  auto c4 = layer3->forward(c3);
-  auto c5 = layer4->forward(c4);
-  return {c2, c3, c4, c5};
+  std::vector<torch::Tensor> out;
+  for (auto& layer : layers_) out.push_back(y = layer->forward(y));
+  return out;
 }
 
 torch::Tensor ResNetImpl::forward(const torch::Tensor& x) {
   if (!fc)
     throw std::logic_error("ResNet" + std::to_string(depth_) +
-                           "::forward needs the classifier: construct with with_fc = true");
+                           "::forward needs the classifier: construct with options.classifier = true");
   auto c5 = features(x).back();
   // Global average pool [B,C,h,w] -> [B,C], as torchvision's avgpool + flatten.
   return fc(c5.mean({2, 3}));
+}
+
+int ResNetImpl::part_of(const std::string& key) const {
+  if (key.rfind("layer", 0) == 0 && key.size() > 5 && key[5] >= '1' && key[5] <= '4') return key[5] - '0';
+  return key.rfind("fc.", 0) == 0 ? 5 : 0;
+}
+
+std::shared_ptr<BackboneImpl> make_resnet(const std::string& name, const BackboneOptions& options) {
+  return std::make_shared<ResNetImpl>(resnet_depth(name), options);
 }
 
 }  // namespace cspn
