@@ -289,10 +289,12 @@ def main():
         log("warning: LibTorch's matrix products do not go through OpenBLAS (install libopenblas0-openmp): "
             "Keypoint R-CNN's box head will be far slower than it should")
     photos = photo_folder(args.photos, args.count, os.path.join(args.out, "photos"))
-    # The fast configuration: configs/robot.yaml's model without the detector's flip test (on the robot
-    # photos it moves detector AP from 0.815 to 0.797 and ne_image not at all: 0.0086 both ways).
+    # The fast configuration: configs/robot.yaml's model without the flip tests, which run the detector's
+    # box head and the landmark network a second time on mirrored input (README, Benchmarks: what each
+    # costs and what it buys on the robot photos).
+    fast_sets = ["--set", "test.detector_flip=false", "--set", "test.flip=false"]
     fast = (["--model", args.fast_model] if args.fast_model else ["--config", os.path.join(ROOT, "configs", "robot.yaml")]) \
-        + ["--set", "test.detector_flip=false"]
+        + fast_sets
     io = os.path.join(args.out, "fast-io.safetensors")
 
     runs = {"fast": run_cspn(args, "fast", fast + ["--image-batches", "1", "4", "16", "--io", io], photos),
@@ -309,13 +311,13 @@ def main():
         data_rate = max(r["crops_per_s"] for r in json.load(f)["data"])
     ne = {}
     if args.fast_model:  # landmark accuracy in float32 and bfloat16, true boxes, on the photos
-        for precision in ("float32", "bfloat16"):
-            out = os.path.join(args.out, f"eval-{precision}.json")
+        for name, sets in (("float32", fast_sets), ("bfloat16", fast_sets + ["--set", "test.precision=bfloat16"]),
+                           ("float32 with the landmark flip test", ["--set", "test.flip=true"])):
+            out = os.path.join(args.out, f"eval-{name.replace(' ', '-')}.json")
             subprocess.run([args.cspn, "eval", "--model", args.fast_model, "--data", args.photos, "--split",
-                            args.eval_split, "--quiet", "--json", out, "--set", f"test.precision={precision}"],
-                           check=True, stdout=sys.stderr)
+                            args.eval_split, "--quiet", "--json", out] + sets, check=True, stdout=sys.stderr)
             with open(out) as f:
-                ne[precision] = json.load(f)["ne_image"]["avg"]
+                ne[name] = json.load(f)["ne_image"]["avg"]
     log("Keypoint R-CNN ...")
     krcnn = run_part("krcnn", args, ["--photos", photos])
     log("PyTorch CSPN ...")
@@ -323,7 +325,7 @@ def main():
 
     detector_input = runs["fast"]["pipeline"][0]["detector_input"]
     pipeline = []
-    for name, label in (("fast", "CSPN fast (robot.yaml, no detector flip)"), ("fast-bf16", "CSPN fast, bfloat16"),
+    for name, label in (("fast", "CSPN fast (robot.yaml, no flip tests)"), ("fast-bf16", "CSPN fast, bfloat16"),
                         ("paper", "CSPN paper (VGG16 + ResNet-101, 4 stages)")):
         if name in runs:
             row = runs[name]["pipeline"][0]
@@ -378,7 +380,8 @@ def main():
     print(f"data pipeline {data_rate:.0f} crops/s against {train_rate:.1f} crops/s trained: {data_rate / train_rate:.1f}x")
     if ne:
         print(f"ne_image on {args.photos} ({args.eval_split}): float32 {ne['float32']:.5f}, bfloat16 "
-              f"{ne['bfloat16']:.5f} ({(ne['bfloat16'] / ne['float32'] - 1) * 100:+.2f}%)")
+              f"{ne['bfloat16']:.5f} ({(ne['bfloat16'] / ne['float32'] - 1) * 100:+.2f}%); with the landmark flip "
+              f"test {ne['float32 with the landmark flip test']:.5f}")
     json_path = os.path.join(args.out, "side_by_side.json")
     with open(json_path + ".tmp", "w") as f:
         json.dump(summary, f, indent=2)
