@@ -35,8 +35,8 @@ struct DetectorModelConfig {
   bool enabled = false;
   std::string backbone = "resnet18";     // a registered backbone, built to its stride-16 features
   std::string pretrained;
-  bool backbone_from_keypoints = false;  // start conv1..layer3 from the landmark network trained just
-                                         // before in the same run (same ResNet; garment features)
+  bool backbone_from_keypoints = false;  // start the trunk from the landmark network's backbone trained
+                                         // just before in the same run (same backbone; garment features)
   int min_size = 320;                    // shorter image side after resizing
   int max_size = 512;                    // cap on the longer side
   std::vector<float> anchor_sizes{32, 64, 128, 256, 512};

@@ -8,6 +8,7 @@
 // visible; avg = mean of the per-landmark values. Garments whose s_k is undefined (a norm landmark
 // not visible, or zero distance) are counted in ne_paper.undefined_norm and left out of ne_paper.
 #include <array>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,10 @@
 #include "cspn/landmarks.hpp"
 
 namespace cspn {
+
+// A metric value that may be null (nothing counted, no detection matched) as a number: NaN, which
+// prints as "nan".
+inline double metric_value(const nlohmann::json& v) { return v.is_number() ? v.get<double>() : std::nan(""); }
 
 class LandmarkMetrics {
  public:

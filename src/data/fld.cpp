@@ -168,6 +168,8 @@ void write_fld(const std::string& root, const Dataset& data) {
     std::snprintf(buf, sizeof buf, "%.2f", v);
     return std::string(buf);
   };
+  // Boxes as DeepFashion writes them, whole pixels, unless they have a fraction.
+  const auto box_side = [&](float v) { return v == std::floor(v) ? std::to_string(static_cast<long>(v)) : two_decimals(v); };
   const std::string count = std::to_string(data.samples.size()) + "\n";
   std::string landmarks = count + "image_name clothes_type variation_type";
   const size_t most = std::max_element(schema.categories.begin(), schema.categories.end(), [](const auto& a, const auto& b) {
@@ -199,8 +201,8 @@ void write_fld(const std::string& root, const Dataset& data) {
                    two_decimals(absent ? 0.f : p.y);
     }
     landmarks += "\n";
-    boxes += name + " " + std::to_string(int(g.box.x1)) + " " + std::to_string(int(g.box.y1)) + " " +
-             std::to_string(int(g.box.x2)) + " " + std::to_string(int(g.box.y2)) + "\n";
+    boxes += name + " " + box_side(g.box.x1) + " " + box_side(g.box.y1) + " " + box_side(g.box.x2) + " " +
+             box_side(g.box.y2) + "\n";
     partition += name + " " + s.split + "\n";
   }
   const fs::path dir(root);

@@ -118,7 +118,7 @@ bool coco_visibility(double v, Visibility& out) {
 int coco_visibility(Visibility v) { return v == Visibility::Visible ? 2 : v == Visibility::Occluded ? 1 : 0; }
 
 std::string relative_image(const std::string& root, const std::string& image) {
-  const fs::path rel = fs::path(image).lexically_normal().lexically_relative(fs::path(root).lexically_normal());
+  const fs::path rel = fs::absolute(image).lexically_normal().lexically_relative(fs::absolute(root).lexically_normal());
   if (rel.empty() || *rel.begin() == "..")
     throw std::invalid_argument("writing " + root + ": image " + image + " is not under it");
   return rel.generic_string();

@@ -2,13 +2,10 @@
 
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 
 #include "cspn/cspn.hpp"
-#include "cspn/data/readers.hpp"
 #include "cspn/data/synth.hpp"
-#include "cspn/detect/ap.hpp"
 #include "cspn/engine/evaluate.hpp"
 #include "cspn/engine/predict.hpp"
 #include "cspn/engine/progress.hpp"
@@ -20,9 +17,6 @@ namespace fs = std::filesystem;
 
 namespace cspn {
 namespace {
-
-// A metric that may be null (no detection matched, nothing visible) as a number: NaN, printed "nan".
-double number(const nlohmann::json& v) { return v.is_number() ? v.get<double>() : std::nan(""); }
 
 std::string html_escape(const std::string& text) {
   std::string out;
@@ -55,8 +49,8 @@ void write_demo_page(const fs::path& report, const std::string& model_path, size
                 "On %zu held-out synthetic scenes (%zu garments), the detector finds the garments with AP50 %.3f "
                 "(AP %.3f); with its boxes the landmarks land at ne_image %.4f (%.1f px mean error), against "
                 "%.4f in the true boxes.",
-                scenes, m["garments"].get<size_t>(), number(m["det_ap50"]), number(m["det_ap"]), number(m["ne_image"]["avg"]),
-                number(m["epe_px"]), number(gt.metrics["ne_image"]["avg"]));
+                scenes, m["garments"].get<size_t>(), metric_value(m["det_ap50"]), metric_value(m["det_ap"]), metric_value(m["ne_image"]["avg"]),
+                metric_value(m["epe_px"]), metric_value(gt.metrics["ne_image"]["avg"]));
   html << "<p>" << summary << " Model: <code>" << html_escape(model_path) << "</code>.</p>\n";
   html << "<h2>Predictions</h2>\n<p>Boxes with category and score; landmarks as dots (filled: visible) with their "
           "names. Held-out synthetic scenes"
@@ -153,8 +147,8 @@ test: {flip: true}
   std::printf("%s", detected.table.c_str());
   std::printf("held-out synthetic scenes: detector AP50 %.3f; landmarks ne_image %.4f with detected boxes, %.4f with "
               "true boxes\n",
-              number(detected.metrics["det_ap50"]), number(detected.metrics["ne_image"]["avg"]),
-              number(gt.metrics["ne_image"]["avg"]));
+              metric_value(detected.metrics["det_ap50"]), metric_value(detected.metrics["ne_image"]["avg"]),
+              metric_value(gt.metrics["ne_image"]["avg"]));
   return {(report / "index.html").string(), summary.model_path};
 }
 

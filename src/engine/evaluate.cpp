@@ -188,8 +188,7 @@ EvalResult evaluate_model(const ModelFile& model, const Dataset& test, const Eva
     std::snprintf(line, sizeof line,
                   "detector: AP50 %.4f, AP %.4f; %ld garments matched (IoU >= 0.5, same category), %ld missed "
                   "(scored on the whole image), %ld false positives\n",
-                  facts["det_ap50"].is_number() ? facts["det_ap50"].get<double>() : 0.0,
-                  facts["det_ap"].is_number() ? facts["det_ap"].get<double>() : 0.0,
+                  metric_value(facts["det_ap50"]), metric_value(facts["det_ap"]),
                   facts["matched"].get<long>(), facts["missed"].get<long>(), facts["false_positives"].get<long>());
     result.table += line;
   }

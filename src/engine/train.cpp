@@ -355,10 +355,10 @@ TrainSummary train(const Config& cfg, const Dataset& train_set, const Dataset& v
                 keypoint_loss,
                 {},
                 [](const nlohmann::json& m) {
-                  const auto number = [](const nlohmann::json& v) { return v.is_number() ? v.get<double>() : std::nan(""); };
                   char text[128];
                   std::snprintf(text, sizeof text, "ne_image %.4f, ne_paper %.4f, pck@0.2 %.3f; ",
-                                number(m["ne_image"]["avg"]), number(m["ne_paper"]["avg"]), number(m["pck_0_2"]));
+                                metric_value(m["ne_image"]["avg"]), metric_value(m["ne_paper"]["avg"]),
+                                metric_value(m["pck_0_2"]));
                   return text + StageMetrics::describe(m["per_stage"]);
                 }};
     if (!val_set.samples.empty()) phase.validate = [&] { return validate(net, cfg, val_set, device); };

@@ -8,6 +8,7 @@
 #include "common.hpp"
 #include "cspn/cspn.hpp"
 #include "cspn/engine/landmarks_model.hpp"
+#include "cspn/engine/evaluate.hpp"
 #include "cspn/engine/report.hpp"
 #include "cspn/io/weights.hpp"
 

@@ -207,6 +207,10 @@ TEST(Backbones, UnknownNamesAreRefusedNamingTheKnownOnes) {
   cspn::BackboneOptions odd;
   odd.last_stride = 8;
   EXPECT_THROW(cspn::make_backbone("resnet18", odd), std::invalid_argument);
+  cspn::BackboneOptions trunk_with_fc;  // ResNet's classifier sits on layer4, which the trunk leaves out
+  trunk_with_fc.last_stride = 16;
+  trunk_with_fc.classifier = true;
+  EXPECT_THROW(cspn::make_backbone("resnet50", trunk_with_fc), std::invalid_argument);
   cspn::Config cfg;
   cfg.set("model.detector.backbone=mobilenet_v3");
   try {

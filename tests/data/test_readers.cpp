@@ -352,8 +352,9 @@ void expect_same_samples(const Dataset& a, const Dataset& b) {
     for (size_t g = 0; g < x.garments.size(); ++g) {
       const Garment &p = x.garments[g], &q = y.garments[g];
       EXPECT_EQ(p.category, q.category) << x.image;
-      EXPECT_NEAR(p.box.x1, q.box.x1, 0.5f);
-      EXPECT_NEAR(p.box.y2, q.box.y2, 0.5f);
+      for (const auto& [u, v] : {std::pair{p.box.x1, q.box.x1}, {p.box.y1, q.box.y1}, {p.box.x2, q.box.x2},
+                                 {p.box.y2, q.box.y2}})
+        EXPECT_NEAR(u, v, 0.005f) << x.image;
       for (size_t k = 0; k < p.keypoints.size(); ++k) {
         EXPECT_EQ(p.keypoints[k].v, q.keypoints[k].v) << x.image << " slot " << k;
         if (p.keypoints[k].v == Visibility::Absent) continue;
@@ -366,7 +367,8 @@ void expect_same_samples(const Dataset& a, const Dataset& b) {
 
 TEST(WriteFld, WhatItWritesReadsBackAsTheSameSamples) {
   const fs::path root = write_fld("fld_rewrite", FldFiles{});
-  const Dataset first = read_fld(root.string());
+  Dataset first = read_fld(root.string());
+  first.samples[0].garments[0].box.x2 = 97.25f;  // as a box from another format may be
   cspn::write_fld(root.string(), first);
   const Dataset second = read_fld(root.string());
   expect_same_samples(first, second);

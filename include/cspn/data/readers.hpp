@@ -50,7 +50,7 @@ Dataset read_deepfashion2(const std::string& root, const ReadOptions& opt = {});
 Dataset read_dataset(const std::string& path, const std::string& format, const ReadOptions& opt = {});
 
 // Writers, the inverses of read_fld and read_coco: what they write reads back as the same samples
-// (coordinates to 2 decimals). Image paths are written relative to `root`, under which each
+// (coordinates to 2 decimals; FLD boxes in whole pixels where they are whole). Image paths are written relative to `root`, under which each
 // Sample::image must lie (std::invalid_argument otherwise); the annotation files are replaced
 // atomically, the images are not touched.
 // FLD layout: one garment per sample, clothes_type the category's id, variation_type

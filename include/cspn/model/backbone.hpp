@@ -49,6 +49,10 @@ class BackboneImpl : public torch::nn::Module {
   std::vector<std::string> skipped_;
 };
 
+// For every submodule: Conv2d weights kaiming normal (fan_out, ReLU gain) and zero biases,
+// BatchNorm weight 1 and bias 0 (torchvision's ResNet initialisation).
+void init_conv_bn(torch::nn::Module& module);
+
 // Every registered name, in registry order ("resnet18" ... "vgg16", "mobilenet_v2").
 const std::vector<std::string>& backbone_names();
 // "resnet18, resnet34, ... or mobilenet_v2", for messages.

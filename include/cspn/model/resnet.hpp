@@ -42,10 +42,6 @@ class BottleneckImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Bottleneck);
 
-// For every submodule: Conv2d weights kaiming normal (fan_out, ReLU gain) and zero biases,
-// BatchNorm weight 1 and bias 0 (torchvision's ResNet initialisation).
-void init_conv_bn(torch::nn::Module& module);
-
 // Convolution weights in channels-last (NHWC) layout, for inference with channels-last inputs:
 // oneDNN runs most convolutions of both networks faster so (measured on 2 CPU threads: landmark
 // network ResNet-18, 2 stages, batch 1: 65 -> 47 ms).

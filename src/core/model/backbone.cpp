@@ -58,6 +58,19 @@ torch::Tensor BackboneImpl::box_head(const torch::Tensor&) {
   throw std::logic_error("backbone " + name() + " has no box head (built without its classifier, or none exists)");
 }
 
+void init_conv_bn(torch::nn::Module& module) {
+  torch::NoGradGuard no_grad;
+  for (const auto& m : module.modules(/*include_self=*/false)) {
+    if (auto* c = m->as<torch::nn::Conv2d>()) {
+      torch::nn::init::kaiming_normal_(c->weight, /*a=*/0, torch::kFanOut, torch::kReLU);
+      if (c->bias.defined()) torch::nn::init::zeros_(c->bias);
+    } else if (auto* bn = m->as<torch::nn::BatchNorm2d>()) {
+      torch::nn::init::ones_(bn->weight);
+      torch::nn::init::zeros_(bn->bias);
+    }
+  }
+}
+
 const std::vector<std::string>& backbone_names() {
   static const std::vector<std::string> names = [] {
     std::vector<std::string> out;

@@ -4,10 +4,8 @@
 // sixth of ResNet-18's FLOPs.
 #include <array>
 #include <cstdlib>
-#include <stdexcept>
 
 #include "cspn/model/backbone.hpp"
-#include "cspn/util.hpp"
 
 namespace cspn {
 namespace {
@@ -87,7 +85,7 @@ class MobileNetV2Impl : public BackboneImpl {
     skipped_.push_back("classifier.");  // the ImageNet classifier is never built
     for (int end : kLevelEnds)
       if (end <= last) channels_.push_back(level_channels(end));
-    init();
+    init_conv_bn(*this);  // torchvision's initialisation
   }
 
   std::vector<torch::Tensor> features(const torch::Tensor& x) override {
@@ -105,19 +103,6 @@ class MobileNetV2Impl : public BackboneImpl {
 
  private:
   static int64_t level_channels(int end) { return end == 3 ? 24 : end == 6 ? 32 : end == 13 ? 96 : 1280; }
-
-  // torchvision's initialisation: convs kaiming normal (fan_out), BatchNorm weight 1, bias 0.
-  void init() {
-    torch::NoGradGuard no_grad;
-    for (const auto& m : modules(/*include_self=*/false)) {
-      if (auto* c = m->as<nn::Conv2d>()) {
-        nn::init::kaiming_normal_(c->weight, 0, torch::kFanOut);
-      } else if (auto* bn = m->as<nn::BatchNorm2d>()) {
-        nn::init::ones_(bn->weight);
-        nn::init::zeros_(bn->bias);
-      }
-    }
-  }
 
   nn::Sequential features_{nullptr};
 };

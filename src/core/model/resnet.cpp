@@ -82,19 +82,6 @@ void use_channels_last(nn::Module& module) {
     if (p.dim() == 4) p.set_data(p.contiguous(torch::MemoryFormat::ChannelsLast));
 }
 
-void init_conv_bn(nn::Module& module) {
-  torch::NoGradGuard no_grad;
-  for (const auto& m : module.modules(/*include_self=*/false)) {
-    if (auto* c = m->as<nn::Conv2d>()) {
-      nn::init::kaiming_normal_(c->weight, /*a=*/0, torch::kFanOut, torch::kReLU);
-      if (c->bias.defined()) nn::init::zeros_(c->bias);
-    } else if (auto* bn = m->as<nn::BatchNorm2d>()) {
-      nn::init::ones_(bn->weight);
-      nn::init::zeros_(bn->bias);
-    }
-  }
-}
-
 int resnet_depth(const std::string& name) {
   for (int depth : {18, 34, 50, 101, 152})
     if (name == "resnet" + std::to_string(depth)) return depth;
@@ -110,6 +97,8 @@ ResNetImpl::ResNetImpl(int depth, const BackboneOptions& options) : BackboneImpl
   bn1 = register_module("bn1", nn::BatchNorm2d(64));
 
   const int num_layers = options.last_stride == 16 ? 3 : 4;
+  if (options.classifier && num_layers == 3)
+    throw std::invalid_argument("ResNet: the classifier needs layer4 (last_stride 32), got last_stride 16");
   int64_t in = 64;
   for (int stage = 0; stage < num_layers; ++stage) {
     const int64_t planes = int64_t{64} << stage;
@@ -128,7 +117,7 @@ ResNetImpl::ResNetImpl(int depth, const BackboneOptions& options) : BackboneImpl
     channels_.push_back(out);
   }
   if (num_layers == 3) skipped_.push_back("layer4.");
-  if (options.classifier && num_layers == 4)
+  if (options.classifier)
     fc = register_module("fc", nn::Linear(in, 1000));
   else
     skipped_.push_back("fc.");

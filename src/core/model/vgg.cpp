@@ -45,6 +45,14 @@ VGG16Impl::VGG16Impl(const BackboneOptions& options) : BackboneImpl("VGG16"), po
   } else {
     skipped_ = {"classifier."};
   }
+  // torchvision's initialisation: convs kaiming normal (fan_out), linear layers N(0, 0.01), zero biases.
+  init_conv_bn(*this);
+  torch::NoGradGuard no_grad;
+  for (const auto& m : modules(/*include_self=*/false))
+    if (auto* linear = m->as<torch::nn::Linear>()) {
+      torch::nn::init::normal_(linear->weight, 0, 0.01);
+      torch::nn::init::zeros_(linear->bias);
+    }
 }
 
 std::vector<torch::Tensor> VGG16Impl::features(const torch::Tensor& x) {
