@@ -101,27 +101,55 @@ class CPNStage(nn.Module):
 
 
 class CascadeStage(nn.Module):
-    def __init__(self, channels, landmarks, levels=4):
+    """stride 4: the correction on stage 1's maps; stride 2: on a level twice as fine, fed by the image's
+    stride-2 features (a stem that the first such stage computes), the upsampled decoder, the previous
+    answer and the previous stage's stride-2 level."""
+
+    def __init__(self, channels, landmarks, stride=4, previous_stride=4, levels=4):
         super().__init__()
+        self.stride, self.previous_stride = stride, previous_stride
         self.cross_encoder = nn.ModuleList(conv_bn(channels, channels, 1, False) for _ in range(levels))
         self.cross_decoder = nn.ModuleList(conv_bn(channels, channels, 1, False) for _ in range(levels))
         self.encoder = nn.ModuleList(
             Bottleneck(channels, channels // 2, channels, 1 if level == 0 else 2) for level in range(levels))
         self.lateral = nn.ModuleList(conv_bn(channels, channels, 1, True) for _ in range(levels))
         self.heatmap_in = nn.Conv2d(landmarks, channels, 1)
-        self.head = heatmap_head(channels, landmarks)
+        head_channels = channels
+        if stride == 2:
+            f = head_channels = min(max(channels // 2, 8), 32)
+            if previous_stride == 4:
+                self.stem = nn.Sequential(nn.Conv2d(3, f, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(f),
+                                          nn.ReLU(inplace=True), *conv_bn(f, f, 3, True))
+            else:
+                self.fine_cross = conv_bn(f, f, 1, False)
+            self.fine_lateral = conv_bn(channels, f, 1, False)
+            self.fine_heatmap_in = nn.Conv2d(landmarks, f, 1)
+            self.fine_block = nn.Sequential(*conv_bn(f, f, 3, True), Bottleneck(f, f // 2, f))
+        self.head = heatmap_head(head_channels, landmarks)
 
-    def forward(self, encoder, decoder, heatmaps):
+    def forward(self, image, encoder, decoder, heatmaps, stem, fine):
+        coarse = heatmaps if self.previous_stride == 4 else F.avg_pool2d(heatmaps, 2)
         cross = [ce(e) + cd(d) for ce, cd, e, d in zip(self.cross_encoder, self.cross_decoder, encoder, decoder)]
-        new_encoder = [self.encoder[0](F.relu(cross[0] + self.heatmap_in(heatmaps)))]
+        new_encoder = [self.encoder[0](F.relu(cross[0] + self.heatmap_in(coarse)))]
         for level in range(1, len(cross)):
             new_encoder.append(self.encoder[level](new_encoder[-1]) + cross[level])
         new_decoder = top_down([lateral(e) for lateral, e in zip(self.lateral, new_encoder)])
-        return new_encoder, new_decoder, heatmaps + self.head(new_decoder[0])
+        if self.stride == 4:
+            return new_encoder, new_decoder, heatmaps + self.head(new_decoder[0]), stem, fine
+        size = (new_decoder[0].shape[-2] * 2, new_decoder[0].shape[-1] * 2)
+        up = lambda x: x if x.shape[-2:] == size else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        if self.previous_stride == 4:
+            stem = self.stem(image)
+        answer = up(heatmaps)
+        x = self.fine_lateral(up(new_decoder[0])) + stem + self.fine_heatmap_in(answer)
+        if self.previous_stride == 2:
+            x = x + self.fine_cross(fine)
+        fine = self.fine_block(F.relu(x))
+        return new_encoder, new_decoder, answer + self.head(fine), stem, fine
 
 
 class CSPNNet(nn.Module):
-    def __init__(self, backbone="resnet50", stages=4, channels=256, landmarks=8):
+    def __init__(self, backbone="resnet50", stages=4, channels=256, landmarks=8, refine_stride=2):
         super().__init__()
         self.backbone = getattr(torchvision.models, backbone)(weights=None)
         del self.backbone.fc
@@ -129,7 +157,7 @@ class CSPNNet(nn.Module):
         in_channels = [64 * expansion, 128 * expansion, 256 * expansion, 512 * expansion]
         self.stage1 = CPNStage(in_channels, channels, landmarks)
         for s in range(2, stages + 1):
-            self.add_module(f"stage{s}", CascadeStage(channels, landmarks))
+            self.add_module(f"stage{s}", CascadeStage(channels, landmarks, refine_stride, 4 if s == 2 else refine_stride))
         self.stages = stages
 
     def features(self, x):
@@ -141,11 +169,12 @@ class CSPNNet(nn.Module):
         return [c2, c3, c4, b.layer4(c4)]
 
     def forward(self, x):
-        """Every stage's heatmaps [B,K,H/4,W/4]."""
+        """Every stage's heatmaps: [B,K,H/4,W/4] for stage 1, at refine_stride for the others."""
         encoder, decoder, heatmaps = self.stage1(self.features(x))
+        stem = fine = None
         outputs = [heatmaps]
         for s in range(2, self.stages + 1):
-            encoder, decoder, heatmaps = getattr(self, f"stage{s}")(encoder, decoder, heatmaps)
+            encoder, decoder, heatmaps, stem, fine = getattr(self, f"stage{s}")(x, encoder, decoder, heatmaps, stem, fine)
             outputs.append(heatmaps)
         return outputs
 
@@ -157,7 +186,9 @@ def load_model_file(path):
     config = json.loads(metadata["cspn.config"])
     k = config["model"]["keypoints"]
     landmarks = tensors["keypoints.stage1.head.weight"].shape[0]
-    net = CSPNNet(k["backbone"], k["stages"], k["channels"], landmarks)
+    # Model files of format 2 predate refine_stride: their later stages answer at stride 4.
+    refine_stride = k.get("refine_stride", 4 if int(metadata.get("cspn.format", "3")) < 3 else 2)
+    net = CSPNNet(k["backbone"], k["stages"], k["channels"], landmarks, refine_stride)
     state = {name[len("keypoints."):]: t for name, t in tensors.items() if name.startswith("keypoints.")}
     missing, unexpected = net.load_state_dict(state, strict=False)
     missing = [m for m in missing if "global_head" not in m]

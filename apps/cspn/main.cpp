@@ -18,6 +18,7 @@
 #include "cspn/data/synth.hpp"
 #include "cspn/bench.hpp"
 #include "cspn/detect/faster_rcnn.hpp"
+#include "cspn/device.hpp"
 #include "cspn/engine/predict.hpp"
 #include "cspn/engine/progress.hpp"
 #include "cspn/engine/bench_pipeline.hpp"
@@ -40,7 +41,8 @@ namespace {
 constexpr int kExitFailure = 1;   // anything else (a bug, out of memory, a NaN loss)
 constexpr int kExitUsage = 2;     // bad flags, config keys or values
 constexpr int kExitBadInput = 3;  // unreadable or malformed data, images or model files
-constexpr int kExitIo = 4;        // an output could not be written (disk full, permissions)
+constexpr int kExitIo = 4;        // a file or folder could not be written or reached (disk full,
+                                  // permissions, a file where a folder should be)
 
 // One line on stderr, whatever the message holds.
 int fail(std::string message, int code) {
@@ -113,6 +115,13 @@ int run_eval(const std::string& model_path, const std::string& data, const std::
              const std::string& baseline, const std::string& train_data, const std::string& report, EvalOptions opt,
              bool skip_bad) {
   if (!json.empty()) check_writable(json);  // before the evaluation, not after it
+  if (!report.empty()) {
+    std::error_code ec;
+    fs::create_directories(report, ec);
+    if (ec || !fs::is_directory(report)) throw IoError("cannot write the report folder " + report + ": " +
+                                                       (ec ? ec.message() : "a file is in the way"));
+    check_writable((fs::path(report) / "metrics.json").string());
+  }
   EvalResult result;
   if (!baseline.empty()) {
     if (baseline != "mean-shape") throw std::invalid_argument("--baseline " + baseline + ": known: mean-shape");
@@ -154,7 +163,7 @@ int run_predict(const std::string& model_path, const PredictCommand& cmd) {
   for (const std::string& out : {cmd.json, cmd.jsonl})
     if (!out.empty()) check_writable(out);
   const ModelFile model = load_model_with(model_path, cmd.sets);
-  Pipeline pipeline(model, torch::Device(cmd.device));
+  Pipeline pipeline(model, parse_device(cmd.device));
   if (cmd.min_score >= 0) pipeline.set_min_score(cmd.min_score);
   std::vector<std::string> files = image_files(cmd.inputs);
   if (!cmd.list.empty()) {
@@ -214,7 +223,7 @@ int run_serve(const std::string& model_path, const std::vector<std::string>& set
     if (opt.token.empty()) throw std::invalid_argument("--token-file " + token_file + ": the first line is empty");
   }
   const ModelFile model = load_model_with(model_path, sets);
-  Pipeline pipeline(model, torch::Device(device));
+  Pipeline pipeline(model, parse_device(device));
   Server server(pipeline, opt);
   const int port = server.bind();
   std::thread waiter([&] {
@@ -469,6 +478,8 @@ int main(int argc, char** argv) {
   } catch (const DataError& e) {
     return fail(e.what(), kExitBadInput);
   } catch (const IoError& e) {
+    return fail(e.what(), kExitIo);
+  } catch (const std::filesystem::filesystem_error& e) {  // a folder that cannot be made or read
     return fail(e.what(), kExitIo);
   } catch (const std::exception& e) {
     return fail(e.what(), kExitFailure);

@@ -19,6 +19,9 @@ class HeatmapCodec {
  public:
   explicit HeatmapCodec(const KeypointModelConfig& cfg);
   HeatmapCodec(int input_h, int input_w, int stride, float sigma);
+  // One codec per heatmap size the landmark network answers at: stage 1's (heatmap_stride), then
+  // refine_stride's where the later stages answer at another stride. Sigma is in each one's pixels.
+  static std::vector<HeatmapCodec> for_network(const KeypointModelConfig& cfg);
 
   int input_h() const { return input_h_; }
   int input_w() const { return input_w_; }

@@ -18,12 +18,15 @@ struct KeypointModelConfig {
   int channels = 256;                    // pyramid width
   std::vector<int> input_size{256, 192}; // crop height, width
   int heatmap_stride = 4;                // heatmap = input / stride
+  int refine_stride = 2;                 // stages 2..n answer at this stride: 2 (twice as fine as
+                                         // stage 1, on the image's stride-2 features) or 4
   float sigma = 2.0f;                    // Gaussian target sigma, heatmap pixels
   std::string pretrained;                // backbone weights: ImageNet .pth/.safetensors (torchvision
                                          // keys), or an earlier model file's (.cspn) landmark backbone
   template <class V> void visit(V& v) {
     v("enabled", enabled); v("backbone", backbone); v("stages", stages); v("channels", channels);
-    v("input_size", input_size); v("heatmap_stride", heatmap_stride); v("sigma", sigma);
+    v("input_size", input_size); v("heatmap_stride", heatmap_stride);
+    v("refine_stride", refine_stride); v("sigma", sigma);
     v("pretrained", pretrained);
   }
   // Checks ranges and choices (Config::validate and CSPNNet's constructor both rely on it); throws

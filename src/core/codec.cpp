@@ -36,6 +36,13 @@ HeatmapCodec::HeatmapCodec(int input_h, int input_w, int stride, float sigma)
   heatmap_w_ = input_w / stride;
 }
 
+std::vector<HeatmapCodec> HeatmapCodec::for_network(const KeypointModelConfig& cfg) {
+  std::vector<HeatmapCodec> codecs{HeatmapCodec(cfg)};
+  if (cfg.stages > 1 && cfg.refine_stride != cfg.heatmap_stride)
+    codecs.emplace_back(codecs[0].input_h(), codecs[0].input_w(), cfg.refine_stride, cfg.sigma);
+  return codecs;
+}
+
 std::pair<torch::Tensor, torch::Tensor> HeatmapCodec::encode(const torch::Tensor& keypoints) const {
   if (keypoints.dim() < 2 || keypoints.size(-1) != 3 || !keypoints.is_floating_point())
     throw std::invalid_argument("HeatmapCodec::encode: keypoints should be float [K,3] or [N,K,3] (x, y, w), got " +

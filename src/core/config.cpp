@@ -199,6 +199,8 @@ void KeypointModelConfig::validate() const {
           "model.keypoints.input_size", k.input_size, "[height, width], both multiples of 32 from 32 to 1024");
   require(k.heatmap_stride == 4, "model.keypoints.heatmap_stride", k.heatmap_stride,
           "4 (the pyramid's finest level)");
+  require(k.refine_stride == 4 || k.refine_stride == 2, "model.keypoints.refine_stride", k.refine_stride,
+          "4 (stage 1's maps) or 2 (twice as fine)");
   require(k.sigma > 0 && k.sigma <= 32, "model.keypoints.sigma", k.sigma, "in (0, 32] heatmap pixels");
 }
 

@@ -4,6 +4,7 @@
 #include <array>
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <utility>
@@ -90,6 +91,12 @@ std::pair<int, int> webp_size(const std::array<unsigned char, 30>& head, std::si
 }  // namespace
 
 std::pair<int, int> image_size(const std::string& path) {
+  // Only regular files (links followed) are images: opening a FIFO would wait for a writer forever.
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  if (ec || !std::filesystem::exists(status))
+    bad_image(path, "cannot open image file (missing or a broken link)", ImageError::Kind::Unreadable);
+  if (!std::filesystem::is_regular_file(status)) bad_image(path, "not a regular file", ImageError::Kind::Unreadable);
   std::ifstream in(path, std::ios::binary);
   if (!in) bad_image(path, "cannot open image file", ImageError::Kind::Unreadable);
   return image_size(in, path);

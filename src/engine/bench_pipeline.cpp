@@ -12,6 +12,7 @@
 
 #include "cspn/bench.hpp"
 #include "cspn/cspn.hpp"
+#include "cspn/device.hpp"
 #include "cspn/engine/detection.hpp"
 #include "cspn/engine/landmarks_model.hpp"
 #include "cspn/data/readers.hpp"
@@ -101,9 +102,7 @@ double peak_rss_mb() {
 }  // namespace
 
 nlohmann::json bench_pipeline(const PipelineBenchOptions& opt, std::ostream& out) {
-  const torch::Device device(opt.device);
-  if (device.is_cuda() && !torch::cuda::is_available())
-    throw std::invalid_argument("--device " + opt.device + ": no CUDA device available");
+  const torch::Device device = parse_device(opt.device);
   const bool cuda = device.is_cuda();
   ModelFile file = bench_model(opt);
   auto& d = file.config.model.detector;
@@ -186,7 +185,7 @@ nlohmann::json bench_pipeline(const PipelineBenchOptions& opt, std::ostream& out
 }
 
 nlohmann::json bench_landmark_gflops(const PipelineBenchOptions& opt, std::ostream& out) {
-  const torch::Device device(opt.device);
+  const torch::Device device = parse_device(opt.device);
   const bool cuda = device.is_cuda();
   const ModelFile file = bench_model(opt);
   LandmarkPredictor predictor = LandmarkPredictor::from_model_file(file, device);
@@ -239,12 +238,14 @@ nlohmann::json bench_landmark_gflops(const PipelineBenchOptions& opt, std::ostre
   torch::optim::Adam optimizer(net->parameters(), torch::optim::AdamOptions(1e-4));
   const int64_t batch = file.config.train.batch_size;
   const auto x = crops(batch);
-  const auto target = torch::rand({batch, file.schema.num_landmarks(), k.input_size[0] / 4, k.input_size[1] / 4},
-                                  torch::TensorOptions().device(device));
+  std::vector<torch::Tensor> targets;
+  for (const auto& codec : HeatmapCodec::for_network(k))
+    targets.push_back(torch::rand({batch, file.schema.num_landmarks(), codec.heatmap_h(), codec.heatmap_w()},
+                                  torch::TensorOptions().device(device)));
   const auto weight = torch::ones({batch, file.schema.num_landmarks()}, torch::TensorOptions().device(device));
   const double step_ms = median_ms([&] {
     optimizer.zero_grad();
-    cspn_loss(net->forward(x), target, weight, file.config.loss, k.sigma).total.backward();
+    cspn_loss(net->forward(x), targets, weight, file.config.loss, k.sigma).total.backward();
     optimizer.step();
   }, opt.iters, cuda);
   std::snprintf(line, sizeof line, "training step, batch %lld (float32, Adam): %.1f ms, %.1f crops/s\n",
@@ -257,7 +258,7 @@ nlohmann::json bench_landmark_gflops(const PipelineBenchOptions& opt, std::ostre
 
 void write_landmark_io(const PipelineBenchOptions& opt, const std::string& path) {
   const ModelFile file = bench_model(opt);
-  LandmarkPredictor predictor = LandmarkPredictor::from_model_file(file, torch::Device(opt.device));
+  LandmarkPredictor predictor = LandmarkPredictor::from_model_file(file, parse_device(opt.device));
   const auto& k = file.config.model.keypoints;
   const auto generator = at::detail::createCPUGenerator(/*seed_val=*/20261201);
   StateDict io{{"input", torch::randn({2, 3, k.input_size[0], k.input_size[1]}, generator)}};

@@ -7,6 +7,7 @@
 
 #include "cspn/data/readers.hpp"
 #include "cspn/detect/ap.hpp"
+#include "cspn/device.hpp"
 #include "cspn/engine/detection.hpp"
 #include "cspn/engine/landmarks_model.hpp"
 #include "cspn/engine/progress.hpp"
@@ -112,7 +113,7 @@ Dataset load_split(const std::string& path, const std::string& format, const std
 }
 
 EvalResult evaluate_model(const ModelFile& model, const Dataset& test, const EvalOptions& opt) {
-  const torch::Device device(opt.device);
+  const torch::Device device = parse_device(opt.device);
   const Config& cfg = model.config;
   LandmarkPredictor predictor = LandmarkPredictor::from_model_file(model, device);
   StageMetrics metrics(test.schema, predictor.net()->num_stages());

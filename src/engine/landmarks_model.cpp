@@ -22,7 +22,7 @@ LandmarkPredictor::LandmarkPredictor(CSPNNet net, const Config& cfg, LandmarkSch
     : net_(std::move(net)),
       cfg_(cfg),
       schema_(std::move(schema)),
-      codec_(cfg.model.keypoints),
+      codecs_(HeatmapCodec::for_network(cfg.model.keypoints)),
       device_(device),
       dtype_(inference_dtype(cfg.test.precision, device)) {
   net_->to(device_, dtype_);
@@ -58,12 +58,12 @@ LandmarkPredictions LandmarkPredictor::predict_crops(const torch::Tensor& images
   const auto x = network_input(images);
   const int64_t b = x.size(0);
   auto stages = run_network(flipped ? torch::cat({x, x.flip({3})}) : x);
-  if (!all_stages) stages.erase(stages.begin(), stages.end() - 1);
   LandmarkPredictions out;
-  for (auto& heatmaps : stages) {
+  for (size_t s = all_stages ? 0 : stages.size() - 1; s < stages.size(); ++s) {
+    auto heatmaps = stages[s];
     if (flipped)
       heatmaps = 0.5 * (heatmaps.slice(0, 0, b) + HeatmapCodec::unflip(heatmaps.slice(0, b), schema_.flip));
-    auto [coords, scores] = codec_.decode(heatmaps, cfg_.test.decode);
+    auto [coords, scores] = codecs_[s == 0 ? 0 : codecs_.size() - 1].decode(heatmaps, cfg_.test.decode);
     out.coords = coords.cpu();
     out.scores = scores.cpu();
     if (all_stages) out.stage_coords.push_back(out.coords);

@@ -68,13 +68,7 @@ void write_image(const std::string& path, const cv::Mat& bgr, const std::vector<
 }
 
 cv::Mat read_image(const std::string& path, long max_pixels) {
-  std::error_code ec;
-  const auto status = std::filesystem::status(path, ec);
-  if (ec || !std::filesystem::exists(status))
-    throw ImageError(ImageError::Kind::Unreadable, path + ": cannot open image file (missing or a broken link)");
-  if (!std::filesystem::is_regular_file(status))
-    throw ImageError(ImageError::Kind::Unreadable, path + ": not a regular file");
-  check_pixels(image_size(path), path, max_pixels);  // before reading a huge file whole
+  check_pixels(image_size(path), path, max_pixels);  // before reading a huge file whole; refuses FIFOs
   std::ifstream in(path, std::ios::binary);
   std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (in.bad()) throw ImageError(ImageError::Kind::Unreadable, path + ": cannot read image file");
@@ -101,7 +95,7 @@ CropBatcher::CropBatcher(const Dataset& data, std::vector<CropJob> jobs, const C
     : data_(data),
       jobs_(std::move(jobs)),
       cfg_(cfg),
-      codec_(cfg.model.keypoints),
+      codecs_(HeatmapCodec::for_network(cfg.model.keypoints)),
       augment_(augment),
       images_(data, cfg.data.cache_images, std::move(decoded)) {}
 
@@ -117,12 +111,12 @@ std::vector<CropJob> CropBatcher::ground_truth_jobs(const Dataset& data) {
 }
 
 KeypointBatch CropBatcher::make(const std::vector<size_t>& job_indices, std::uint64_t seed) const {
-  const int in_h = codec_.input_h(), in_w = codec_.input_w();
+  const int in_h = codecs_[0].input_h(), in_w = codecs_[0].input_w();
   const int k = data_.schema.num_landmarks();
   const auto n = static_cast<int64_t>(job_indices.size());
   KeypointBatch batch;
   batch.images = torch::empty({n, 3, in_h, in_w});
-  batch.targets = torch::zeros({n, k, codec_.heatmap_h(), codec_.heatmap_w()});
+  for (const auto& codec : codecs_) batch.targets.push_back(torch::zeros({n, k, codec.heatmap_h(), codec.heatmap_w()}));
   batch.weights = torch::zeros({n, k});
   batch.crop_to_image = torch::empty({n, 2, 3});
   batch.jobs = job_indices;
@@ -143,10 +137,15 @@ KeypointBatch CropBatcher::make(const std::vector<size_t>& job_indices, std::uin
     if (job.garment >= 0) {
       const Garment& g = data_.samples[job.sample].garments[job.garment];
       auto kps = crop_keypoints(g, m, win.flip, data_.schema.flip, in_w, in_h);
-      auto [target, weight] = codec_.encode(kps);
       auto in_category = data_.schema.category_mask(torch::tensor({static_cast<int64_t>(g.category)}))[0];
-      batch.targets[i] = target;
-      batch.weights[i] = weight * in_category;
+      // A landmark is supervised where every map's Gaussian reaches into it.
+      auto supervised = in_category;
+      for (size_t c = 0; c < codecs_.size(); ++c) {
+        auto [target, weight] = codecs_[c].encode(kps);
+        batch.targets[c][i] = target;
+        supervised = supervised * weight;
+      }
+      batch.weights[i] = supervised;
     }
   }
   return batch;

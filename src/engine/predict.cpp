@@ -73,11 +73,22 @@ void for_each_chunk(const std::vector<std::string>& files, const PredictFilesOpt
 }
 
 // Rendered copies of the photos, named after them (stem.jpg, stem-2.jpg on a clash), written
-// atomically; never over one of the input photos.
+// atomically; never over one of the input photos: a folder that holds any of them is refused
+// before the work starts, whatever the names.
 class Renderer {
  public:
-  Renderer(std::string dir, const LandmarkSchema& schema) : dir_(std::move(dir)), schema_(schema) {
-    if (!dir_.empty()) fs::create_directories(dir_);
+  Renderer(std::string dir, const LandmarkSchema& schema, const std::vector<std::string>& inputs)
+      : dir_(std::move(dir)), schema_(schema) {
+    if (dir_.empty()) return;
+    fs::create_directories(dir_);
+    std::set<fs::path> folders;
+    for (const auto& input : inputs) {
+      const fs::path folder = fs::path(input).parent_path();
+      std::error_code ec;
+      if (folders.insert(folder).second && fs::equivalent(folder.empty() ? fs::path(".") : folder, dir_, ec))
+        throw std::invalid_argument("--out " + dir_ + ": the folder holds input photos (" + input +
+                                    ") that a rendering could overwrite; choose another folder");
+    }
   }
 
   // The rendered file's name in the folder ("" when there is no folder).
@@ -157,7 +168,8 @@ std::vector<std::string> image_files(const std::vector<std::string>& inputs) {
   std::vector<std::string> files;
   for (const auto& input : inputs) {
     const fs::path p(input);
-    if (fs::is_directory(p)) {
+    std::error_code error;  // a looping link: not a folder, and reported as an unreadable image
+    if (fs::is_directory(p, error)) {
       std::vector<std::string> found;
       // Broken or looping links, FIFOs and sockets are not images: skipped, and the walk goes on.
       std::error_code ec;
@@ -224,7 +236,7 @@ nlohmann::json categories_json(const LandmarkSchema& schema) {
 nlohmann::json predict_files(Pipeline& pipeline, const std::vector<std::string>& files, const PredictFilesOptions& opt) {
   nlohmann::json images = nlohmann::json::array(), annotations = nlohmann::json::array(),
                  errors = nlohmann::json::array();
-  Renderer renderer(opt.out_dir, pipeline.schema());
+  Renderer renderer(opt.out_dir, pipeline.schema(), files);
   Progress bar("predict", files.size(), "img", opt.progress);
   size_t done = 0;
   for_each_chunk(files, opt, [&](DecodedChunk& chunk) {
@@ -262,9 +274,9 @@ JsonlSummary predict_jsonl(Pipeline& pipeline, const std::vector<std::string>& f
     else
       todo.push_back(f);
   }
+  Renderer renderer(opt.out_dir, pipeline.schema(), files);
   std::ofstream out(path, std::ios::app | std::ios::binary);
-  if (!out) throw std::runtime_error(path + ": cannot open for appending");
-  Renderer renderer(opt.out_dir, pipeline.schema());
+  if (!out) throw IoError("cannot write " + path + ": cannot open it for appending");
   Progress bar("predict", todo.size(), "img", opt.progress);
   for_each_chunk(todo, opt, [&](DecodedChunk& chunk) {
     std::string lines;
@@ -281,7 +293,7 @@ JsonlSummary predict_jsonl(Pipeline& pipeline, const std::vector<std::string>& f
       renderer.render(todo[chunk.which[j]], chunk.images[j], garments[j]);
     }
     out << lines << std::flush;
-    if (!out) throw std::runtime_error(path + ": write failed (disk full?); rerun to continue from the last full line");
+    if (!out) throw IoError("cannot write " + path + ": write failed (disk full?); rerun to continue from the last full line");
     summary.written += chunk.which.size() + chunk.errors.size();
     bar.update(summary.written);
   });

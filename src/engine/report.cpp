@@ -8,6 +8,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include "cspn/cspn.hpp"
+#include "cspn/device.hpp"
 #include "cspn/engine/landmarks_model.hpp"
 #include "cspn/io/atomic_file.hpp"
 
@@ -86,7 +87,7 @@ void write_report(const std::string& dir, const ModelFile& model, const Dataset&
   Dataset few{test.schema, {}, {}};
   for (size_t i = 0; i < test.samples.size() && static_cast<int>(few.samples.size()) < examples; ++i)
     few.samples.push_back(test.samples[i]);
-  LandmarkPredictor predictor = LandmarkPredictor::from_model_file(model, torch::Device(device));
+  LandmarkPredictor predictor = LandmarkPredictor::from_model_file(model, parse_device(device));
   CropBatcher batcher(few, CropBatcher::ground_truth_jobs(few), model.config, false);
   const auto coords = predictor.predict_jobs(batcher).coords;
   std::map<int, cv::Mat> canvases;

@@ -11,6 +11,7 @@
 #include <spdlog/spdlog.h>
 
 #include "cspn/data/synth.hpp"
+#include "cspn/device.hpp"
 #include "cspn/engine/detection.hpp"
 #include "cspn/engine/evaluate.hpp"
 #include "cspn/engine/landmarks_model.hpp"
@@ -26,13 +27,6 @@ namespace fs = std::filesystem;
 
 namespace cspn {
 namespace {
-
-torch::Device parse_device(const std::string& name) {
-  torch::Device device(name);
-  if (device.is_cuda() && !torch::cuda::is_available())
-    throw std::invalid_argument("--device " + name + ": this LibTorch build or machine has no CUDA device");
-  return device;
-}
 
 // Learning rate at a global iteration: linear warm-up, then cosine to 1% or step decay by epoch.
 double learning_rate(const TrainConfig& t, int64_t iter, int64_t total_iters, int64_t iters_per_epoch) {
@@ -155,6 +149,9 @@ nlohmann::json run_phase(const Phase& ph, const Config& cfg, const TrainOptions&
   if (resumed) {
     pos = load_checkpoint(ckpt_path, *ph.net, *optimizer, device);
     spdlog::info("{}: resuming {} at epoch {}, batch {}", ph.name, ckpt_path.string(), pos.epoch + 1, pos.batch);
+  } else if (opt.resume) {
+    spdlog::warn("{}: nothing to resume, {} was not written before the run stopped; this phase starts from the "
+                 "beginning", ph.name, ckpt_path.string());
   }
   const auto epochs_of = [&](int64_t iters) { return (iters + iters_per_epoch - 1) / iters_per_epoch; };
   log.write({{"type", "start"}, {"phase", ph.name}, {"items", ph.items}, {"iters_per_epoch", iters_per_epoch},
@@ -321,8 +318,9 @@ TrainSummary train(const Config& cfg, const Dataset& train_set, const Dataset& v
     const auto keypoint_loss = [&](const std::any& any) {
       const auto& batch = std::any_cast<const KeypointBatch&>(any);
       const auto output = net->forward(batch.images.to(device));
-      LossParts loss = cspn_loss(output, batch.targets.to(device), batch.weights.to(device), cfg.loss,
-                                 cfg.model.keypoints.sigma);
+      std::vector<torch::Tensor> targets;
+      for (const auto& t : batch.targets) targets.push_back(t.to(device));
+      LossParts loss = cspn_loss(output, targets, batch.weights.to(device), cfg.loss, cfg.model.keypoints.sigma);
       return std::make_pair(loss.total, nlohmann::json{{"stages", loss.stages}, {"global", loss.global}});
     };
     if (cfg.data.pretrain_synthetic > 0) {

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include <opencv2/imgcodecs.hpp>
+#include <torch/cuda.h>
 
 #include "common.hpp"
 #include "cspn/cspn.hpp"
@@ -131,19 +132,32 @@ TEST(Failures, PredictOnAFullDiskExitsWithIoErrorAndNoFile) {
   EXPECT_EQ(train.code, 4) << train.err;
   EXPECT_NE(train.err.find("checkpoint-keypoints.pt"), std::string::npos) << train.err;
   EXPECT_TRUE(leftovers(dir / "disk").empty());
+
+  // JSON Lines append as they go: a full disk stops them with the same I/O error.
+  disk.fill(64);
+  const auto lines = run_cspn({"predict", "--model", test::tiny_model().string(), "--quiet", "--jsonl",
+                               (dir / "disk" / "p.jsonl").string(), (test::tiny_scenes() / "img").string()},
+                              dir);
+  EXPECT_EQ(lines.code, 4) << lines.err;
+  EXPECT_NE(lines.err.find("p.jsonl"), std::string::npos) << lines.err;
 }
 
 // Case 4: errors from LibTorch are one line, not a C++ backtrace.
 TEST(Failures, DeviceErrorsAreOneLine) {
   CSPN_REQUIRE_TINY_MODEL();
   const auto dir = test::scratch_dir("failures_device");
-  for (const char* device : {"gpu", "cuda:7"}) {
+  // Checked before anything runs, against this build and machine: a usage error of one short line
+  // naming the flag (LibTorch's own message for a CUDA index that is not there fills pages).
+  const bool cuda = torch::cuda::is_available();
+  for (const char* device : {"gpu", "cuda:x", "cuda:99", "cuda"}) {
+    if (cuda && std::string(device) == "cuda") continue;
     const auto out = run_cspn({"predict", "--model", test::tiny_model().string(), "--device", device,
                                (test::tiny_scenes() / "img" / "000001.jpg").string()},
                               dir);
-    EXPECT_NE(out.code, 0) << device;
+    EXPECT_EQ(out.code, 2) << device << ": " << out.err;
     EXPECT_EQ(std::count(out.err.begin(), out.err.end(), '\n'), 1) << device << ":\n" << out.err;
-    EXPECT_EQ(out.err.rfind("error: ", 0), 0u) << out.err;
+    EXPECT_EQ(out.err.rfind(std::string("error: --device ") + device + ": ", 0), 0u) << out.err;
+    EXPECT_LT(out.err.size(), 200u) << out.err;
   }
 }
 
@@ -158,8 +172,22 @@ TEST(Failures, PredictNeverOverwritesItsInputs) {
                              (dir / "photos").string(), (dir / "photos").string()},
                             dir);
   EXPECT_EQ(out.code, 2) << out.err;
-  EXPECT_NE(out.err.find("would overwrite"), std::string::npos) << out.err;
+  EXPECT_NE(out.err.find("overwrite"), std::string::npos) << out.err;
   EXPECT_EQ(test::file_bytes(dir / "photos" / "000001.jpg"), before);
+
+  // Two photos of the same name, one of them in the output folder: the other's rendering would
+  // take its name. Refused before any work; both photos unchanged.
+  fs::create_directories(dir / "elsewhere");
+  fs::copy_file(test::tiny_scenes() / "img" / "000002.jpg", dir / "elsewhere" / "000001.jpg");
+  const std::string other = test::file_bytes(dir / "elsewhere" / "000001.jpg");
+  const auto clash = run_cspn({"predict", "--model", test::tiny_model().string(), "--quiet", "--out",
+                               (dir / "photos").string(), (dir / "elsewhere" / "000001.jpg").string(),
+                               (dir / "photos" / "000001.jpg").string()},
+                              dir);
+  EXPECT_EQ(clash.code, 2) << clash.err;
+  EXPECT_EQ(test::file_bytes(dir / "photos" / "000001.jpg"), before);
+  EXPECT_EQ(test::file_bytes(dir / "elsewhere" / "000001.jpg"), other);
+  EXPECT_FALSE(fs::exists(dir / "photos" / "000001-2.jpg"));
 }
 
 // Cases 7 and 12: --resume needs a run to resume, with the config it started with.
@@ -189,6 +217,24 @@ TEST(Failures, ResumeNeedsTheRunAndItsConfig) {
   EXPECT_EQ(out.code, 2) << out.err;
   EXPECT_NE(out.err.find("config differs"), std::string::npos) << out.err;
   EXPECT_EQ(test::file_bytes(dir / "run" / "config.yaml"), stored) << "config.yaml kept";
+
+  // An empty folder holds no run either.
+  fs::create_directories(dir / "empty");
+  args = base;
+  args.insert(args.end(), {"--out", (dir / "empty").string(), "--resume"});
+  out = run_cspn(args, dir);
+  EXPECT_EQ(out.code, 2) << out.err;
+  EXPECT_NE(out.err.find("no run to resume"), std::string::npos) << out.err;
+
+  // A run stopped before its first checkpoint (config.yaml alone) starts over, and says so.
+  for (const auto& e : fs::directory_iterator(dir / "run"))
+    if (e.path().filename() != "config.yaml") fs::remove_all(e.path());
+  args = base;
+  args.insert(args.end(), {"--out", (dir / "run").string(), "--resume"});
+  out = run_cspn(args, dir);
+  EXPECT_EQ(out.code, 0) << out.err;
+  EXPECT_NE(out.err.find("nothing to resume"), std::string::npos) << out.err;
+  EXPECT_TRUE(fs::exists(dir / "run" / "model.cspn"));
 }
 
 // Case 8: NaN weights and a flipped byte are refused on load.
@@ -253,6 +299,24 @@ TEST(Failures, PredictReportsUnreadableInputsAndBadOutputs) {
   ASSERT_EQ(out.code, 0) << out.err;
   const auto result = nlohmann::json::parse(test::file_bytes(json));
   EXPECT_EQ(result["images"].size(), 1u) << result.dump();
+
+  // The looping link named on the command line is an unreadable input like any other: reported,
+  // and the good photo beside it still predicted.
+  out = run_cspn({"predict", "--model", test::tiny_model().string(), "--quiet", "--json", json.string(),
+                  (dir / "mixed" / "a.jpg").string(), (dir / "mixed" / "loop.jpg").string()},
+                 dir);
+  ASSERT_EQ(out.code, 0) << out.err;
+  const auto named = nlohmann::json::parse(test::file_bytes(json));
+  EXPECT_EQ(named["images"].size(), 1u) << named.dump();
+  ASSERT_EQ(named["errors"].size(), 1u) << named.dump();
+  EXPECT_NE(named["errors"][0]["file"].get<std::string>().find("loop.jpg"), std::string::npos);
+
+  // An output folder where a file is: an I/O error in one line.
+  out = run_cspn({"predict", "--model", test::tiny_model().string(), "--quiet", "--out", (dir / "notes.jpg").string(),
+                  (dir / "mixed" / "a.jpg").string()},
+                 dir);
+  EXPECT_EQ(out.code, 4) << out.err;
+  EXPECT_EQ(std::count(out.err.begin(), out.err.end(), '\n'), 1) << out.err;
 
   // A FIFO named on the command line is refused, not read forever.
   const pid_t pid = test::spawn_process({cspn_binary(), "predict", "--model", test::tiny_model().string(), "--quiet",
@@ -369,6 +433,15 @@ TEST(Failures, SkippedRecordsAreReported) {
                       dir);
   ASSERT_EQ(out.code, 0) << out.err;
   EXPECT_NE(out.err.find("skipped 1 malformed record"), std::string::npos) << out.err;
+  // A report folder that cannot be made fails before the evaluation, as --json does (case 18).
+  std::ofstream(dir / "a-file") << "in the way\n";
+  const auto report = run_cspn({"eval", "--model", test::tiny_model().string(), "--data", one_bad.string(), "--format",
+                                "coco", "--split", "all", "--skip-bad", "--quiet", "--report",
+                                (dir / "a-file" / "report").string()},
+                               dir);
+  EXPECT_EQ(report.code, 4) << report.err;
+  EXPECT_NE(report.err.find("report folder"), std::string::npos) << report.err;
+  EXPECT_EQ(report.err.find("skipped 1 malformed record"), std::string::npos) << "failed before reading: " << report.err;
   const auto metrics = nlohmann::json::parse(test::file_bytes(dir / "m.json"));
   EXPECT_EQ(metrics["skipped"]["count"], 1);
   EXPECT_NE(metrics["skipped"]["records"][0].get<std::string>().find("category_id 42"), std::string::npos);

@@ -232,7 +232,7 @@ TEST(Backbones, MobileNetV2InBothHalves) {
   cspn::CSPNNet net(k, 8);
   const auto out = net->forward(torch::randn({2, 3, 64, 64}));
   ASSERT_EQ(out.stages.size(), 2u);
-  EXPECT_EQ(out.stages.back().sizes(), (std::vector<int64_t>{2, 8, 16, 16}));
+  EXPECT_EQ(out.stages.back().sizes(), (std::vector<int64_t>{2, 8, 32, 32}));  // stage 2 at stride 2
   out.stages.back().sum().backward();
   EXPECT_TRUE(net->backbone->named_parameters()["features.0.0.weight"].grad().defined());
 

@@ -38,9 +38,12 @@ TEST(CSPNNet, OutputShapesForEveryStageCountAndTwoInputSizes) {
     EXPECT_EQ(net->num_stages(), stages);
     for (auto [h, w] : {std::pair<int64_t, int64_t>{64, 32}, {128, 96}}) {
       const auto out = net->forward(torch::randn({2, 3, h, w}));
-      const std::vector<int64_t> expected{2, kLandmarks, h / 4, w / 4};
       ASSERT_EQ(out.stages.size(), static_cast<size_t>(stages));
-      for (const auto& s : out.stages) EXPECT_EQ(s.sizes(), expected);
+      for (int s = 0; s < stages; ++s) {
+        const int stride = s == 0 ? 4 : 2;  // refine_stride's default: the later stages answer twice as fine
+        EXPECT_EQ(net->stage_stride(s), stride);
+        EXPECT_EQ(out.stages[s].sizes(), (std::vector<int64_t>{2, kLandmarks, h / stride, w / stride}));
+      }
       EXPECT_TRUE(out.global.empty()) << "the GlobalNet heads run only in training";
     }
     net->train();
@@ -52,8 +55,47 @@ TEST(CSPNNet, OutputShapesForEveryStageCountAndTwoInputSizes) {
   }
 }
 
+TEST(CSPNNet, StrideTwoStagesAnswerOnFinerMapsStartingFromTheUpsampledAnswer) {
+  auto cfg = small_config(3);
+  cfg.refine_stride = 2;
+  cspn::CSPNNet net(cfg, kLandmarks);
+  EXPECT_EQ(net->stage_stride(0), 4);
+  EXPECT_EQ(net->stage_stride(2), 2);
+  const auto x = torch::randn({2, 3, 64, 32});
+  {
+    torch::NoGradGuard no_grad;
+    net->eval();
+    const auto out = net->forward(x);
+    ASSERT_EQ(out.stages.size(), 3u);
+    EXPECT_EQ(out.stages[0].sizes(), (std::vector<int64_t>{2, kLandmarks, 16, 8}));
+    for (int s = 1; s < 3; ++s) EXPECT_EQ(out.stages[s].sizes(), (std::vector<int64_t>{2, kLandmarks, 32, 16}));
+    // With their correction heads at zero, stage 2 hands on stage 1's answer upsampled (bilinear, pixel
+    // centres kept) and stage 3 stage 2's unchanged.
+    for (int s = 1; s < 3; ++s) {
+      for (auto& p : net->stage(s).named_parameters())
+        if (p.key().rfind("head.3.", 0) == 0) p.value().zero_();
+    }
+    const auto zeroed = net->forward(x);
+    const auto up = torch::nn::functional::interpolate(
+        zeroed.stages[0], torch::nn::functional::InterpolateFuncOptions().size(std::vector<int64_t>{32, 16})
+                              .mode(torch::kBilinear).align_corners(false));
+    EXPECT_TRUE(torch::allclose(zeroed.stages[1], up, 1e-5, 1e-6));
+    EXPECT_TRUE(torch::equal(zeroed.stages[2], zeroed.stages[1]));
+  }
+  // Every parameter, the stem included, takes part and gets a gradient from the last answer.
+  net->train();
+  net->forward(x).stages.back().pow(2).sum().backward();
+  for (const auto& p : net->named_parameters())
+    if (!cspn::CSPNNetImpl::training_only(p.key()))
+      EXPECT_TRUE(p.value().grad().defined()) << p.key() << " has no gradient";
+  EXPECT_TRUE(net->named_parameters().contains("stage2.stem.0.weight"));
+  EXPECT_FALSE(net->named_parameters().contains("stage3.stem.0.weight")) << "the stem is computed once";
+}
+
 TEST(CSPNNet, LaterStagesCorrectThePreviousAnswer) {
-  cspn::CSPNNet net(small_config(3), kLandmarks);
+  auto cfg = small_config(3);
+  cfg.refine_stride = 4;  // every stage on stage 1's maps (the stride-2 case has its own test)
+  cspn::CSPNNet net(cfg, kLandmarks);
   net->train();
   const auto x = torch::randn({2, 3, 64, 64});
   // With its correction head at zero, a stage hands on the previous answer unchanged.
@@ -79,7 +121,7 @@ TEST(CSPNNet, StagewiseRunEqualsForward) {
   net->eval();
   const auto x = torch::randn({1, 3, 64, 64});
   const auto out = net->forward(x);
-  cspn::StageOutput cur{net->backbone->features(x), {}, {}, {}};
+  cspn::StageOutput cur = net->trunk(x);
   for (int i = 0; i < net->num_stages(); ++i) {
     cur = net->stage_forward(i, cur);
     EXPECT_TRUE(torch::equal(cur.heatmaps, out.stages[i])) << "stage " << i + 1;
@@ -91,9 +133,10 @@ TEST(CSPNNet, GradientsReachEveryStage) {
   cspn::CSPNNet net(small_config(4), kLandmarks);
   net->train();
   const auto out = net->forward(torch::randn({2, 3, 64, 64}));
-  const auto target = torch::rand_like(out.stages[0]);
   cspn::LossConfig loss_cfg;
-  cspn::cspn_loss(out, target, torch::ones({2, kLandmarks}), loss_cfg, 2.0).total.backward();
+  cspn::cspn_loss(out, {torch::rand_like(out.stages[0]), torch::rand_like(out.stages[1])}, torch::ones({2, kLandmarks}),
+                  loss_cfg, 2.0)
+      .total.backward();
   // Every parameter takes part in the forward pass and gets a gradient.
   for (const auto& p : net->named_parameters())
     EXPECT_TRUE(p.value().grad().defined()) << p.key() << " has no gradient";
@@ -196,22 +239,29 @@ TEST(CspnCosts, PartsAddUpAndMatchKnownCounts) {
   }
   // torchvision resnet18: 11,689,512 parameters, 513,000 of them in fc.
   EXPECT_EQ(costs[0].params, 11689512 - 513000);
-  // A cascade stage (C = 32, K = 8), by hand: conv weights plus BN weight and bias.
-  const int64_t c = 32, m = 16, k = kLandmarks;
-  const int64_t conv_bn = c * c + 2 * c;                                       // 1x1 C->C + BN
-  const int64_t bottleneck = c * m + 2 * m + m * m * 9 + 2 * m + m * c + 2 * c;  // 1x1, 3x3, 1x1
-  const int64_t head = conv_bn + (c * k * 9 + k);                             // 1x1 + BN, 3x3 -> K
-  const int64_t cascade = 8 * conv_bn                      // cross-stage projections (encoder, decoder)
-                          + (k * c + c)                    // heatmap input projection (with bias)
-                          + 4 * bottleneck + 3 * conv_bn   // encoder (3 strided, projected)
-                          + 4 * conv_bn                    // decoder laterals
-                          + head;                          // the correction head
-  for (int s = 2; s <= 4; ++s) EXPECT_EQ(costs[s].params, cascade) << "stage" << s;
+  // A cascade stage (C = 32, K = 8; its stride-2 level F = 16 wide), by hand: conv weights plus
+  // BN weight and bias.
+  const int64_t c = 32, k = kLandmarks, f = 16;
+  const auto conv_bn = [](int64_t in, int64_t out, int64_t kernel) { return in * out * kernel * kernel + 2 * out; };
+  const auto bottleneck = [&](int64_t n) { return conv_bn(n, n / 2, 1) + conv_bn(n / 2, n / 2, 3) + conv_bn(n / 2, n, 1); };
+  const auto head = [&](int64_t n) { return conv_bn(n, n, 1) + (n * k * 9 + k); };  // 1x1 + BN, 3x3 -> K
+  const int64_t shared = 8 * conv_bn(c, c, 1)                    // cross-stage projections (encoder, decoder)
+                         + (k * c + c)                           // heatmap input projection (with bias)
+                         + 4 * bottleneck(c) + 3 * conv_bn(c, c, 1)  // encoder (3 strided, projected)
+                         + 4 * conv_bn(c, c, 1);                 // decoder laterals
+  const int64_t fine = conv_bn(c, f, 1)                          // upsampled P2 -> F
+                       + (k * f + f)                             // previous answer -> F (with bias)
+                       + conv_bn(f, f, 3) + bottleneck(f)        // the stride-2 block
+                       + head(f);                                // the correction head
+  const int64_t stem = (3 * f * 9 + 2 * f) + conv_bn(f, f, 3);   // stage 2 computes the image's stride-2 features
+  const int64_t cross = conv_bn(f, f, 1);                        // stages 3, 4 take the previous stride-2 level
+  EXPECT_EQ(costs[2].params, shared + fine + stem);
+  for (int s = 3; s <= 4; ++s) EXPECT_EQ(costs[s].params, shared + fine + cross) << "stage" << s;
 
   // Inference leaves out stage 1's 4 GlobalNet heads.
   int64_t all = 0;
   for (const auto& p : net->parameters()) all += p.numel();
-  EXPECT_EQ(params, all - 4 * head);
+  EXPECT_EQ(params, all - 4 * head(c));
   torch::NoGradGuard no_grad;
   net->eval();
   const double whole = cspn::count_flops([&] { net->forward(torch::zeros({1, 3, 64, 64})); });

@@ -49,8 +49,8 @@ TEST(Cuda, CspnForwardBackwardMatchesCpu) {
   auto out_g = gpu->forward(x.cuda());
   ASSERT_EQ(out_c.stages.size(), out_g.stages.size());
   for (size_t s = 0; s < out_c.stages.size(); ++s) EXPECT_LT(max_diff(out_c.stages[s], out_g.stages[s]), 1e-3);
-  auto loss_c = cspn::cspn_loss(out_c, target, weight, lc, 2.0).total;
-  auto loss_g = cspn::cspn_loss(out_g, target.cuda(), weight.cuda(), lc, 2.0).total;
+  auto loss_c = cspn::cspn_loss(out_c, {target}, weight, lc, 2.0).total;
+  auto loss_g = cspn::cspn_loss(out_g, {target.cuda()}, weight.cuda(), lc, 2.0).total;
   EXPECT_NEAR(loss_c.item<double>(), loss_g.item<double>(), 1e-4 * std::abs(loss_c.item<double>()) + 1e-7);
   loss_c.backward();
   loss_g.backward();

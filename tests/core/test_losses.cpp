@@ -95,7 +95,7 @@ TEST(Losses, CspnLossCombinesStages) {
   cspn::LossConfig cfg;
   cfg.ohkm_topk = 1;
   cfg.global_weight = 0.5f;
-  const auto parts = cspn::cspn_loss(out, target, torch::ones({1, 2}), cfg, 2.0);
+  const auto parts = cspn::cspn_loss(out, {target}, torch::ones({1, 2}), cfg, 2.0);
   EXPECT_NEAR(parts.global, 4.0, 1e-5);
   ASSERT_EQ(parts.stages.size(), 2u);
   EXPECT_NEAR(parts.stages[0], 4.0, 1e-5);
@@ -103,14 +103,31 @@ TEST(Losses, CspnLossCombinesStages) {
   EXPECT_NEAR(parts.total.item<float>(), 0.5 * 4 + 4 + 9, 1e-5);
   // In eval mode there are no GlobalNet heatmaps: the answers alone.
   out.global.clear();
-  EXPECT_NEAR(cspn::cspn_loss(out, target, torch::ones({1, 2}), cfg, 2.0).total.item<float>(), 4 + 9, 1e-5);
+  EXPECT_NEAR(cspn::cspn_loss(out, {target}, torch::ones({1, 2}), cfg, 2.0).total.item<float>(), 4 + 9, 1e-5);
+}
+
+TEST(Losses, EachOutputLearnsTheTargetOfItsSize) {
+  // Stage 1 answers at 4x4, stage 2 at 8x8 (refine_stride 2): each is scored against the zero
+  // target of its own size, in whichever order the targets come.
+  cspn::CSPNOutput out;
+  out.stages = {torch::rand({1, 2, 4, 4}), torch::rand({1, 2, 8, 8})};
+  cspn::LossConfig cfg;
+  cfg.ohkm_topk = 2;
+  const auto expected = [&](int s) { return cspn::landmark_l2(out.stages[s], torch::zeros_like(out.stages[s])).mean().item<double>(); };
+  for (const auto& targets : {std::vector<torch::Tensor>{torch::zeros({1, 2, 4, 4}), torch::zeros({1, 2, 8, 8})},
+                              std::vector<torch::Tensor>{torch::zeros({1, 2, 8, 8}), torch::zeros({1, 2, 4, 4})}}) {
+    const auto parts = cspn::cspn_loss(out, targets, torch::ones({1, 2}), cfg, 2.0);
+    EXPECT_NEAR(parts.stages[0], expected(0), 1e-6);
+    EXPECT_NEAR(parts.stages[1], expected(1), 1e-6);
+  }
+  EXPECT_THROW(cspn::cspn_loss(out, {torch::zeros({1, 2, 4, 4})}, torch::ones({1, 2}), cfg, 2.0), std::invalid_argument);
 }
 
 TEST(Losses, EveryStageAnswerGetsAGradient) {
   cspn::CSPNOutput out;
   for (int s = 0; s < 4; ++s) out.stages.push_back(torch::rand({2, 8, 4, 4}).requires_grad_(true));
   const auto target = torch::zeros({2, 8, 4, 4});
-  cspn::cspn_loss(out, target, torch::ones({2, 8}), cspn::LossConfig{}, 2.0).total.backward();
+  cspn::cspn_loss(out, {target}, torch::ones({2, 8}), cspn::LossConfig{}, 2.0).total.backward();
   for (int s = 0; s < 4; ++s) {
     ASSERT_TRUE(out.stages[s].grad().defined()) << "stage " << s + 1;
     // Stage 1 (L2) moves all 8 landmarks; later stages (OHKM, top 4) exactly 4 per sample.
@@ -141,7 +158,7 @@ TEST(Losses, CoarseToFineHoldsEarlierStagesToWiderTargets) {
   out.stages = {target, target};
   cspn::LossConfig cfg;
   cfg.coarse_to_fine = 1.0f;
-  const auto parts = cspn::cspn_loss(out, target, torch::ones({1, 2}), cfg, 2.0);
+  const auto parts = cspn::cspn_loss(out, {target}, torch::ones({1, 2}), cfg, 2.0);
   const auto expected = cspn::landmark_l2(target, cspn::widen_targets(target, 2.0, 1.0)).mean().item<double>();
   EXPECT_NEAR(parts.stages[0], expected, 1e-6);
   EXPECT_GT(parts.stages[0], 1e-4);
@@ -153,6 +170,6 @@ TEST(Losses, RejectBadShapes) {
   EXPECT_THROW(cspn::landmark_l2(a, torch::zeros({2, 3, 4, 5})), std::invalid_argument);
   EXPECT_THROW(cspn::heatmap_l2(a, a, torch::ones({2, 4})), std::invalid_argument);
   EXPECT_THROW(cspn::ohkm_l2(a, a, torch::ones({2, 3}), 0), std::invalid_argument);
-  EXPECT_THROW(cspn::cspn_loss(cspn::CSPNOutput{}, a, torch::ones({2, 3}), cspn::LossConfig{}, 2.0),
+  EXPECT_THROW(cspn::cspn_loss(cspn::CSPNOutput{}, {a}, torch::ones({2, 3}), cspn::LossConfig{}, 2.0),
                std::invalid_argument);
 }

@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <caffe2/serialize/inline_container.h>
@@ -171,6 +172,29 @@ TEST(Safetensors, CorruptFilesFailWithThePath) {
   EXPECT_NE(edit_header("{\"w\"", "[\"w\"").find("JSON"), std::string::npos);
   EXPECT_NE(edit_header("[16,16]", "[16,17]").find("data_offsets"), std::string::npos);
 
+  // Hand-written headers with no data: sizes whose byte count wraps round 64 bits, or that are
+  // not whole numbers, are refused naming the file (issue 14, case 4).
+  const auto header_only = [&](const std::string& shape, const std::string& offsets) {
+    const std::string h = "{\"w\":{\"dtype\":\"F32\",\"shape\":" + shape + ",\"data_offsets\":" + offsets + "}}";
+    std::string b(8, '\0');
+    for (int i = 0; i < 8; ++i) b[i] = static_cast<char>((h.size() >> (8 * i)) & 0xFF);
+    const auto p = dir / "header-only.safetensors";
+    write_bytes(p, b + h);
+    return error_of([&] { cspn::read_safetensors(p.string()); });
+  };
+  for (const auto& [shape, offsets, expected] :
+       std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"[4294967296,4294967296,16]", "[0,0]", "too large for any file"},
+           {"[4294967296,4294967296]", "[0,0]", "too large for any file"},
+           {"[1e30]", "[0,0]", "whole numbers"},
+           {"[-1]", "[0,0]", "whole numbers"},
+           {"[4]", "[0,-16]", "whole numbers"}}) {
+    const auto msg = header_only(shape, offsets);
+    EXPECT_NE(msg.find(expected), std::string::npos) << shape << ": " << msg;
+    EXPECT_NE(msg.find("header-only.safetensors"), std::string::npos) << msg;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << "one line: " << msg;
+  }
+
   const auto junk = dir / "junk.bin";
   write_bytes(junk, "hello world, not weights");
   EXPECT_NE(error_of([&] { cspn::read_weights(junk.string()); }).find("neither"), std::string::npos);
@@ -309,6 +333,29 @@ TEST(ModelFile, RoundTripsConfigSchemaExtraAndTensors) {
   EXPECT_TRUE(torch::equal(back.tensors[0].second, model.tensors[0].second));
 }
 
+TEST(ModelFile, FormatTwoKeepsItsStrideFourCascade) {
+  // Format 2 files were written before model.keypoints.refine_stride: their configs lack the key and
+  // their later stages answer at stride 4, whatever today's default.
+  const auto dir = cspn::test::scratch_dir("model_file_format2");
+  cspn::ModelFile model;
+  model.schema = cspn::LandmarkSchema::deepfashion();
+  model.config.model.keypoints.refine_stride = 2;
+  const auto path = (dir / "m.cspn").string();
+  cspn::save_model_file(path, model);
+  std::map<std::string, std::string> meta;
+  const auto tensors = cspn::read_safetensors(path, &meta);
+  auto config = nlohmann::json::parse(meta.at("cspn.config"));
+  ASSERT_EQ(config["model"]["keypoints"]["refine_stride"], 2);
+  config["model"]["keypoints"].erase("refine_stride");
+  meta["cspn.config"] = config.dump();
+  const auto old = (dir / "old.cspn").string();
+  for (const auto& [format, stride] : {std::pair<const char*, int>{"2", 4}, {"3", cspn::KeypointModelConfig{}.refine_stride}}) {
+    meta["cspn.format"] = format;
+    cspn::write_safetensors(old, tensors, meta);
+    EXPECT_EQ(cspn::load_model_file(old).config.model.keypoints.refine_stride, stride) << "format " << format;
+  }
+}
+
 TEST(ModelFile, RejectsPlainWeightsNewerFormatsAndBadMetadata) {
   const auto dir = cspn::test::scratch_dir("model_file_bad");
   const auto plain = (dir / "plain.safetensors").string();
@@ -331,7 +378,7 @@ TEST(ModelFile, RejectsPlainWeightsNewerFormatsAndBadMetadata) {
     cspn::write_safetensors(p, tensors, m);
     return error_of([&] { cspn::load_model_file(p); });
   };
-  EXPECT_NE(with("cspn.format", "3").find("format 3"), std::string::npos);
+  EXPECT_NE(with("cspn.format", "4").find("format 4"), std::string::npos);
   // Format 1 predates the cascade redesign: its landmark network is refused, saying why.
   msg = with("cspn.format", "1");
   EXPECT_NE(msg.find("old cascade layout"), std::string::npos) << msg;

@@ -1,6 +1,7 @@
 // Dataset readers on the real files of ../shared/data and on hand-written broken inputs, and the
 // image header parser against OpenCV's decoder.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -526,6 +527,20 @@ TEST(ReadFld, WithoutImageChecksTheHeaderIsNotRead) {
   EXPECT_EQ(d.samples[0].width, 0);  // unknown without the header
   EXPECT_EQ(d.samples[0].height, 0);
   EXPECT_NE(data_error([&] { read_fld(root.string()); }).find("cannot open image file"), std::string::npos);
+}
+
+TEST(ReadFld, AFifoInPlaceOfAnImageIsRefusedWithoutWaiting) {
+  // Opening a FIFO blocks until a writer comes: the header check must not open one (issue 14, 17).
+  const fs::path root = write_fld("fld_fifo", FldFiles{});
+  fs::remove(root / "img" / "a.jpg");
+  ASSERT_EQ(::mkfifo((root / "img" / "a.jpg").c_str(), 0644), 0);
+  EXPECT_NE(data_error([&] { read_fld(root.string()); }).find("a.jpg: not a regular file"), std::string::npos);
+  ReadOptions skip;
+  skip.skip_bad = true;
+  const Dataset d = read_fld(root.string(), skip);
+  EXPECT_EQ(d.samples.size(), 1u);
+  ASSERT_EQ(d.skipped.size(), 1u);
+  EXPECT_NE(d.skipped[0].find("not a regular file"), std::string::npos) << d.skipped[0];
 }
 
 TEST(ReadFld, MissingListFileIsAnError) {

@@ -155,7 +155,7 @@ TEST(CropBatcher, DecodedTargetsMapBackToTheGroundTruth) {
   const CropBatcher batcher(data, CropBatcher::ground_truth_jobs(data), cfg, false);
   const auto batch = batcher.make({0}, 0);
   const HeatmapCodec codec(cfg.model.keypoints);
-  const auto xy = HeatmapCodec::to_image(codec.decode(batch.targets).first, batch.crop_to_image);
+  const auto xy = HeatmapCodec::to_image(codec.decode(batch.targets.at(0)).first, batch.crop_to_image);
   const float stride_in_image = 4.0f * fit_box(upper_garment().box, 1.25f, 96, 128).w / 96;
   for (int k : {0, 1, 2, 3, 6, 7}) {
     EXPECT_EQ(batch.weights[0][k].item<float>(), 1.0f) << k;

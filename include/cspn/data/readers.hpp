@@ -61,7 +61,8 @@ void write_fld(const std::string& root, const Dataset& data);
 void write_coco(const std::string& root, const Dataset& data, const std::string& description, std::uint64_t seed);
 
 // Width and height from the image file's header (JPEG, PNG, WebP, BMP); throws DataError naming the
-// path when the file is missing, empty or not a readable image.
+// path when the file is missing, not a regular file (a FIFO, a folder), empty or not a readable
+// image.
 std::pair<int, int> image_size(const std::string& path);
 // The same from a stream positioned at the start of the image; `name` goes into the errors.
 std::pair<int, int> image_size(std::istream& in, const std::string& name);

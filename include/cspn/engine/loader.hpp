@@ -46,7 +46,9 @@ struct CropJob {
 
 struct KeypointBatch {
   torch::Tensor images;         // [B,3,H,W] ImageNet-normalised RGB crops
-  torch::Tensor targets;        // [B,K,h,w] Gaussian heatmaps (zeros without a garment)
+  std::vector<torch::Tensor> targets;  // Gaussian heatmaps (zeros without a garment), one per heatmap
+                                       // size of the network: [B,K,h,w] at stage 1's stride, then
+                                       // [B,K,2h,2w] where the later stages answer at stride 2
   torch::Tensor weights;        // [B,K] 1 where supervised (present, in the crop, in the category)
   torch::Tensor crop_to_image;  // [B,2,3] affine crop pixels -> image pixels
   std::vector<size_t> jobs;     // index of each row's CropJob
@@ -72,7 +74,7 @@ class CropBatcher {
   const Dataset& data_;
   std::vector<CropJob> jobs_;
   Config cfg_;
-  HeatmapCodec codec_;
+  std::vector<HeatmapCodec> codecs_;  // HeatmapCodec::for_network
   bool augment_;
   ImageStore images_;
 };

@@ -15,7 +15,7 @@ namespace cspn {
 // previous answer (cross-stage encoder and decoder features, residual heatmaps, coarse-level heads).
 // Format 1 landmark networks have another stage layout and are refused; their backbone can still
 // start a new run (model.keypoints.pretrained).
-inline constexpr int kModelFileFormat = 2;
+inline constexpr int kModelFileFormat = 3;
 
 struct ModelFile {
   Config config;

@@ -4,7 +4,10 @@
 // before them. A later stage is a light encoder-decoder after MSPN: every encoder level takes the
 // previous stage's encoder and decoder features at that level (cross-stage aggregation), the first
 // one also the previous heatmaps; its decoder's finest level predicts a correction that is added to
-// the previous heatmaps, so a stage starts as the identity. The GlobalNet heads of stage 1 are
+// the previous heatmaps, so a stage starts as the identity. With model.keypoints.refine_stride 2 the
+// later stages answer on maps twice as fine as stage 1's (as the paper's last stage outputs finer
+// maps than its first): a stride-2 level, fed by the image's own stride-2 features, the upsampled
+// decoder and the previous answer, carries the correction. The GlobalNet heads of stage 1 are
 // supervised in training and not computed at inference.
 #include <string>
 #include <vector>
@@ -18,18 +21,22 @@
 namespace cspn {
 
 struct CSPNOutput {
-  std::vector<torch::Tensor> stages;  // each stage's answer, [B,K,H/4,W/4]; back() is the net's
+  std::vector<torch::Tensor> stages;  // each stage's answer, [B,K,H/s,W/s]: s = 4 for stage 1,
+                                      // refine_stride for the others; back() is the net's
   std::vector<torch::Tensor> global;  // training only: stage 1's GlobalNet heatmaps of P2..P5, each
                                       // upsampled to [B,K,H/4,W/4]
 };
 
-// What one stage hands to the next. The backbone's output is a StageOutput too (encoder = C2..C5,
-// nothing else), so stages chain uniformly.
+// What one stage hands to the next. The trunk's output is a StageOutput too (encoder = C2..C5 and
+// the image, nothing else), so stages chain uniformly.
 struct StageOutput {
   std::vector<torch::Tensor> encoder;  // 4 levels, finest first: [B,C_l,H/4,W/4] .. [B,C_l,H/32,W/32]
-  std::vector<torch::Tensor> decoder;  // 4 levels, [B,channels,..]; empty for the backbone
-  torch::Tensor heatmaps;              // [B,K,H/4,W/4]; undefined for the backbone
+  std::vector<torch::Tensor> decoder;  // 4 levels, [B,channels,..]; empty for the trunk
+  torch::Tensor heatmaps;              // [B,K,H/s,W/s]; undefined for the trunk
   std::vector<torch::Tensor> global;   // stage 1 in training only: CSPNOutput::global
+  torch::Tensor image;                 // the net's input [B,3,H,W], handed on for the stride-2 stem
+  torch::Tensor stem;                  // stride-2 stages: the image's features [B,F,H/2,W/2]
+  torch::Tensor fine;                  // stride-2 stages: the stage's stride-2 level [B,F,H/2,W/2]
 };
 
 // Stage 1, after CPN. GlobalNet: 1x1 lateral convs C2..C5 -> `channels` (its encoder features),
@@ -56,17 +63,29 @@ TORCH_MODULE(CPNStage);
 // l. Decoder: 1x1 laterals, top-down bilinear upsample + add, a head on P2 whose output (starting
 // near zero) is added to the previous heatmaps. The sum keeps its gradient: every stage's loss also
 // trains the stages before it.
+// At stride 2 the head moves to a level at H/2 of fine_channels(channels) channels: the sum of the
+// upsampled P2 (1x1 projection), the image's stride-2 features (a two-conv stem, built by the
+// first such stage and handed on), the previous answer (upsampled where it is at H/4) and the
+// previous stage's stride-2 level; then a 3x3 conv and a bottleneck. Its correction is added to
+// the previous answer at H/2.
 class CascadeStageImpl : public torch::nn::Module {
  public:
-  CascadeStageImpl(int64_t channels, int64_t num_landmarks);
-  // previous: encoder, decoder [B,channels,..] x4, heatmaps [B,K,H/4,W/4] -> the same, refined.
+  // stride: 4 or 2, this stage's answer; previous_stride: the stage before's (4 for stage 2).
+  CascadeStageImpl(int64_t channels, int64_t num_landmarks, int stride, int previous_stride);
+  // previous: encoder, decoder [B,channels,..] x4, heatmaps [B,K,H/s,W/s] -> the same, refined.
   StageOutput forward(const StageOutput& previous);
+  // The stride-2 level's width for a pyramid of `channels`.
+  static int64_t fine_channels(int64_t channels);
 
  private:
+  int stride_, previous_stride_;
   std::vector<torch::nn::Sequential> cross_encoder_, cross_decoder_, lateral_;
   std::vector<Bottleneck> encoder_;
   torch::nn::Conv2d heatmap_in_{nullptr};
   torch::nn::Sequential head_{nullptr};
+  // stride 2 only
+  torch::nn::Sequential stem_{nullptr}, fine_lateral_{nullptr}, fine_cross_{nullptr}, fine_block_{nullptr};
+  torch::nn::Conv2d fine_heatmap_in_{nullptr};
 };
 TORCH_MODULE(CascadeStage);
 
@@ -74,8 +93,9 @@ class CSPNNetImpl : public torch::nn::Module {
  public:
   CSPNNetImpl(const KeypointModelConfig& cfg, int num_landmarks);
 
-  // x [B,3,H,W] ImageNet-normalised RGB crops -> every stage's heatmaps at (H/4, W/4) (and the
-  // GlobalNet heatmaps in training mode). H and W must be multiples of 32.
+  // x [B,3,H,W] ImageNet-normalised RGB crops -> every stage's heatmaps, stage 1's at (H/4, W/4),
+  // the others' at refine_stride (and the GlobalNet heatmaps in training mode). H and W must be
+  // multiples of 32.
   CSPNOutput forward(const torch::Tensor& x);
 
   // Any registered backbone (model.keypoints.backbone), registered as "backbone": keys
@@ -83,9 +103,12 @@ class CSPNNetImpl : public torch::nn::Module {
   std::shared_ptr<BackboneImpl> backbone;
   int num_stages() const;
   // Runs the backbone and stages 1..n separately so callers (cspn info, cspn bench) can measure
-  // each: features = backbone->features(x); then stage_forward(i, ...) for i = 0..n-1.
-  // i = 0 takes StageOutput{features}; stage i > 0 takes stage i-1's output.
+  // each: trunk(x) (the backbone's features and the image), then stage_forward(i, ...) for
+  // i = 0..n-1: i = 0 takes the trunk's output, stage i > 0 stage i-1's.
+  StageOutput trunk(const torch::Tensor& x);
   StageOutput stage_forward(int i, const StageOutput& input);
+  // The stride of stage i's heatmaps (0-based): 4 for stage 1, refine_stride after it.
+  int stage_stride(int i) const;
   // Stage i (0-based) as a module, e.g. to count its parameters. Registered as "stage<i+1>".
   torch::nn::Module& stage(int i);
   // Whether a parameter (a key of stage(i) or of the net) belongs to a head that runs only in
@@ -95,6 +118,7 @@ class CSPNNetImpl : public torch::nn::Module {
  private:
   CPNStage stage1_{nullptr};
   std::vector<CascadeStage> cascade_;  // stages 2..n
+  int heatmap_stride_, refine_stride_;
 };
 TORCH_MODULE(CSPNNet);
 

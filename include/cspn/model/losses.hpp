@@ -36,9 +36,11 @@ struct LossParts {
 };
 
 // Stage 1: L2 on every GlobalNet level (summed, times loss.global_weight; training only) and on its
-// answer; stages 2..: OHKM with loss.ohkm_topk. `target` holds Gaussians of `sigma` (heatmap px);
-// with loss.coarse_to_fine earlier stages and coarser levels learn wider ones (widen_targets).
-LossParts cspn_loss(const CSPNOutput& out, const torch::Tensor& target, const torch::Tensor& weight,
+// answer; stages 2..: OHKM with loss.ohkm_topk. `targets` hold Gaussians of `sigma` (heatmap px),
+// [B,K,h,w] one per heatmap size the net outputs (stage 1's, and a later stage's where it answers at
+// another stride); each output learns the one of its size. With loss.coarse_to_fine earlier stages
+// and coarser levels learn wider ones (widen_targets).
+LossParts cspn_loss(const CSPNOutput& out, const std::vector<torch::Tensor>& targets, const torch::Tensor& weight,
                     const LossConfig& cfg, double sigma);
 
 }  // namespace cspn

@@ -10,6 +10,7 @@
 
 #include <torch/torch.h>
 
+#include "cspn/device.hpp"
 #include "cspn/landmarks.hpp"
 #include "cspn/model/cspn_net.hpp"
 
@@ -63,9 +64,7 @@ std::string better_blas_core() {
 }
 
 nlohmann::json run_bench(const BenchOptions& opt, std::ostream& out) {
-  const torch::Device device(opt.device);
-  if (device.is_cuda() && !torch::cuda::is_available())
-    throw std::invalid_argument("--device " + opt.device + ": no CUDA device available");
+  const torch::Device device = parse_device(opt.device);
   if (opt.threads > 0) torch::set_num_threads(opt.threads);
   if (opt.input_size.size() != 2) throw std::invalid_argument("--input expects height and width");
   const int h = opt.input_size[0], w = opt.input_size[1];

@@ -93,7 +93,12 @@ ModelFile load_model_file(const std::string& path) {
   for (const auto& [name, t] : model.tensors)
     if (t.is_floating_point() && !torch::isfinite(t).all().item<bool>())
       throw DataError(path + ": tensor '" + name + "' holds NaN or infinite values: refusing a broken model");
-  const auto config = parse_metadata(meta, kConfigKey, path);
+  auto config = parse_metadata(meta, kConfigKey, path);
+  // Format 2 predates model.keypoints.refine_stride: its later stages answered at stage 1's stride.
+  if (version < 3 && config.is_object() && config.contains("model") && config["model"].is_object() &&
+      config["model"].contains("keypoints") && config["model"]["keypoints"].is_object() &&
+      !config["model"]["keypoints"].contains("refine_stride"))
+    config["model"]["keypoints"]["refine_stride"] = 4;
   const auto schema = parse_metadata(meta, kSchemaKey, path);
   try {
     model.config = Config::from_json(config);

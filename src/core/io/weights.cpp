@@ -567,18 +567,24 @@ StateDict read_safetensors(const std::string& path, std::map<std::string, std::s
       continue;
     }
     try {
-      Entry e{name, safetensors_type(v.at("dtype").get<std::string>(), where),
-              v.at("shape").get<std::vector<int64_t>>(), 0, 0};
-      const auto offsets = v.at("data_offsets").get<std::vector<uint64_t>>();
+      // Whole numbers only, checked before conversion (a float such as 1e30 has no int64 value).
+      const auto whole_numbers = [&](const json& list, const char* what) {
+        if (!list.is_array() || !std::all_of(list.begin(), list.end(), [](const json& x) { return x.is_number_unsigned(); }))
+          throw std::runtime_error(where + ": " + what + " must be a list of whole numbers >= 0, got " + list.dump());
+        return list.get<std::vector<uint64_t>>();
+      };
+      const auto dims = whole_numbers(v.at("shape"), "shape");
+      const auto offsets = whole_numbers(v.at("data_offsets"), "data_offsets");
       if (offsets.size() != 2) throw std::runtime_error(where + ": data_offsets must hold 2 numbers");
-      e.begin = offsets[0];
-      e.end = offsets[1];
-      uint64_t numel = 1;
-      for (int64_t s : e.shape) {
-        if (s < 0) throw std::runtime_error(where + ": negative dimension in " + shape_str(e.shape));
-        numel *= static_cast<uint64_t>(s);
+      Entry e{name, safetensors_type(v.at("dtype").get<std::string>(), where), {}, offsets[0], offsets[1]};
+      // The byte count in 64 bits without wrapping round: a shape too large for it cannot be in a file.
+      uint64_t bytes = c10::elementSize(e.type);
+      for (uint64_t d : dims) {
+        if (d > static_cast<uint64_t>(INT64_MAX) || (d != 0 && bytes > UINT64_MAX / d))
+          throw std::runtime_error(where + ": shape " + json(dims).dump() + " is too large for any file");
+        bytes *= d;
+        e.shape.push_back(static_cast<int64_t>(d));
       }
-      const uint64_t bytes = numel * c10::elementSize(e.type);
       if (e.begin > e.end || e.end > data_size || e.end - e.begin != bytes)
         throw std::runtime_error(where + ": data_offsets [" + std::to_string(e.begin) + ", " +
                                  std::to_string(e.end) + "] do not fit " + shape_str(e.shape) +

@@ -1,6 +1,7 @@
 #include "cspn/model/cspn_net.hpp"
 #include "cspn/util.hpp"
 
+#include <algorithm>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -114,10 +115,17 @@ StageOutput CPNStageImpl::forward(const StageOutput& backbone) {
   // [B, 4*channels, H/4, W/4] -> [B,channels,H/4,W/4]: the finest decoder feature -> [B,K,H/4,W/4]
   out.decoder[0] = fuse_->forward(torch::cat(refined, 1));
   out.heatmaps = head_->forward(out.decoder[0]);
+  out.image = backbone.image;
   return out;
 }
 
-CascadeStageImpl::CascadeStageImpl(int64_t channels, int64_t num_landmarks) {
+int64_t CascadeStageImpl::fine_channels(int64_t channels) { return std::clamp<int64_t>(channels / 2, 8, 32); }
+
+CascadeStageImpl::CascadeStageImpl(int64_t channels, int64_t num_landmarks, int stride, int previous_stride)
+    : stride_(stride), previous_stride_(previous_stride) {
+  if ((stride != 4 && stride != 2) || (previous_stride != 4 && previous_stride != 2) || previous_stride < stride)
+    throw std::invalid_argument("CascadeStage: strides must be 4 or 2 and not coarser than the previous stage's, got " +
+                                std::to_string(stride) + " after " + std::to_string(previous_stride));
   auto cross_encoder = register_module("cross_encoder", nn::ModuleList());
   auto cross_decoder = register_module("cross_decoder", nn::ModuleList());
   auto encoder = register_module("encoder", nn::ModuleList());
@@ -131,7 +139,23 @@ CascadeStageImpl::CascadeStageImpl(int64_t channels, int64_t num_landmarks) {
   }
   // Heatmaps lie in [0, 1] and start near 0: a plain projection, no BatchNorm to blow that up.
   heatmap_in_ = register_module("heatmap_in", nn::Conv2d(nn::Conv2dOptions(num_landmarks, channels, 1)));
-  head_ = register_module("head", heatmap_head(channels, num_landmarks));
+  int64_t head_channels = channels;
+  if (stride == 2) {
+    const int64_t f = head_channels = fine_channels(channels);
+    if (previous_stride == 4)
+      stem_ = register_module(
+          "stem", nn::Sequential(nn::Conv2d(nn::Conv2dOptions(3, f, 3).stride(2).padding(1).bias(false)),
+                                 nn::BatchNorm2d(f), nn::ReLU(),
+                                 nn::Conv2d(nn::Conv2dOptions(f, f, 3).padding(1).bias(false)), nn::BatchNorm2d(f),
+                                 nn::ReLU()));
+    else
+      fine_cross_ = register_module("fine_cross", conv_bn(f, f, 1, /*relu=*/false));
+    fine_lateral_ = register_module("fine_lateral", conv_bn(channels, f, 1, /*relu=*/false));
+    fine_heatmap_in_ = register_module("fine_heatmap_in", nn::Conv2d(nn::Conv2dOptions(num_landmarks, f, 1)));
+    fine_block_ = register_module("fine_block", conv_bn(f, f, 3, /*relu=*/true));
+    fine_block_->push_back(Bottleneck(f, f / 2, f, 1));
+  }
+  head_ = register_module("head", heatmap_head(head_channels, num_landmarks));
   init_conv_bn(*this);
   init_head(head_);
 }
@@ -142,21 +166,41 @@ StageOutput CascadeStageImpl::forward(const StageOutput& previous) {
   if (!previous.heatmaps.defined())
     throw std::invalid_argument("CascadeStage: the previous stage's heatmaps are undefined");
   const auto& answer = previous.heatmaps;
+  // A stride-2 answer enters the H/4 encoder averaged over 2x2 pixels (whose centres average to the
+  // coarse pixel's centre).
+  const auto coarse_answer = previous_stride_ == 4 ? answer : F::avg_pool2d(answer, F::AvgPool2dFuncOptions(2));
   const auto cross = [&](int l) {
     return cross_encoder_[l]->forward(previous.encoder[l]) + cross_decoder_[l]->forward(previous.decoder[l]);
   };
   // Encoder, fine to coarse: e0 [B,C,H/4,W/4] .. e3 [B,C,H/32,W/32].
   StageOutput out;
-  out.encoder.push_back(encoder_[0]->forward(torch::relu(cross(0) + heatmap_in_->forward(answer))));
+  out.encoder.push_back(encoder_[0]->forward(torch::relu(cross(0) + heatmap_in_->forward(coarse_answer))));
   for (int l = 1; l < kLevels; ++l) out.encoder.push_back(encoder_[l]->forward(out.encoder[l - 1]) + cross(l));
 
   for (int l = 0; l < kLevels; ++l) out.decoder.push_back(lateral_[l]->forward(out.encoder[l]));
   top_down(out.decoder);
-  out.heatmaps = answer + head_->forward(out.decoder[0]);
+  out.image = previous.image;
+  if (stride_ == 4) {
+    out.heatmaps = answer + head_->forward(out.decoder[0]);
+    return out;
+  }
+  if (!previous.image.defined() || (previous_stride_ == 2 && (!previous.stem.defined() || !previous.fine.defined())))
+    throw std::invalid_argument("CascadeStage: a stride-2 stage needs the image (and after another stride-2 stage its "
+                                "stem and stride-2 level)");
+  const auto size = out.decoder[0].sizes().slice(2).vec();
+  const std::vector<int64_t> fine_size{size[0] * 2, size[1] * 2};
+  out.stem = previous_stride_ == 4 ? stem_->forward(previous.image) : previous.stem;
+  const auto fine_answer = upsample_to(answer, fine_size);
+  auto f = fine_lateral_->forward(upsample_to(out.decoder[0], fine_size)) + out.stem +
+           fine_heatmap_in_->forward(fine_answer);
+  if (previous_stride_ == 2) f = f + fine_cross_->forward(previous.fine);
+  out.fine = fine_block_->forward(torch::relu(f));
+  out.heatmaps = fine_answer + head_->forward(out.fine);
   return out;
 }
 
-CSPNNetImpl::CSPNNetImpl(const KeypointModelConfig& cfg, int num_landmarks) {
+CSPNNetImpl::CSPNNetImpl(const KeypointModelConfig& cfg, int num_landmarks)
+    : heatmap_stride_(cfg.heatmap_stride), refine_stride_(cfg.refine_stride) {
   cfg.validate();
   if (num_landmarks < 1)
     throw std::invalid_argument("CSPNNet: num_landmarks must be >= 1, got " +
@@ -165,7 +209,22 @@ CSPNNetImpl::CSPNNetImpl(const KeypointModelConfig& cfg, int num_landmarks) {
   stage1_ = register_module("stage1", CPNStage(backbone->channels(), cfg.channels, num_landmarks));
   for (int s = 2; s <= cfg.stages; ++s)
     cascade_.push_back(register_module("stage" + std::to_string(s),
-                                       CascadeStage(cfg.channels, num_landmarks)));
+                                       CascadeStage(cfg.channels, num_landmarks, cfg.refine_stride,
+                                                    s == 2 ? cfg.heatmap_stride : cfg.refine_stride)));
+}
+
+int CSPNNetImpl::stage_stride(int i) const {
+  if (i < 0 || i >= num_stages())
+    throw std::out_of_range("CSPNNet::stage_stride(" + std::to_string(i) + "): the net has " +
+                            std::to_string(num_stages()) + " stages");
+  return i == 0 ? heatmap_stride_ : refine_stride_;
+}
+
+StageOutput CSPNNetImpl::trunk(const torch::Tensor& x) {
+  StageOutput out;
+  out.encoder = backbone->features(x);
+  out.image = x;
+  return out;
 }
 
 int CSPNNetImpl::num_stages() const { return 1 + static_cast<int>(cascade_.size()); }
@@ -194,7 +253,7 @@ CSPNOutput CSPNNetImpl::forward(const torch::Tensor& x) {
     throw std::invalid_argument("CSPNNet: expected input [B,3,H,W] with H and W multiples of 32, got " +
                                 shape_of(x));
   CSPNOutput out;
-  StageOutput cur{backbone->features(x), {}, {}, {}};
+  StageOutput cur = trunk(x);
   for (int i = 0; i < num_stages(); ++i) {
     cur = stage_forward(i, cur);
     out.stages.push_back(cur.heatmaps);

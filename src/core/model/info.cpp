@@ -124,7 +124,7 @@ std::vector<PartCost> cspn_costs(CSPNNet& net, int input_h, int input_w) {
 
   std::vector<PartCost> costs;
   StageOutput cur;
-  const double backbone_flops = count_flops([&] { cur = StageOutput{net->backbone->features(x), {}, {}, {}}; });
+  const double backbone_flops = count_flops([&] { cur = net->trunk(x); });
   costs.push_back({"backbone", count_params(*net->backbone), backbone_flops / 1e9});
   for (int i = 0; i < net->num_stages(); ++i) {
     const double flops = count_flops([&] { cur = net->stage_forward(i, cur); });

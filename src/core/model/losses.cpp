@@ -7,6 +7,8 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace cspn {
 
@@ -84,28 +86,38 @@ torch::Tensor ohkm_l2(const torch::Tensor& pred, const torch::Tensor& target,
   return per_sample.sum() / (count > 0).sum().clamp_min(1).to(loss.dtype());
 }
 
-LossParts cspn_loss(const CSPNOutput& out, const torch::Tensor& target, const torch::Tensor& weight,
+LossParts cspn_loss(const CSPNOutput& out, const std::vector<torch::Tensor>& targets, const torch::Tensor& weight,
                     const LossConfig& cfg, double sigma) {
   if (out.stages.empty()) throw std::invalid_argument("cspn_loss: the output has no stages");
+  if (targets.empty()) throw std::invalid_argument("cspn_loss: no targets");
   const auto n = static_cast<int64_t>(out.stages.size());
   // Coarse to fine: an output `steps` from the last stage's answer learns targets widened by
   // coarse_to_fine x steps pixels: stage s's answer n-1-s steps, GlobalNet level l n-1+l.
-  std::map<int64_t, torch::Tensor> widened;
-  const auto target_at = [&](int64_t steps) {
-    auto it = widened.find(steps);
-    if (it == widened.end()) it = widened.emplace(steps, widen_targets(target, sigma, cfg.coarse_to_fine * steps)).first;
+  std::map<std::pair<size_t, int64_t>, torch::Tensor> widened;
+  const auto target_at = [&](const torch::Tensor& pred, int64_t steps) {
+    size_t i = 0;
+    while (i < targets.size() && !(targets[i].dim() == 4 && targets[i].sizes().slice(2) == pred.sizes().slice(2))) ++i;
+    if (i == targets.size()) {
+      std::string sizes;
+      for (const auto& t : targets) sizes += (sizes.empty() ? "" : ", ") + shape_of(t);
+      throw std::invalid_argument("cspn_loss: no target of the size of output " + shape_of(pred) + " among " + sizes);
+    }
+    auto it = widened.find({i, steps});
+    if (it == widened.end())
+      it = widened.emplace(std::make_pair(i, steps), widen_targets(targets[i], sigma, cfg.coarse_to_fine * steps)).first;
     return it->second;
   };
   LossParts parts;
-  torch::Tensor global = torch::zeros({}, target.options());
+  torch::Tensor global = torch::zeros({}, targets[0].options());
   for (size_t l = 0; l < out.global.size(); ++l)
-    global = global + heatmap_l2(out.global[l], target_at(n - 1 + static_cast<int64_t>(l)), weight);
+    global = global + heatmap_l2(out.global[l], target_at(out.global[l], n - 1 + static_cast<int64_t>(l)), weight);
   parts.global = global.item<double>();
   parts.total = cfg.global_weight * global;
   for (int64_t s = 0; s < n; ++s) {
     // Stage 1 supervises every present landmark (eq. 1), later stages the hardest ones (eq. 2).
-    const auto& t = target_at(n - 1 - s);
-    const auto loss = s == 0 ? heatmap_l2(out.stages[s], t, weight) : ohkm_l2(out.stages[s], t, weight, cfg.ohkm_topk);
+    const auto& pred = out.stages[s];
+    const auto& t = target_at(pred, n - 1 - s);
+    const auto loss = s == 0 ? heatmap_l2(pred, t, weight) : ohkm_l2(pred, t, weight, cfg.ohkm_topk);
     parts.stages.push_back(loss.item<double>());
     parts.total = parts.total + loss;
   }
