@@ -42,15 +42,15 @@ TEST(Cuda, CspnForwardBackwardMatchesCpu) {
   }
   gpu->to(torch::kCUDA);
   const auto x = torch::randn({2, 3, 128, 96});
-  const auto target = torch::rand({2, 8, 32, 24});
+  const auto target = torch::rand({2, 8, 32, 24}), fine_target = torch::rand({2, 8, 64, 48});  // strides 4, 2
   const auto weight = torch::ones({2, 8});
   cspn::LossConfig lc;
   auto out_c = cpu->forward(x);
   auto out_g = gpu->forward(x.cuda());
   ASSERT_EQ(out_c.stages.size(), out_g.stages.size());
   for (size_t s = 0; s < out_c.stages.size(); ++s) EXPECT_LT(max_diff(out_c.stages[s], out_g.stages[s]), 1e-3);
-  auto loss_c = cspn::cspn_loss(out_c, {target}, weight, lc, 2.0).total;
-  auto loss_g = cspn::cspn_loss(out_g, {target.cuda()}, weight.cuda(), lc, 2.0).total;
+  auto loss_c = cspn::cspn_loss(out_c, {target, fine_target}, weight, lc, 2.0).total;
+  auto loss_g = cspn::cspn_loss(out_g, {target.cuda(), fine_target.cuda()}, weight.cuda(), lc, 2.0).total;
   EXPECT_NEAR(loss_c.item<double>(), loss_g.item<double>(), 1e-4 * std::abs(loss_c.item<double>()) + 1e-7);
   loss_c.backward();
   loss_g.backward();
