@@ -98,12 +98,17 @@ Position load_checkpoint(const fs::path& path, torch::nn::Module& net, torch::op
 
 class JsonLog {
  public:
-  explicit JsonLog(const fs::path& path) : out_(path, std::ios::app) {
-    if (!out_) throw std::runtime_error("cannot write the training log " + path.string());
+  explicit JsonLog(const fs::path& path) : path_(path.string()), out_(path, std::ios::app) {
+    if (!out_) throw IoError("cannot write the training log " + path_);
   }
-  void write(const nlohmann::json& record) { out_ << record.dump() << '\n' << std::flush; }
+  // A full disk stops the run here, with the checkpoints written so far intact.
+  void write(const nlohmann::json& record) {
+    out_ << record.dump() << '\n' << std::flush;
+    if (!out_) throw IoError("cannot write the training log " + path_ + " (disk full?); --resume continues the run");
+  }
 
  private:
+  std::string path_;
   std::ofstream out_;
 };
 
