@@ -442,6 +442,12 @@ TEST(Failures, SkippedRecordsAreReported) {
   EXPECT_EQ(report.code, 4) << report.err;
   EXPECT_NE(report.err.find("report folder"), std::string::npos) << report.err;
   EXPECT_EQ(report.err.find("skipped 1 malformed record"), std::string::npos) << "failed before reading: " << report.err;
+  const auto json = run_cspn({"eval", "--model", test::tiny_model().string(), "--data", one_bad.string(), "--format",
+                              "coco", "--split", "all", "--skip-bad", "--quiet", "--json",
+                              (dir / "a-file" / "m.json").string()},
+                             dir);
+  EXPECT_EQ(json.code, 4) << json.err;
+  EXPECT_EQ(json.err.find("skipped 1 malformed record"), std::string::npos) << "failed before reading: " << json.err;
   const auto metrics = nlohmann::json::parse(test::file_bytes(dir / "m.json"));
   EXPECT_EQ(metrics["skipped"]["count"], 1);
   EXPECT_NE(metrics["skipped"]["records"][0].get<std::string>().find("category_id 42"), std::string::npos);

@@ -385,5 +385,14 @@ TEST(ModelFile, RejectsPlainWeightsNewerFormatsAndBadMetadata) {
   EXPECT_NE(msg.find("retrain"), std::string::npos) << msg;
   EXPECT_NE(with("cspn.format", "one").find("not a version number"), std::string::npos);
   EXPECT_NE(with("cspn.config", "{broken").find("cspn.config"), std::string::npos);
+  // A stored config past the bounds is refused before any network is built (issue 14, case 3).
+  auto config = nlohmann::json::parse(meta.at("cspn.config"));
+  config["model"]["keypoints"]["channels"] = 2000000000;
+  msg = with("cspn.config", config.dump());
+  EXPECT_NE(msg.find("model.keypoints.channels"), std::string::npos) << msg;
+  config["model"]["keypoints"]["channels"] = 64;
+  config["model"]["keypoints"]["input_size"] = {100000, 100000};
+  msg = with("cspn.config", config.dump());
+  EXPECT_NE(msg.find("model.keypoints.input_size"), std::string::npos) << msg;
   EXPECT_NE(with("cspn.schema", "{\"landmarks\": 3}").find("cspn.schema"), std::string::npos);
 }

@@ -541,6 +541,12 @@ TEST(ReadFld, AFifoInPlaceOfAnImageIsRefusedWithoutWaiting) {
   EXPECT_EQ(d.samples.size(), 1u);
   ASSERT_EQ(d.skipped.size(), 1u);
   EXPECT_NE(d.skipped[0].find("not a regular file"), std::string::npos) << d.skipped[0];
+
+  // A link to itself in its place: refused as unreadable, skipped with --skip-bad.
+  fs::remove(root / "img" / "a.jpg");
+  fs::create_symlink("a.jpg", root / "img" / "a.jpg");
+  EXPECT_NE(data_error([&] { read_fld(root.string()); }).find("a.jpg: cannot open image file"), std::string::npos);
+  EXPECT_EQ(read_fld(root.string(), skip).skipped.size(), 1u);
 }
 
 TEST(ReadFld, MissingListFileIsAnError) {

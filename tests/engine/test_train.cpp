@@ -234,6 +234,26 @@ TEST(Train, IterationBudgetIsExactEvenWithFewerExamplesThanABatch) {
   EXPECT_EQ(last["total_iters"], 7);
 }
 
+TEST(Train, DetectorPhaseWithFewerImagesThanABatch) {
+  // The detector's phase too: 3 images at batch 4 (issue 14, case 1).
+  Config cfg;
+  cfg.load_yaml_string(R"(
+model: {keypoints: {enabled: false}, detector: {enabled: true, backbone: resnet18, min_size: 96, max_size: 128}}
+data: {workers: 0}
+train_detector: {batch_size: 4, iters: 3, warmup_iters: 1, val_every: 0, log_every: 1}
+)", "test config");
+  Dataset train_set = load_split(synthetic_set(), "fld", "train", cfg, false);
+  train_set.samples.resize(3);
+  TrainOptions opt;
+  opt.out_dir = test::scratch_dir("train-detector-short").string();
+  opt.progress = false;
+  train(cfg, train_set, Dataset{train_set.schema, {}, {}}, opt);
+  const auto records = log_records(opt.out_dir, "train");
+  ASSERT_FALSE(records.empty());
+  EXPECT_EQ(records.back()["iter"], 3);
+  EXPECT_EQ(records.back()["phase"], "detector");
+}
+
 TEST(Train, SyntheticPretrainingRunsFirstInTheSameCommand) {
   // data.pretrain_synthetic: cspn generates garments into the run folder and trains on them (at
   // their own crop size) before the data given; both phases are logged, the model file says so.
