@@ -74,7 +74,8 @@ void for_each_chunk(const std::vector<std::string>& files, const PredictFilesOpt
 
 // Rendered copies of the photos, named after them (stem.jpg, stem-2.jpg on a clash), written
 // atomically; never over one of the input photos: a folder that holds any of them is refused
-// before the work starts, whatever the names.
+// before the work starts, whatever the names (and the atomic rename replaces a link in the folder,
+// never the photo it points to).
 class Renderer {
  public:
   Renderer(std::string dir, const LandmarkSchema& schema, const std::vector<std::string>& inputs)
@@ -99,9 +100,6 @@ class Renderer {
     for (int n = 2; used_.count(name); ++n) name = stem + "-" + std::to_string(n) + ".jpg";
     used_.insert(name);
     const fs::path target = fs::path(dir_) / name;
-    std::error_code ec;
-    if (fs::equivalent(target, file, ec))
-      throw std::invalid_argument("--out " + dir_ + ": rendering " + file + " would overwrite it; choose another folder");
     cv::Mat canvas = image.clone();
     render_garments(canvas, garments, schema_);
     write_image(target.string(), canvas);

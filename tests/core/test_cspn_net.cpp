@@ -85,9 +85,11 @@ TEST(CSPNNet, StrideTwoStagesAnswerOnFinerMapsStartingFromTheUpsampledAnswer) {
   // Every parameter, the stem included, takes part and gets a gradient from the last answer.
   net->train();
   net->forward(x).stages.back().pow(2).sum().backward();
-  for (const auto& p : net->named_parameters())
-    if (!cspn::CSPNNetImpl::training_only(p.key()))
+  for (const auto& p : net->named_parameters()) {
+    if (!cspn::CSPNNetImpl::training_only(p.key())) {
       EXPECT_TRUE(p.value().grad().defined()) << p.key() << " has no gradient";
+    }
+  }
   EXPECT_TRUE(net->named_parameters().contains("stage2.stem.0.weight"));
   EXPECT_FALSE(net->named_parameters().contains("stage3.stem.0.weight")) << "the stem is computed once";
 }

@@ -74,6 +74,8 @@ class CascadeStageImpl : public torch::nn::Module {
   CascadeStageImpl(int64_t channels, int64_t num_landmarks, int stride, int previous_stride);
   // previous: encoder, decoder [B,channels,..] x4, heatmaps [B,K,H/s,W/s] -> the same, refined.
   StageOutput forward(const StageOutput& previous);
+  // The stride of this stage's answer.
+  int stride() const { return stride_; }
   // The stride-2 level's width for a pyramid of `channels`.
   static int64_t fine_channels(int64_t channels);
 
@@ -118,7 +120,6 @@ class CSPNNetImpl : public torch::nn::Module {
  private:
   CPNStage stage1_{nullptr};
   std::vector<CascadeStage> cascade_;  // stages 2..n
-  int heatmap_stride_, refine_stride_;
 };
 TORCH_MODULE(CSPNNet);
 

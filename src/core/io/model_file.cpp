@@ -95,10 +95,9 @@ ModelFile load_model_file(const std::string& path) {
       throw DataError(path + ": tensor '" + name + "' holds NaN or infinite values: refusing a broken model");
   auto config = parse_metadata(meta, kConfigKey, path);
   // Format 2 predates model.keypoints.refine_stride: its later stages answered at stage 1's stride.
-  if (version < 3 && config.is_object() && config.contains("model") && config["model"].is_object() &&
-      config["model"].contains("keypoints") && config["model"]["keypoints"].is_object() &&
-      !config["model"]["keypoints"].contains("refine_stride"))
-    config["model"]["keypoints"]["refine_stride"] = 4;
+  const nlohmann::json::json_pointer keypoints("/model/keypoints"), refine_stride("/model/keypoints/refine_stride");
+  if (version < 3 && config.contains(keypoints) && config.at(keypoints).is_object() && !config.contains(refine_stride))
+    config[refine_stride] = 4;
   const auto schema = parse_metadata(meta, kSchemaKey, path);
   try {
     model.config = Config::from_json(config);

@@ -15,6 +15,7 @@ namespace F = torch::nn::functional;
 namespace {
 
 constexpr int kLevels = 4;  // pyramid levels: strides 4, 8, 16, 32
+constexpr int kStageOneStride = 4;  // stage 1 answers on the finest pyramid level
 
 // conv k x k (stride) -> BN (-> ReLU): keys "0.weight", "1.weight", "1.running_mean", ...
 nn::Sequential conv_bn(int64_t in, int64_t out, int64_t kernel, bool relu) {
@@ -199,8 +200,7 @@ StageOutput CascadeStageImpl::forward(const StageOutput& previous) {
   return out;
 }
 
-CSPNNetImpl::CSPNNetImpl(const KeypointModelConfig& cfg, int num_landmarks)
-    : heatmap_stride_(cfg.heatmap_stride), refine_stride_(cfg.refine_stride) {
+CSPNNetImpl::CSPNNetImpl(const KeypointModelConfig& cfg, int num_landmarks) {
   cfg.validate();
   if (num_landmarks < 1)
     throw std::invalid_argument("CSPNNet: num_landmarks must be >= 1, got " +
@@ -210,14 +210,14 @@ CSPNNetImpl::CSPNNetImpl(const KeypointModelConfig& cfg, int num_landmarks)
   for (int s = 2; s <= cfg.stages; ++s)
     cascade_.push_back(register_module("stage" + std::to_string(s),
                                        CascadeStage(cfg.channels, num_landmarks, cfg.refine_stride,
-                                                    s == 2 ? cfg.heatmap_stride : cfg.refine_stride)));
+                                                    s == 2 ? kStageOneStride : cfg.refine_stride)));
 }
 
 int CSPNNetImpl::stage_stride(int i) const {
   if (i < 0 || i >= num_stages())
     throw std::out_of_range("CSPNNet::stage_stride(" + std::to_string(i) + "): the net has " +
                             std::to_string(num_stages()) + " stages");
-  return i == 0 ? heatmap_stride_ : refine_stride_;
+  return i == 0 ? kStageOneStride : cascade_[i - 1]->stride();
 }
 
 StageOutput CSPNNetImpl::trunk(const torch::Tensor& x) {
