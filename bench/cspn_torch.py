@@ -100,10 +100,15 @@ class CPNStage(nn.Module):
         return encoder, decoder, self.head(decoder[0])
 
 
+def fine_channels(channels, stride):
+    """The fine level's width at stride 2 or 1."""
+    return min(max(channels // 4, 8), 16) if stride == 1 else min(max(channels // 2, 8), 32)
+
+
 class CascadeStage(nn.Module):
-    """stride 4: the correction on stage 1's maps; stride 2: on a level twice as fine, fed by the image's
-    stride-2 features (a stem that the first such stage computes), the upsampled decoder, the previous
-    answer and the previous stage's stride-2 level."""
+    """stride 4: the correction on stage 1's maps; stride 2 or 1: on a finer level, fed by the image's
+    features at that stride (a stem that the first stage at it computes), the upsampled decoder, the
+    previous answer and the previous stage's fine level."""
 
     def __init__(self, channels, landmarks, stride=4, previous_stride=4, levels=4):
         super().__init__()
@@ -115,20 +120,20 @@ class CascadeStage(nn.Module):
         self.lateral = nn.ModuleList(conv_bn(channels, channels, 1, True) for _ in range(levels))
         self.heatmap_in = nn.Conv2d(landmarks, channels, 1)
         head_channels = channels
-        if stride == 2:
-            f = head_channels = min(max(channels // 2, 8), 32)
-            if previous_stride == 4:
-                self.stem = nn.Sequential(nn.Conv2d(3, f, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(f),
+        if stride < 4:
+            f = head_channels = fine_channels(channels, stride)
+            if previous_stride != stride:
+                self.stem = nn.Sequential(nn.Conv2d(3, f, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(f),
                                           nn.ReLU(inplace=True), *conv_bn(f, f, 3, True))
-            else:
-                self.fine_cross = conv_bn(f, f, 1, False)
+            if previous_stride < 4:
+                self.fine_cross = conv_bn(fine_channels(channels, previous_stride), f, 1, False)
             self.fine_lateral = conv_bn(channels, f, 1, False)
             self.fine_heatmap_in = nn.Conv2d(landmarks, f, 1)
             self.fine_block = nn.Sequential(*conv_bn(f, f, 3, True), Bottleneck(f, f // 2, f))
         self.head = heatmap_head(head_channels, landmarks)
 
     def forward(self, image, encoder, decoder, heatmaps, stem, fine):
-        coarse = heatmaps if self.previous_stride == 4 else F.avg_pool2d(heatmaps, 2)
+        coarse = heatmaps if self.previous_stride == 4 else F.avg_pool2d(heatmaps, 4 // self.previous_stride)
         cross = [ce(e) + cd(d) for ce, cd, e, d in zip(self.cross_encoder, self.cross_decoder, encoder, decoder)]
         new_encoder = [self.encoder[0](F.relu(cross[0] + self.heatmap_in(coarse)))]
         for level in range(1, len(cross)):
@@ -136,14 +141,14 @@ class CascadeStage(nn.Module):
         new_decoder = top_down([lateral(e) for lateral, e in zip(self.lateral, new_encoder)])
         if self.stride == 4:
             return new_encoder, new_decoder, heatmaps + self.head(new_decoder[0]), stem, fine
-        size = (new_decoder[0].shape[-2] * 2, new_decoder[0].shape[-1] * 2)
+        size = (new_decoder[0].shape[-2] * 4 // self.stride, new_decoder[0].shape[-1] * 4 // self.stride)
         up = lambda x: x if x.shape[-2:] == size else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-        if self.previous_stride == 4:
+        if self.previous_stride != self.stride:
             stem = self.stem(image)
         answer = up(heatmaps)
         x = self.fine_lateral(up(new_decoder[0])) + stem + self.fine_heatmap_in(answer)
-        if self.previous_stride == 2:
-            x = x + self.fine_cross(fine)
+        if self.previous_stride < 4:
+            x = x + self.fine_cross(up(fine))
         fine = self.fine_block(F.relu(x))
         return new_encoder, new_decoder, answer + self.head(fine), stem, fine
 
@@ -156,8 +161,9 @@ class CSPNNet(nn.Module):
         expansion = 4 if backbone in ("resnet50", "resnet101", "resnet152") else 1
         in_channels = [64 * expansion, 128 * expansion, 256 * expansion, 512 * expansion]
         self.stage1 = CPNStage(in_channels, channels, landmarks)
+        strides = [max(refine_stride, 4 >> i) for i in range(stages)]  # each stage halves the one before's
         for s in range(2, stages + 1):
-            self.add_module(f"stage{s}", CascadeStage(channels, landmarks, refine_stride, 4 if s == 2 else refine_stride))
+            self.add_module(f"stage{s}", CascadeStage(channels, landmarks, strides[s - 1], strides[s - 2]))
         self.stages = stages
 
     def features(self, x):
@@ -169,7 +175,8 @@ class CSPNNet(nn.Module):
         return [c2, c3, c4, b.layer4(c4)]
 
     def forward(self, x):
-        """Every stage's heatmaps: [B,K,H/4,W/4] for stage 1, at refine_stride for the others."""
+        """Every stage's heatmaps: [B,K,H/4,W/4] for stage 1, then each at half the stride before it, down
+        to refine_stride."""
         encoder, decoder, heatmaps = self.stage1(self.features(x))
         stem = fine = None
         outputs = [heatmaps]

@@ -257,6 +257,7 @@ int run_info(const std::string& model_path, const std::string& config, const std
     cfg = make_config(config, sets);
     schema = LandmarkSchema::load(cfg.data.schema);
   }
+  require_memory(cfg, /*training=*/false, torch::kCPU, "cspn info");
   std::cout << describe_model(cfg, schema);
   if (backbones)
     std::cout << "\n" << describe_backbones(cfg.model.keypoints.input_size[0], cfg.model.keypoints.input_size[1]);

@@ -19,9 +19,11 @@ class HeatmapCodec {
  public:
   explicit HeatmapCodec(const KeypointModelConfig& cfg);
   HeatmapCodec(int input_h, int input_w, int stride, float sigma);
-  // One codec per heatmap size the landmark network answers at: stage 1's (heatmap_stride), then
-  // refine_stride's where the later stages answer at another stride. Sigma is in each one's pixels.
+  // One codec per heatmap size the landmark network answers at, coarsest (stage 1's) first: one per
+  // distinct cfg.stage_stride(i). Sigma is in each one's pixels.
   static std::vector<HeatmapCodec> for_network(const KeypointModelConfig& cfg);
+  // The codec of stage i's answer (cfg.stage_stride(i)).
+  static HeatmapCodec for_stage(const KeypointModelConfig& cfg, int i);
 
   int input_h() const { return input_h_; }
   int input_w() const { return input_w_; }

@@ -2,6 +2,7 @@
 // One typed configuration. Struct defaults are the schema; a YAML file overrides them, then
 // `--set section.key=value` pairs; unknown keys and bad values are errors that name the key.
 // The resolved config is stored in every model file and run folder.
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -18,8 +19,9 @@ struct KeypointModelConfig {
   int channels = 256;                    // pyramid width
   std::vector<int> input_size{256, 192}; // crop height, width
   int heatmap_stride = 4;                // heatmap = input / stride
-  int refine_stride = 2;                 // stages 2..n answer at this stride: 2 (twice as fine as
-                                         // stage 1, on the image's stride-2 features) or 4
+  int refine_stride = 2;                 // the later stages' finest stride: 4 (stage 1's maps), 2
+                                         // or 1; each stage halves its predecessor's down to it
+                                         // (1: strides 4, 2, 1, 1), stage_stride()
   float sigma = 2.0f;                    // Gaussian target sigma, heatmap pixels
   std::string pretrained;                // backbone weights: ImageNet .pth/.safetensors (torchvision
                                          // keys), or an earlier model file's (.cspn) landmark backbone
@@ -32,6 +34,9 @@ struct KeypointModelConfig {
   // Checks ranges and choices (Config::validate and CSPNNet's constructor both rely on it); throws
   // std::invalid_argument naming the key (model.keypoints.*).
   void validate() const;
+  // The stride of stage i's heatmaps (0-based): heatmap_stride for stage 1, then half the stage
+  // before's, but not finer than refine_stride.
+  int stage_stride(int i) const { return i == 0 ? heatmap_stride : std::max(refine_stride, heatmap_stride >> i); }
 };
 
 struct DetectorModelConfig {

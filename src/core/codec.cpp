@@ -37,10 +37,15 @@ HeatmapCodec::HeatmapCodec(int input_h, int input_w, int stride, float sigma)
 }
 
 std::vector<HeatmapCodec> HeatmapCodec::for_network(const KeypointModelConfig& cfg) {
-  std::vector<HeatmapCodec> codecs{HeatmapCodec(cfg)};
-  if (cfg.stages > 1 && cfg.refine_stride != cfg.heatmap_stride)
-    codecs.emplace_back(codecs[0].input_h(), codecs[0].input_w(), cfg.refine_stride, cfg.sigma);
+  std::vector<HeatmapCodec> codecs;
+  for (int i = 0; i < cfg.stages; ++i)
+    if (i == 0 || cfg.stage_stride(i) != cfg.stage_stride(i - 1)) codecs.push_back(for_stage(cfg, i));
   return codecs;
+}
+
+HeatmapCodec HeatmapCodec::for_stage(const KeypointModelConfig& cfg, int i) {
+  const HeatmapCodec first(cfg);
+  return {first.input_h(), first.input_w(), cfg.stage_stride(i), cfg.sigma};
 }
 
 std::pair<torch::Tensor, torch::Tensor> HeatmapCodec::encode(const torch::Tensor& keypoints) const {

@@ -199,8 +199,8 @@ void KeypointModelConfig::validate() const {
           "model.keypoints.input_size", k.input_size, "[height, width], both multiples of 32 from 32 to 1024");
   require(k.heatmap_stride == 4, "model.keypoints.heatmap_stride", k.heatmap_stride,
           "4 (the pyramid's finest level)");
-  require(k.refine_stride == 4 || k.refine_stride == 2, "model.keypoints.refine_stride", k.refine_stride,
-          "4 (stage 1's maps) or 2 (twice as fine)");
+  require(k.refine_stride == 4 || k.refine_stride == 2 || k.refine_stride == 1, "model.keypoints.refine_stride",
+          k.refine_stride, "4 (stage 1's maps), 2 or 1 (the input's pixels)");
   require(k.sigma > 0 && k.sigma <= 32, "model.keypoints.sigma", k.sigma, "in (0, 32] heatmap pixels");
 }
 
@@ -234,7 +234,7 @@ void DetectorModelConfig::validate() const {
                                    {"rpn_post_nms_test", d.rpn_post_nms_test},
                                    {"rpn_batch", d.rpn_batch},
                                    {"box_batch", d.box_batch}})
-    require(value > 0, std::string("model.detector.") + key, value, "> 0");
+    require(value > 0 && value <= 1000000, std::string("model.detector.") + key, value, "1 to 1000000");
 }
 
 void Config::validate() const {
@@ -251,17 +251,19 @@ void Config::validate() const {
   require(data.box_expand >= 1.0f, "data.box_expand", data.box_expand, ">= 1");
   require(data.scale_aug >= 0 && data.scale_aug < 1, "data.scale_aug", data.scale_aug, "in [0, 1)");
   require(data.holdout >= 0 && data.holdout < 1, "data.holdout", data.holdout, "in [0, 1)");
-  require(data.workers >= 0, "data.workers", data.workers, ">= 0");
-  require(data.prefetch >= 1, "data.prefetch", data.prefetch, ">= 1");
+  require(data.workers >= 0 && data.workers <= 256, "data.workers", data.workers, "0 to 256");
+  require(data.prefetch >= 1 && data.prefetch <= 1024, "data.prefetch", data.prefetch, "1 to 1024");
   require(loss.ohkm_topk >= 1, "loss.ohkm_topk", loss.ohkm_topk, ">= 1");
   require(loss.global_weight >= 0 && std::isfinite(loss.global_weight), "loss.global_weight", loss.global_weight,
           "finite and >= 0");
   require(loss.coarse_to_fine >= 0 && loss.coarse_to_fine <= 16, "loss.coarse_to_fine", loss.coarse_to_fine,
           "in [0, 16] (heatmap pixels)");
   const auto& pi = data.pretrain_input_size;
-  require(pi.empty() || (pi.size() == 2 && pi[0] % 32 == 0 && pi[1] % 32 == 0 && pi[0] > 0 && pi[1] > 0),
-          "data.pretrain_input_size", pi, "empty or [height, width], both positive multiples of 32");
-  require(data.pretrain_synthetic >= 0, "data.pretrain_synthetic", data.pretrain_synthetic, ">= 0 (0: none)");
+  require(pi.empty() || (pi.size() == 2 && pi[0] % 32 == 0 && pi[1] % 32 == 0 && pi[0] > 0 && pi[1] > 0 &&
+                          pi[0] <= 1024 && pi[1] <= 1024),
+          "data.pretrain_input_size", pi, "empty or [height, width], both multiples of 32 from 32 to 1024");
+  require(data.pretrain_synthetic >= 0 && data.pretrain_synthetic <= 1000000, "data.pretrain_synthetic",
+          data.pretrain_synthetic, "0 (none) to 1000000");
   for (const auto& [name, t] : {std::pair<std::string, const TrainConfig&>{"train", train},
                                  std::pair<std::string, const TrainConfig&>{"train_pretrain", train_pretrain},
                                  std::pair<std::string, const TrainConfig&>{"train_detector", train_detector}}) {

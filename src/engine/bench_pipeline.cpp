@@ -18,6 +18,7 @@
 #include "cspn/data/readers.hpp"
 #include "cspn/engine/loader.hpp"
 #include "cspn/engine/predict.hpp"
+#include "cspn/engine/process.hpp"
 #include "cspn/io/weights.hpp"
 #include "cspn/model/info.hpp"
 #include "cspn/model/losses.hpp"
@@ -51,6 +52,7 @@ ModelFile bench_model(const PipelineBenchOptions& opt) {
   if (!file.config.model.detector.enabled)
     throw std::invalid_argument("cspn bench --parts pipeline: the config has no detector (model.detector.enabled is false)");
   file.config.validate();
+  require_memory(file.config, /*training=*/false, torch::kCPU, "cspn bench");
   FasterRCNN detector(file.config.model.detector, file.schema.num_categories() + 1);
   CSPNNet landmarks(file.config.model.keypoints, file.schema.num_landmarks());
   for (auto& [name, t] : state_dict(*detector)) file.tensors.emplace_back("detector." + name, t);

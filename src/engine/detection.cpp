@@ -10,6 +10,7 @@
 
 #include "cspn/detect/ap.hpp"
 #include "cspn/engine/crop.hpp"
+#include "cspn/engine/process.hpp"
 #include "cspn/io/weights.hpp"
 
 namespace cspn {
@@ -111,6 +112,7 @@ GarmentDetector GarmentDetector::from_model_file(const ModelFile& file, torch::D
   if (!file.config.model.detector.enabled)
     throw std::invalid_argument("the model file has no garment detector (model.detector.enabled is false); "
                                 "use ground-truth boxes (--boxes gt) or train one");
+  require_memory(file.config, /*training=*/false, device, "the garment detector");
   FasterRCNN net(file.config.model.detector, file.schema.num_categories() + 1);
   const LoadReport report = load_state_dict(*net, file.tensors, "detector.");
   if (!report.missing.empty() || !report.mismatched.empty())

@@ -1,5 +1,6 @@
 #include "cspn/engine/landmarks_model.hpp"
 
+#include "cspn/engine/process.hpp"
 #include "cspn/io/weights.hpp"
 
 namespace cspn {
@@ -22,9 +23,9 @@ LandmarkPredictor::LandmarkPredictor(CSPNNet net, const Config& cfg, LandmarkSch
     : net_(std::move(net)),
       cfg_(cfg),
       schema_(std::move(schema)),
-      codecs_(HeatmapCodec::for_network(cfg.model.keypoints)),
       device_(device),
       dtype_(inference_dtype(cfg.test.precision, device)) {
+  for (int i = 0; i < cfg.model.keypoints.stages; ++i) codecs_.push_back(HeatmapCodec::for_stage(cfg.model.keypoints, i));
   net_->to(device_, dtype_);
   net_->eval();
 }
@@ -43,6 +44,7 @@ std::vector<torch::Tensor> LandmarkPredictor::run_network(const torch::Tensor& i
 LandmarkPredictor LandmarkPredictor::from_model_file(const ModelFile& file, torch::Device device) {
   if (!file.config.model.keypoints.enabled)
     throw std::invalid_argument("the model file has no landmark network (model.keypoints.enabled is false)");
+  require_memory(file.config, /*training=*/false, device, "the landmark network");
   CSPNNet net(file.config.model.keypoints, file.schema.num_landmarks());
   const LoadReport report = load_state_dict(*net, file.tensors, "keypoints.");
   if (!report.missing.empty() || !report.mismatched.empty())
@@ -63,7 +65,7 @@ LandmarkPredictions LandmarkPredictor::predict_crops(const torch::Tensor& images
     auto heatmaps = stages[s];
     if (flipped)
       heatmaps = 0.5 * (heatmaps.slice(0, 0, b) + HeatmapCodec::unflip(heatmaps.slice(0, b), schema_.flip));
-    auto [coords, scores] = codecs_[s == 0 ? 0 : codecs_.size() - 1].decode(heatmaps, cfg_.test.decode);
+    auto [coords, scores] = codecs_[s].decode(heatmaps, cfg_.test.decode);
     out.coords = coords.cpu();
     out.scores = scores.cpu();
     if (all_stages) out.stage_coords.push_back(out.coords);

@@ -3,11 +3,19 @@
 #include <malloc.h>
 #include <sched.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdio>
+#include <fstream>
 #include <limits>
+#include <sstream>
+#include <stdexcept>
 #include <thread>
 
 #include <torch/torch.h>
+
+#include "cspn/model/info.hpp"
 
 namespace cspn {
 
@@ -27,6 +35,53 @@ void keep_freed_memory() {
   // glibc's largest mmap threshold (32 MiB on 64-bit); larger blocks are mapped whatever is asked.
   mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
   mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
+}
+
+double available_memory() {
+  double available = 0;
+  std::ifstream meminfo("/proc/meminfo");
+  for (std::string key; meminfo >> key;) {
+    double kib = 0;
+    meminfo >> kib;
+    if (key == "MemAvailable:") available = kib * 1024;
+    meminfo.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
+  }
+  if (available <= 0) {
+    const long pages = sysconf(_SC_AVPHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && page > 0) available = static_cast<double>(pages) * page;
+  }
+  double limit = 0, used = 0;  // cgroup v2; "max" reads as no number
+  if (std::ifstream("/sys/fs/cgroup/memory.max") >> limit && std::ifstream("/sys/fs/cgroup/memory.current") >> used)
+    available = available > 0 ? std::min(available, std::max(0.0, limit - used)) : std::max(0.0, limit - used);
+  return available;
+}
+
+void require_memory(const Config& cfg, bool training, torch::Device device, const std::string& what) {
+  const double available = available_memory();
+  MemoryNeed need = estimate_memory(cfg, training);
+  if (!device.is_cpu()) need.activation_bytes = 0;  // the networks are built here, then moved
+  if (available <= 0 || need.total() <= available) return;
+  const auto gb = [](double bytes) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.1f GB", bytes / 1e9);
+    return std::string(text);
+  };
+  const auto& k = cfg.model.keypoints;
+  const auto& d = cfg.model.detector;
+  std::ostringstream sizes;
+  if (k.enabled)
+    sizes << "model.keypoints.channels " << k.channels << ", stages " << k.stages << ", input_size " << k.input_size[0]
+          << "x" << k.input_size[1] << ", " << (training ? "train.batch_size " : "test.batch_size ")
+          << (training ? cfg.train.batch_size : cfg.test.batch_size);
+  if (d.enabled)
+    sizes << (k.enabled ? "; " : "") << "model.detector.head_dim " << d.head_dim << ", roi_size " << d.roi_size
+          << ", max_size " << d.max_size << ", "
+          << (training ? "train_detector.batch_size " : "test.detector_batch_size ")
+          << (training ? cfg.train_detector.batch_size : cfg.test.detector_batch_size);
+  throw std::invalid_argument(what + ": the configuration needs at least " + gb(need.total()) + " (weights " +
+                              gb(need.weights_bytes) + ", feature maps " + gb(need.activation_bytes) + "; " +
+                              sizes.str() + "), more than the " + gb(available) +
+                              " of memory available; lower one of these values");
 }
 
 }  // namespace cspn

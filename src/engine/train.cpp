@@ -268,6 +268,7 @@ nlohmann::json run_phase(const Phase& ph, const Config& cfg, const TrainOptions&
 TrainSummary train(const Config& cfg, const Dataset& train_set, const Dataset& val_set, const TrainOptions& opt) {
   cfg.validate();
   const torch::Device device = parse_device(opt.device);
+  require_memory(cfg, /*training=*/true, device, "cspn train");
   const fs::path out(opt.out_dir);
   const fs::path model_path = out / "model.cspn";
   if (fs::exists(model_path))

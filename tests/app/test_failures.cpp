@@ -237,6 +237,34 @@ TEST(Failures, ResumeNeedsTheRunAndItsConfig) {
   EXPECT_TRUE(fs::exists(dir / "run" / "model.cspn"));
 }
 
+// Case 3: values each within their bounds can still ask together for more memory than the machine
+// has (here about 12 TB of feature maps). The estimate refuses them before anything is allocated,
+// naming the values, instead of the kernel killing the process; a training run writes nothing.
+TEST(Failures, ConfigsTooBigForTheMachineAreRefusedBeforeAllocating) {
+  CSPN_REQUIRE_TINY_MODEL();
+  const auto dir = test::scratch_dir("failures_memory");
+  const std::string config = (fs::path(test::kSourceDir) / "tests/fixtures/tiny_pipeline.yaml").string();
+  const std::vector<std::string> huge{"--set", "model.keypoints.channels=2048", "--set", "model.keypoints.stages=4",
+                                      "--set", "model.keypoints.input_size=[1024, 1024]"};
+  auto args = std::vector<std::string>{"info", "--config", config, "--set", "test.batch_size=4096"};
+  args.insert(args.end(), huge.begin(), huge.end());
+  auto out = run_cspn(args, dir);
+  EXPECT_EQ(out.code, 2) << out.err;
+  EXPECT_EQ(std::count(out.err.begin(), out.err.end(), '\n'), 1) << out.err;
+  for (const char* named : {"cspn info: the configuration needs at least", "model.keypoints.channels 2048",
+                            "input_size 1024x1024", "test.batch_size 4096", "of memory available"})
+    EXPECT_NE(out.err.find(named), std::string::npos) << named << " in: " << out.err;
+
+  args = {"train", "--config", config, "--data", test::tiny_scenes().string(), "--quiet", "--out",
+          (dir / "run").string(), "--set", "train.batch_size=4096"};
+  args.insert(args.end(), huge.begin(), huge.end());
+  out = run_cspn(args, dir);
+  EXPECT_EQ(out.code, 2) << out.err;
+  EXPECT_NE(out.err.find("cspn train: the configuration needs at least"), std::string::npos) << out.err;
+  EXPECT_NE(out.err.find("train.batch_size 4096"), std::string::npos) << out.err;
+  EXPECT_FALSE(fs::exists(dir / "run")) << "nothing written";
+}
+
 // Case 8: NaN weights and a flipped byte are refused on load.
 TEST(Failures, DamagedModelFilesAreRefused) {
   CSPN_REQUIRE_TINY_MODEL();

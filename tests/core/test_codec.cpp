@@ -2,6 +2,7 @@
 // quarter shift, Taylor step), the quarter shift on hand-made maps, flip consistency and the crop -> image affine.
 #include <cmath>
 #include <stdexcept>
+#include <tuple>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -42,6 +43,25 @@ TEST(HeatmapCodec, SizesFromConfigAndInvalidArguments) {
   EXPECT_THROW(HeatmapCodec(256, 192, 4, 0.0f), std::invalid_argument);
   cfg.input_size = {256};
   EXPECT_THROW(HeatmapCodec{cfg}, std::invalid_argument);
+}
+
+// One codec per distinct stage stride, coarsest first, and each stage decoded by its own.
+TEST(HeatmapCodec, OneCodecPerStageStride) {
+  KeypointModelConfig cfg;  // 256x192
+  const auto sizes = [](const std::vector<HeatmapCodec>& codecs) {
+    std::vector<int> h;
+    for (const auto& c : codecs) h.push_back(c.heatmap_h());
+    return h;
+  };
+  for (const auto& [refine, stages, expected] :
+       {std::tuple<int, int, std::vector<int>>{4, 4, {64}}, {2, 1, {64}}, {2, 4, {64, 128}}, {1, 2, {64, 128}},
+        {1, 4, {64, 128, 256}}}) {
+    cfg.refine_stride = refine;
+    cfg.stages = stages;
+    EXPECT_EQ(sizes(HeatmapCodec::for_network(cfg)), expected) << "refine_stride " << refine << ", " << stages << " stages";
+  }
+  EXPECT_EQ(HeatmapCodec::for_stage(cfg, 3).heatmap_w(), 192);  // refine_stride 1, stage 4: the input's pixels
+  EXPECT_EQ(HeatmapCodec::for_stage(cfg, 1).heatmap_w(), 96);
 }
 
 TEST(HeatmapCodec, EncodeMatchesNaiveLoop) {

@@ -24,6 +24,31 @@ cspn::KeypointModelConfig small_config(int stages) {
   return cfg;
 }
 
+// Zeroes the last conv of stage i's correction head (0-based, i > 0): the stage then hands on the
+// previous answer, upsampled where it answers at a finer stride.
+void zero_correction(cspn::CSPNNet& net, int i) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : net->stage(i).named_parameters())
+    if (p.key().rfind("head.3.", 0) == 0) p.value().zero_();
+}
+
+// stage [B,K,h,w] -> [B,K,size], bilinear, pixel centres kept (align_corners false).
+torch::Tensor upsampled(const torch::Tensor& stage, std::vector<int64_t> size) {
+  return torch::nn::functional::interpolate(
+      stage, torch::nn::functional::InterpolateFuncOptions().size(size).mode(torch::kBilinear).align_corners(false));
+}
+
+// In training mode, every parameter that inference uses gets a gradient from the last answer.
+void expect_every_parameter_learns(cspn::CSPNNet& net, const torch::Tensor& x) {
+  net->train();
+  net->forward(x).stages.back().pow(2).sum().backward();
+  for (const auto& p : net->named_parameters()) {
+    if (!cspn::CSPNNetImpl::training_only(p.key())) {
+      EXPECT_TRUE(p.value().grad().defined()) << p.key() << " has no gradient";
+    }
+  }
+}
+
 bool starts_with(const std::string& s, const std::string& prefix) {
   return s.compare(0, prefix.size(), prefix) == 0;
 }
@@ -71,27 +96,47 @@ TEST(CSPNNet, StrideTwoStagesAnswerOnFinerMapsStartingFromTheUpsampledAnswer) {
     for (int s = 1; s < 3; ++s) EXPECT_EQ(out.stages[s].sizes(), (std::vector<int64_t>{2, kLandmarks, 32, 16}));
     // With their correction heads at zero, stage 2 hands on stage 1's answer upsampled (bilinear, pixel
     // centres kept) and stage 3 stage 2's unchanged.
-    for (int s = 1; s < 3; ++s) {
-      for (auto& p : net->stage(s).named_parameters())
-        if (p.key().rfind("head.3.", 0) == 0) p.value().zero_();
-    }
+    for (int s = 1; s < net->num_stages(); ++s) zero_correction(net, s);
     const auto zeroed = net->forward(x);
-    const auto up = torch::nn::functional::interpolate(
-        zeroed.stages[0], torch::nn::functional::InterpolateFuncOptions().size(std::vector<int64_t>{32, 16})
-                              .mode(torch::kBilinear).align_corners(false));
-    EXPECT_TRUE(torch::allclose(zeroed.stages[1], up, 1e-5, 1e-6));
+    EXPECT_TRUE(torch::allclose(zeroed.stages[1], upsampled(zeroed.stages[0], {32, 16}), 1e-5, 1e-6));
     EXPECT_TRUE(torch::equal(zeroed.stages[2], zeroed.stages[1]));
   }
   // Every parameter, the stem included, takes part and gets a gradient from the last answer.
-  net->train();
-  net->forward(x).stages.back().pow(2).sum().backward();
-  for (const auto& p : net->named_parameters()) {
-    if (!cspn::CSPNNetImpl::training_only(p.key())) {
-      EXPECT_TRUE(p.value().grad().defined()) << p.key() << " has no gradient";
-    }
-  }
+  expect_every_parameter_learns(net, x);
   EXPECT_TRUE(net->named_parameters().contains("stage2.stem.0.weight"));
   EXPECT_FALSE(net->named_parameters().contains("stage3.stem.0.weight")) << "the stem is computed once";
+}
+
+// refine_stride 1: each later stage halves the stride before it, down to the input's pixels
+// (4, 2, 1, 1); the first stage at a stride builds that stride's stem, the next one reuses it.
+TEST(CSPNNet, StrideOneStagesHalveTheStrideDownToTheInputPixels) {
+  auto cfg = small_config(4);
+  cfg.refine_stride = 1;
+  cspn::CSPNNet net(cfg, kLandmarks);
+  const std::vector<int> strides{4, 2, 1, 1};
+  for (int s = 0; s < 4; ++s) {
+    EXPECT_EQ(net->stage_stride(s), strides[s]);
+    EXPECT_EQ(cfg.stage_stride(s), strides[s]);
+  }
+  const auto x = torch::randn({2, 3, 64, 32});
+  {
+    torch::NoGradGuard no_grad;
+    net->eval();
+    for (int s = 1; s < net->num_stages(); ++s) zero_correction(net, s);
+    const auto out = net->forward(x);
+    for (int s = 0; s < 4; ++s)
+      EXPECT_EQ(out.stages[s].sizes(), (std::vector<int64_t>{2, kLandmarks, 64 / strides[s], 32 / strides[s]}));
+    // Zeroed heads: stage 3 hands on stage 2's answer upsampled to the input's pixels, stage 4 stage 3's.
+    EXPECT_TRUE(torch::allclose(out.stages[2], upsampled(out.stages[1], {64, 32}), 1e-5, 1e-6));
+    EXPECT_TRUE(torch::equal(out.stages[3], out.stages[2]));
+  }
+  expect_every_parameter_learns(net, x);
+  const auto params = net->named_parameters();
+  EXPECT_TRUE(params.contains("stage2.stem.0.weight"));
+  EXPECT_TRUE(params.contains("stage3.stem.0.weight"));
+  EXPECT_FALSE(params.contains("stage4.stem.0.weight")) << "stage 4 reuses stage 3's stride-1 stem";
+  EXPECT_EQ(params["stage3.stem.0.weight"].sizes(), (std::vector<int64_t>{8, 3, 3, 3}));  // 32 channels / 4, at least 8
+  EXPECT_EQ(params["stage3.fine_cross.0.weight"].sizes(), (std::vector<int64_t>{8, 16, 1, 1}));  // stride-2 level in
 }
 
 TEST(CSPNNet, LaterStagesCorrectThePreviousAnswer) {
@@ -103,8 +148,7 @@ TEST(CSPNNet, LaterStagesCorrectThePreviousAnswer) {
   // With its correction head at zero, a stage hands on the previous answer unchanged.
   {
     torch::NoGradGuard no_grad;
-    for (auto& p : net->stage(1).named_parameters())
-      if (p.key().rfind("head.3.", 0) == 0) p.value().zero_();
+    zero_correction(net, 1);
     const auto out = net->forward(x);
     EXPECT_TRUE(torch::equal(out.stages[1], out.stages[0]));
     EXPECT_FALSE(torch::equal(out.stages[2], out.stages[1]));
@@ -286,8 +330,8 @@ TEST(CspnCosts, DescribeModelPrintsTable3Rows) {
   std::istringstream lines(text.substr(text.find("\nstages")));
   std::string line, last;
   int rows = 0;
-  for (std::getline(lines, line), std::getline(lines, line); std::getline(lines, line);)
-    if (!line.empty()) last = line, ++rows;
+  for (std::getline(lines, line), std::getline(lines, line); std::getline(lines, line) && !line.empty();)
+    last = line, ++rows;
   EXPECT_EQ(rows, 3) << text;
   std::istringstream fields(last);
   int64_t stage = 0, row_params = 0;
@@ -295,4 +339,42 @@ TEST(CspnCosts, DescribeModelPrintsTable3Rows) {
   EXPECT_EQ(stage, 3);
   EXPECT_EQ(row_params, params);
   EXPECT_EQ(text.find("detector"), std::string::npos);
+  EXPECT_NE(text.find("\nmemory, at least: "), std::string::npos) << text;
+}
+
+// The memory estimate (checked before a network is built) is a lower bound on what the network
+// really allocates, and close to it where the pyramid's width dominates: its weights against the
+// parameters of the stages built, its feature maps against the encoder and decoder maps of the
+// stages alive at the end of inference.
+TEST(MemoryEstimate, BoundsWhatTheNetworkBuilds) {
+  for (int64_t channels : {64, 256, 512}) {
+    for (int stages : {1, 4}) {
+      cspn::Config cfg;
+      cfg.model.detector.enabled = false;
+      cfg.model.keypoints = small_config(stages);
+      cfg.model.keypoints.channels = channels;
+      cfg.model.keypoints.input_size = {64, 96};
+      cfg.test.batch_size = 2;
+      const cspn::MemoryNeed need = cspn::estimate_memory(cfg, /*training=*/false);
+      cspn::CSPNNet net(cfg.model.keypoints, kLandmarks);
+      int64_t stage_params = 0;
+      for (int s = 0; s < stages; ++s) stage_params += cspn::cspn_costs(net, 64, 96)[s + 1].params;
+      const std::string where = std::to_string(channels) + " channels, " + std::to_string(stages) + " stages";
+      EXPECT_LE(need.weights_bytes, 4.0 * stage_params) << where;
+      if (channels >= 256) EXPECT_GE(need.weights_bytes, 0.8 * 4.0 * stage_params) << where;
+
+      torch::NoGradGuard no_grad;
+      net->eval();
+      std::vector<cspn::StageOutput> outputs{net->trunk(torch::zeros({2, 3, 64, 96}))};
+      for (int s = 0; s < stages; ++s) outputs.push_back(net->stage_forward(s, outputs.back()));
+      int64_t maps = 0;
+      for (size_t s = outputs.size() - std::min<size_t>(2, stages); s < outputs.size(); ++s)
+        for (const auto* level : {&outputs[s].encoder, &outputs[s].decoder})
+          for (const auto& t : *level) maps += t.numel();
+      EXPECT_NEAR(need.activation_bytes, 4.0 * maps, 1e-6 * maps) << where;
+
+      const cspn::MemoryNeed training = cspn::estimate_memory(cfg, /*training=*/true);
+      EXPECT_DOUBLE_EQ(training.weights_bytes, 4 * need.weights_bytes) << where;  // + gradients, Adam's moments
+    }
+  }
 }

@@ -55,7 +55,7 @@ class LandmarkPredictor {
   CSPNNet net_;
   Config cfg_;
   LandmarkSchema schema_;
-  std::vector<HeatmapCodec> codecs_;  // HeatmapCodec::for_network: stage 1's, then the later stages'
+  std::vector<HeatmapCodec> codecs_;  // one per stage, HeatmapCodec::for_stage
   torch::Device device_;
   torch::ScalarType dtype_;
 };

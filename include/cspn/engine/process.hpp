@@ -1,5 +1,10 @@
 #pragma once
 // Process settings for programs that run the networks: threads and memory.
+#include <string>
+
+#include <torch/torch.h>
+
+#include "cspn/config.hpp"
 
 namespace cspn {
 
@@ -12,5 +17,16 @@ int use_threads(int requested);
 // CPU training step (12.8 -> 14.1 crops/s measured). This keeps freed memory in the process
 // (buffers up to 32 MiB, no trimming); call it once, early, in a long-running program.
 void keep_freed_memory();
+
+// Bytes this process may still allocate: the kernel's MemAvailable, or less where a cgroup limit
+// (memory.max, a container's) leaves less; 0 where neither can be read.
+double available_memory();
+
+// Refuses (std::invalid_argument, naming the config values that size it) a configuration whose
+// estimated memory (estimate_memory, a lower bound) exceeds available_memory(), before a network is
+// built: the alternative is an allocation the kernel kills the process for. `what` names the use,
+// e.g. "cspn train". On a CUDA device only the weights count (the networks are built in host memory
+// first); nothing is checked where the available memory cannot be read.
+void require_memory(const Config& cfg, bool training, torch::Device device, const std::string& what);
 
 }  // namespace cspn

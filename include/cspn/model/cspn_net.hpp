@@ -5,9 +5,10 @@
 // previous stage's encoder and decoder features at that level (cross-stage aggregation), the first
 // one also the previous heatmaps; its decoder's finest level predicts a correction that is added to
 // the previous heatmaps, so a stage starts as the identity. With model.keypoints.refine_stride 2 the
-// later stages answer on maps twice as fine as stage 1's (as the paper's last stage outputs finer
-// maps than its first): a stride-2 level, fed by the image's own stride-2 features, the upsampled
-// decoder and the previous answer, carries the correction. The GlobalNet heads of stage 1 are
+// later stages answer on maps twice as fine as stage 1's, with 1 stage 2 at stride 2 and the next
+// ones at the input's pixels (the paper's last stage outputs finer maps than its first): a fine
+// level, fed by the image's own features at its stride, the upsampled decoder and the previous
+// answer, carries the correction. The GlobalNet heads of stage 1 are
 // supervised in training and not computed at inference.
 #include <string>
 #include <vector>
@@ -22,7 +23,7 @@ namespace cspn {
 
 struct CSPNOutput {
   std::vector<torch::Tensor> stages;  // each stage's answer, [B,K,H/s,W/s]: s = 4 for stage 1,
-                                      // refine_stride for the others; back() is the net's
+                                      // cfg.stage_stride(i) for the others; back() is the net's
   std::vector<torch::Tensor> global;  // training only: stage 1's GlobalNet heatmaps of P2..P5, each
                                       // upsampled to [B,K,H/4,W/4]
 };
@@ -34,9 +35,9 @@ struct StageOutput {
   std::vector<torch::Tensor> decoder;  // 4 levels, [B,channels,..]; empty for the trunk
   torch::Tensor heatmaps;              // [B,K,H/s,W/s]; undefined for the trunk
   std::vector<torch::Tensor> global;   // stage 1 in training only: CSPNOutput::global
-  torch::Tensor image;                 // the net's input [B,3,H,W], handed on for the stride-2 stem
-  torch::Tensor stem;                  // stride-2 stages: the image's features [B,F,H/2,W/2]
-  torch::Tensor fine;                  // stride-2 stages: the stage's stride-2 level [B,F,H/2,W/2]
+  torch::Tensor image;                 // the net's input [B,3,H,W], handed on for the stems
+  torch::Tensor stem;                  // stages at stride s < 4: the image's features [B,F,H/s,W/s]
+  torch::Tensor fine;                  // stages at stride s < 4: the stage's fine level [B,F,H/s,W/s]
 };
 
 // Stage 1, after CPN. GlobalNet: 1x1 lateral convs C2..C5 -> `channels` (its encoder features),
@@ -63,21 +64,22 @@ TORCH_MODULE(CPNStage);
 // l. Decoder: 1x1 laterals, top-down bilinear upsample + add, a head on P2 whose output (starting
 // near zero) is added to the previous heatmaps. The sum keeps its gradient: every stage's loss also
 // trains the stages before it.
-// At stride 2 the head moves to a level at H/2 of fine_channels(channels) channels: the sum of the
-// upsampled P2 (1x1 projection), the image's stride-2 features (a two-conv stem, built by the
-// first such stage and handed on), the previous answer (upsampled where it is at H/4) and the
-// previous stage's stride-2 level; then a 3x3 conv and a bottleneck. Its correction is added to
-// the previous answer at H/2.
+// At stride s = 2 or 1 the head moves to a level at H/s of fine_channels(channels, s) channels: the
+// sum of the upsampled P2 (1x1 projection), the image's features at that stride (a two-conv stem,
+// built by the first stage at s and handed on), the previous answer (upsampled where it is
+// coarser) and the previous stage's fine level (upsampled likewise); then a 3x3 conv and a
+// bottleneck. Its correction is added to the previous answer at H/s.
 class CascadeStageImpl : public torch::nn::Module {
  public:
-  // stride: 4 or 2, this stage's answer; previous_stride: the stage before's (4 for stage 2).
+  // stride: 4, 2 or 1, this stage's answer; previous_stride: the stage before's (4 for stage 2),
+  // not finer.
   CascadeStageImpl(int64_t channels, int64_t num_landmarks, int stride, int previous_stride);
   // previous: encoder, decoder [B,channels,..] x4, heatmaps [B,K,H/s,W/s] -> the same, refined.
   StageOutput forward(const StageOutput& previous);
   // The stride of this stage's answer.
   int stride() const { return stride_; }
-  // The stride-2 level's width for a pyramid of `channels`.
-  static int64_t fine_channels(int64_t channels);
+  // The width of the fine level at stride 2 or 1 for a pyramid of `channels`.
+  static int64_t fine_channels(int64_t channels, int stride);
 
  private:
   int stride_, previous_stride_;
@@ -85,7 +87,7 @@ class CascadeStageImpl : public torch::nn::Module {
   std::vector<Bottleneck> encoder_;
   torch::nn::Conv2d heatmap_in_{nullptr};
   torch::nn::Sequential head_{nullptr};
-  // stride 2 only
+  // strides 2 and 1 only
   torch::nn::Sequential stem_{nullptr}, fine_lateral_{nullptr}, fine_cross_{nullptr}, fine_block_{nullptr};
   torch::nn::Conv2d fine_heatmap_in_{nullptr};
 };
@@ -96,7 +98,7 @@ class CSPNNetImpl : public torch::nn::Module {
   CSPNNetImpl(const KeypointModelConfig& cfg, int num_landmarks);
 
   // x [B,3,H,W] ImageNet-normalised RGB crops -> every stage's heatmaps, stage 1's at (H/4, W/4),
-  // the others' at refine_stride (and the GlobalNet heatmaps in training mode). H and W must be
+  // the others' at cfg.stage_stride(i) (and the GlobalNet heatmaps in training mode). H and W must be
   // multiples of 32.
   CSPNOutput forward(const torch::Tensor& x);
 
@@ -109,7 +111,7 @@ class CSPNNetImpl : public torch::nn::Module {
   // i = 0..n-1: i = 0 takes the trunk's output, stage i > 0 stage i-1's.
   StageOutput trunk(const torch::Tensor& x);
   StageOutput stage_forward(int i, const StageOutput& input);
-  // The stride of stage i's heatmaps (0-based): 4 for stage 1, refine_stride after it.
+  // The stride of stage i's heatmaps (0-based): the config's stage_stride(i).
   int stage_stride(int i) const;
   // Stage i (0-based) as a module, e.g. to count its parameters. Registered as "stage<i+1>".
   torch::nn::Module& stage(int i);

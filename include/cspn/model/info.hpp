@@ -30,6 +30,20 @@ struct PartCost {
 // what inference computes, so the training-only heads count neither parameters nor FLOPs.
 std::vector<PartCost> cspn_costs(CSPNNet& net, int input_h, int input_w);
 
+// A lower bound on the memory a configuration asks for, from the config alone, before anything is
+// allocated: what grows with its values. The landmark pyramid's weights (28 C^2 per stage for
+// `channels` C; stage 1's laterals, the heads and the backbone are left out) and two stages' encoder
+// and decoder maps per crop (every stage's, three times over, in training); the detector's fc6/fc7
+// (the narrowest stride-16 trunk, 256 channels, assumed) and its stride-16 map per image. Training
+// adds gradients and Adam's two moments (3x the weights). Batches: train.batch_size and
+// train_detector.batch_size in training, test.batch_size and test.detector_batch_size otherwise.
+struct MemoryNeed {
+  double weights_bytes = 0;
+  double activation_bytes = 0;
+  double total() const { return weights_bytes + activation_bytes; }
+};
+MemoryNeed estimate_memory(const Config& cfg, bool training);
+
 // What `cspn info` prints for a configuration: the landmark network's parameters and GFLOPs per
 // part and cumulative per stage (Table 3 layout), and the detector's size when it is enabled.
 std::string describe_model(const Config& cfg, const LandmarkSchema& schema);

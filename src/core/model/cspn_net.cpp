@@ -120,12 +120,15 @@ StageOutput CPNStageImpl::forward(const StageOutput& backbone) {
   return out;
 }
 
-int64_t CascadeStageImpl::fine_channels(int64_t channels) { return std::clamp<int64_t>(channels / 2, 8, 32); }
+int64_t CascadeStageImpl::fine_channels(int64_t channels, int stride) {
+  return stride == 1 ? std::clamp<int64_t>(channels / 4, 8, 16) : std::clamp<int64_t>(channels / 2, 8, 32);
+}
 
 CascadeStageImpl::CascadeStageImpl(int64_t channels, int64_t num_landmarks, int stride, int previous_stride)
     : stride_(stride), previous_stride_(previous_stride) {
-  if ((stride != 4 && stride != 2) || (previous_stride != 4 && previous_stride != 2) || previous_stride < stride)
-    throw std::invalid_argument("CascadeStage: strides must be 4 or 2 and not coarser than the previous stage's, got " +
+  const auto known = [](int s) { return s == 4 || s == 2 || s == 1; };
+  if (!known(stride) || !known(previous_stride) || previous_stride < stride)
+    throw std::invalid_argument("CascadeStage: strides must be 4, 2 or 1 and not coarser than the previous stage's, got " +
                                 std::to_string(stride) + " after " + std::to_string(previous_stride));
   auto cross_encoder = register_module("cross_encoder", nn::ModuleList());
   auto cross_decoder = register_module("cross_decoder", nn::ModuleList());
@@ -141,16 +144,17 @@ CascadeStageImpl::CascadeStageImpl(int64_t channels, int64_t num_landmarks, int 
   // Heatmaps lie in [0, 1] and start near 0: a plain projection, no BatchNorm to blow that up.
   heatmap_in_ = register_module("heatmap_in", nn::Conv2d(nn::Conv2dOptions(num_landmarks, channels, 1)));
   int64_t head_channels = channels;
-  if (stride == 2) {
-    const int64_t f = head_channels = fine_channels(channels);
-    if (previous_stride == 4)
+  if (stride < 4) {
+    const int64_t f = head_channels = fine_channels(channels, stride);
+    if (previous_stride != stride)
       stem_ = register_module(
-          "stem", nn::Sequential(nn::Conv2d(nn::Conv2dOptions(3, f, 3).stride(2).padding(1).bias(false)),
+          "stem", nn::Sequential(nn::Conv2d(nn::Conv2dOptions(3, f, 3).stride(stride).padding(1).bias(false)),
                                  nn::BatchNorm2d(f), nn::ReLU(),
                                  nn::Conv2d(nn::Conv2dOptions(f, f, 3).padding(1).bias(false)), nn::BatchNorm2d(f),
                                  nn::ReLU()));
-    else
-      fine_cross_ = register_module("fine_cross", conv_bn(f, f, 1, /*relu=*/false));
+    if (previous_stride < 4)
+      fine_cross_ = register_module("fine_cross", conv_bn(fine_channels(channels, previous_stride), f, 1,
+                                                          /*relu=*/false));
     fine_lateral_ = register_module("fine_lateral", conv_bn(channels, f, 1, /*relu=*/false));
     fine_heatmap_in_ = register_module("fine_heatmap_in", nn::Conv2d(nn::Conv2dOptions(num_landmarks, f, 1)));
     fine_block_ = register_module("fine_block", conv_bn(f, f, 3, /*relu=*/true));
@@ -167,9 +171,10 @@ StageOutput CascadeStageImpl::forward(const StageOutput& previous) {
   if (!previous.heatmaps.defined())
     throw std::invalid_argument("CascadeStage: the previous stage's heatmaps are undefined");
   const auto& answer = previous.heatmaps;
-  // A stride-2 answer enters the H/4 encoder averaged over 2x2 pixels (whose centres average to the
-  // coarse pixel's centre).
-  const auto coarse_answer = previous_stride_ == 4 ? answer : F::avg_pool2d(answer, F::AvgPool2dFuncOptions(2));
+  // A finer answer enters the H/4 encoder averaged over the pixels of each coarse one (their
+  // centres average to the coarse pixel's centre).
+  const auto coarse_answer =
+      previous_stride_ == 4 ? answer : F::avg_pool2d(answer, F::AvgPool2dFuncOptions(4 / previous_stride_));
   const auto cross = [&](int l) {
     return cross_encoder_[l]->forward(previous.encoder[l]) + cross_decoder_[l]->forward(previous.decoder[l]);
   };
@@ -185,16 +190,17 @@ StageOutput CascadeStageImpl::forward(const StageOutput& previous) {
     out.heatmaps = answer + head_->forward(out.decoder[0]);
     return out;
   }
-  if (!previous.image.defined() || (previous_stride_ == 2 && (!previous.stem.defined() || !previous.fine.defined())))
-    throw std::invalid_argument("CascadeStage: a stride-2 stage needs the image (and after another stride-2 stage its "
-                                "stem and stride-2 level)");
+  if (!previous.image.defined() || (previous_stride_ == stride_ && !previous.stem.defined()) ||
+      (previous_stride_ < 4 && !previous.fine.defined()))
+    throw std::invalid_argument("CascadeStage: a stage finer than stride 4 needs the image (and after another such "
+                                "stage its fine level, and at the same stride its stem)");
   const auto size = out.decoder[0].sizes().slice(2).vec();
-  const std::vector<int64_t> fine_size{size[0] * 2, size[1] * 2};
-  out.stem = previous_stride_ == 4 ? stem_->forward(previous.image) : previous.stem;
+  const std::vector<int64_t> fine_size{size[0] * 4 / stride_, size[1] * 4 / stride_};
+  out.stem = previous_stride_ != stride_ ? stem_->forward(previous.image) : previous.stem;
   const auto fine_answer = upsample_to(answer, fine_size);
   auto f = fine_lateral_->forward(upsample_to(out.decoder[0], fine_size)) + out.stem +
            fine_heatmap_in_->forward(fine_answer);
-  if (previous_stride_ == 2) f = f + fine_cross_->forward(previous.fine);
+  if (previous_stride_ < 4) f = f + fine_cross_->forward(upsample_to(previous.fine, fine_size));
   out.fine = fine_block_->forward(torch::relu(f));
   out.heatmaps = fine_answer + head_->forward(out.fine);
   return out;
@@ -207,10 +213,10 @@ CSPNNetImpl::CSPNNetImpl(const KeypointModelConfig& cfg, int num_landmarks) {
                                 std::to_string(num_landmarks));
   backbone = register_module("backbone", make_backbone(cfg.backbone));
   stage1_ = register_module("stage1", CPNStage(backbone->channels(), cfg.channels, num_landmarks));
-  for (int s = 2; s <= cfg.stages; ++s)
-    cascade_.push_back(register_module("stage" + std::to_string(s),
-                                       CascadeStage(cfg.channels, num_landmarks, cfg.refine_stride,
-                                                    s == 2 ? kStageOneStride : cfg.refine_stride)));
+  for (int i = 1; i < cfg.stages; ++i)
+    cascade_.push_back(register_module("stage" + std::to_string(i + 1),
+                                       CascadeStage(cfg.channels, num_landmarks, cfg.stage_stride(i),
+                                                    cfg.stage_stride(i - 1))));
 }
 
 int CSPNNetImpl::stage_stride(int i) const {

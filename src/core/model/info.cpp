@@ -1,5 +1,7 @@
 #include "cspn/model/info.hpp"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <sstream>
@@ -133,6 +135,36 @@ std::vector<PartCost> cspn_costs(CSPNNet& net, int input_h, int input_w) {
   return costs;
 }
 
+MemoryNeed estimate_memory(const Config& cfg, bool training) {
+  constexpr double kFloat = 4;
+  MemoryNeed need;
+  const auto& k = cfg.model.keypoints;
+  if (k.enabled) {
+    const double c = k.channels;
+    need.weights_bytes += kFloat * 28 * c * c * k.stages;
+    double pixels = static_cast<double>(k.input_size[0]) * k.input_size[1];
+    const auto& pre = cfg.data.pretrain_input_size;
+    if (training && pre.size() == 2) pixels = std::max(pixels, static_cast<double>(pre[0]) * pre[1]);
+    // Encoder and decoder, four levels from H/4 down: 2 x (1 + 1/4 + 1/16 + 1/64) x C x H/4 x W/4.
+    const double stage_maps = kFloat * 2 * (85.0 / 64) * c * pixels / 16;
+    need.activation_bytes += training ? cfg.train.batch_size * 3 * stage_maps * k.stages
+                                      : cfg.test.batch_size * stage_maps * std::min(2, k.stages);
+  }
+  const auto& d = cfg.model.detector;
+  if (d.enabled) {
+    constexpr double kTrunkChannels = 256, kStride = 16;
+    if (d.box_head == "fc") {
+      const double h = d.head_dim;
+      need.weights_bytes += kFloat * (kTrunkChannels * d.roi_size * d.roi_size * h + h * h);
+    }
+    const double side = std::ceil(d.max_size / kStride);
+    need.activation_bytes += kFloat * kTrunkChannels * side * side *
+                             (training ? cfg.train_detector.batch_size : cfg.test.detector_batch_size);
+  }
+  if (training) need.weights_bytes *= 4;
+  return need;
+}
+
 std::string describe_model(const Config& cfg, const LandmarkSchema& schema) {
   std::ostringstream out;
   char line[160];
@@ -160,6 +192,12 @@ std::string describe_model(const Config& cfg, const LandmarkSchema& schema) {
                   params * 4.0 / 1e6, gflops);
     out << line;
   }
+  const MemoryNeed inference = estimate_memory(cfg, false), training = estimate_memory(cfg, true);
+  std::snprintf(line, sizeof line,
+                "\nmemory, at least: %.2f GB in inference (test.batch_size %d), %.2f GB in training "
+                "(train.batch_size %d)\n",
+                inference.total() / 1e9, cfg.test.batch_size, training.total() / 1e9, cfg.train.batch_size);
+  out << line;
   if (cfg.model.detector.enabled) {
     const auto& d = cfg.model.detector;
     FasterRCNN detector(d, schema.num_categories() + 1);
