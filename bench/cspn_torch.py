@@ -146,7 +146,7 @@ class CascadeStage(nn.Module):
         if self.previous_stride != self.stride:
             stem = self.stem(image)
         answer = up(heatmaps)
-        x = self.fine_lateral(up(new_decoder[0])) + stem + self.fine_heatmap_in(answer)
+        x = up(self.fine_lateral(new_decoder[0])) + stem + self.fine_heatmap_in(answer)
         if self.previous_stride < 4:
             x = x + self.fine_cross(up(fine))
         fine = self.fine_block(F.relu(x))
@@ -154,7 +154,7 @@ class CascadeStage(nn.Module):
 
 
 class CSPNNet(nn.Module):
-    def __init__(self, backbone="resnet50", stages=4, channels=256, landmarks=8, refine_stride=2):
+    def __init__(self, backbone="resnet50", stages=4, channels=256, landmarks=8, refine_stride=1):
         super().__init__()
         self.backbone = getattr(torchvision.models, backbone)(weights=None)
         del self.backbone.fc
@@ -194,7 +194,7 @@ def load_model_file(path):
     k = config["model"]["keypoints"]
     landmarks = tensors["keypoints.stage1.head.weight"].shape[0]
     # Model files of format 2 predate refine_stride: their later stages answer at stride 4.
-    refine_stride = k.get("refine_stride", 4 if int(metadata.get("cspn.format", "3")) < 3 else 2)
+    refine_stride = k.get("refine_stride", 4 if int(metadata.get("cspn.format", "3")) < 3 else 1)
     net = CSPNNet(k["backbone"], k["stages"], k["channels"], landmarks, refine_stride)
     state = {name[len("keypoints."):]: t for name, t in tensors.items() if name.startswith("keypoints.")}
     missing, unexpected = net.load_state_dict(state, strict=False)

@@ -19,9 +19,9 @@ struct KeypointModelConfig {
   int channels = 256;                    // pyramid width
   std::vector<int> input_size{256, 192}; // crop height, width
   int heatmap_stride = 4;                // heatmap = input / stride
-  int refine_stride = 2;                 // the later stages' finest stride: 4 (stage 1's maps), 2
-                                         // or 1; each stage halves its predecessor's down to it
-                                         // (1: strides 4, 2, 1, 1), stage_stride()
+  int refine_stride = 1;                 // the later stages' finest stride: 1 (the input's pixels),
+                                         // 2 or 4 (stage 1's maps); each stage halves its
+                                         // predecessor's down to it (1: strides 4, 2, 1, 1)
   float sigma = 2.0f;                    // Gaussian target sigma, heatmap pixels
   std::string pretrained;                // backbone weights: ImageNet .pth/.safetensors (torchvision
                                          // keys), or an earlier model file's (.cspn) landmark backbone

@@ -65,7 +65,7 @@ TEST(CSPNNet, OutputShapesForEveryStageCountAndTwoInputSizes) {
       const auto out = net->forward(torch::randn({2, 3, h, w}));
       ASSERT_EQ(out.stages.size(), static_cast<size_t>(stages));
       for (int s = 0; s < stages; ++s) {
-        const int stride = s == 0 ? 4 : 2;  // refine_stride's default: the later stages answer twice as fine
+        const int stride = s == 0 ? 4 : s == 1 ? 2 : 1;  // refine_stride's default: each stage halves the stride to 1
         EXPECT_EQ(net->stage_stride(s), stride);
         EXPECT_EQ(out.stages[s].sizes(), (std::vector<int64_t>{2, kLandmarks, h / stride, w / stride}));
       }
@@ -180,8 +180,9 @@ TEST(CSPNNet, GradientsReachEveryStage) {
   net->train();
   const auto out = net->forward(torch::randn({2, 3, 64, 64}));
   cspn::LossConfig loss_cfg;
-  cspn::cspn_loss(out, {torch::rand_like(out.stages[0]), torch::rand_like(out.stages[1])}, torch::ones({2, kLandmarks}),
-                  loss_cfg, 2.0)
+  // One target per heatmap size: stage 1's (stride 4), stage 2's (2), stages 3 and 4's (1).
+  cspn::cspn_loss(out, {torch::rand_like(out.stages[0]), torch::rand_like(out.stages[1]), torch::rand_like(out.stages[3])},
+                  torch::ones({2, kLandmarks}), loss_cfg, 2.0)
       .total.backward();
   // Every parameter takes part in the forward pass and gets a gradient.
   for (const auto& p : net->named_parameters())
@@ -269,7 +270,9 @@ TEST(CountFlops, ResNet50Is8Point2GFlopsAt224) {
 }
 
 TEST(CspnCosts, PartsAddUpAndMatchKnownCounts) {
-  cspn::CSPNNet net(small_config(4), kLandmarks);
+  auto cfg = small_config(4);
+  cfg.refine_stride = 2;  // the hand counts below are of stride-2 stages
+  cspn::CSPNNet net(cfg, kLandmarks);
   net->train();
   const auto costs = cspn::cspn_costs(net, 64, 64);
   EXPECT_TRUE(net->is_training());  // the mode is restored

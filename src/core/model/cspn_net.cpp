@@ -198,7 +198,10 @@ StageOutput CascadeStageImpl::forward(const StageOutput& previous) {
   const std::vector<int64_t> fine_size{size[0] * 4 / stride_, size[1] * 4 / stride_};
   out.stem = previous_stride_ != stride_ ? stem_->forward(previous.image) : previous.stem;
   const auto fine_answer = upsample_to(answer, fine_size);
-  auto f = fine_lateral_->forward(upsample_to(out.decoder[0], fine_size)) + out.stem +
+  // P2 is projected to the fine level's width before it is upsampled: the same map at inference (a
+  // 1x1 conv and BatchNorm's affine commute with bilinear weights, which sum to 1), and at stride 1
+  // a few channels at the input's size instead of the pyramid's width.
+  auto f = upsample_to(fine_lateral_->forward(out.decoder[0]), fine_size) + out.stem +
            fine_heatmap_in_->forward(fine_answer);
   if (previous_stride_ < 4) f = f + fine_cross_->forward(upsample_to(previous.fine, fine_size));
   out.fine = fine_block_->forward(torch::relu(f));
