@@ -4,12 +4,11 @@
 // before them. A later stage is a light encoder-decoder after MSPN: every encoder level takes the
 // previous stage's encoder and decoder features at that level (cross-stage aggregation), the first
 // one also the previous heatmaps; its decoder's finest level predicts a correction that is added to
-// the previous heatmaps, so a stage starts as the identity. With model.keypoints.refine_stride 2 the
-// later stages answer on maps twice as fine as stage 1's, with 1 stage 2 at stride 2 and the next
-// ones at the input's pixels (the paper's last stage outputs finer maps than its first): a fine
-// level, fed by the image's own features at its stride, the upsampled decoder and the previous
-// answer, carries the correction. The GlobalNet heads of stage 1 are
-// supervised in training and not computed at inference.
+// the previous heatmaps, so a stage starts as the identity. Each later stage answers at half the
+// stride of the one before, down to model.keypoints.refine_stride (default 1: strides 4, 2, 1, 1),
+// as the paper's last stage outputs finer maps than its first: a fine level, fed by the image's own
+// features at its stride, P2 and the previous answer, carries the correction. The GlobalNet heads
+// of stage 1 are supervised in training and not computed at inference.
 #include <string>
 #include <vector>
 
@@ -65,7 +64,7 @@ TORCH_MODULE(CPNStage);
 // near zero) is added to the previous heatmaps. The sum keeps its gradient: every stage's loss also
 // trains the stages before it.
 // At stride s = 2 or 1 the head moves to a level at H/s of fine_channels(channels, s) channels: the
-// sum of the upsampled P2 (1x1 projection), the image's features at that stride (a two-conv stem,
+// sum of P2 (1x1 projection, then upsampled), the image's features at that stride (a two-conv stem,
 // built by the first stage at s and handed on), the previous answer (upsampled where it is
 // coarser) and the previous stage's fine level (upsampled likewise); then a 3x3 conv and a
 // bottleneck. Its correction is added to the previous answer at H/s.
