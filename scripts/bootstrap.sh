@@ -11,7 +11,7 @@ build_dir=${BUILD_DIR:-build}
 jobs=${JOBS:-2}
 
 packages=(cmake ninja-build g++ ccache pkg-config
-  libtorch-dev libopenblas0-openmp libopencv-dev libjpeg-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
+  libtorch-dev libgloo-dev libopenblas0-openmp libopencv-dev libjpeg-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
   libspdlog-dev libcpp-httplib-dev libgtest-dev libbenchmark-dev
   chromium chromium-driver python3-selenium wrk clang libclang-rt-dev
   python3-torch python3-torchvision python3-matplotlib)

@@ -67,11 +67,16 @@ namespace cspn::test {
 
 // Starts argv[0] with the given arguments (no shell), its output going to this process's, or its
 // standard output to `stdout_file` and its standard error to `stderr_file` when they are named.
+// `env` ("NAME=value") is added to this process's environment.
 inline pid_t spawn_process(const std::vector<std::string>& argv, const std::string& stdout_file = "",
-                           const std::string& stderr_file = "") {
+                           const std::string& stderr_file = "", const std::vector<std::string>& env = {}) {
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
+  std::vector<char*> environment;
+  for (const auto& e : env) environment.push_back(const_cast<char*>(e.c_str()));
+  for (char** e = environ; *e; ++e) environment.push_back(*e);
+  environment.push_back(nullptr);
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   if (!stdout_file.empty())
@@ -79,7 +84,7 @@ inline pid_t spawn_process(const std::vector<std::string>& argv, const std::stri
   if (!stderr_file.empty())
     posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, stderr_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   pid_t pid = 0;
-  const int rc = posix_spawn(&pid, args[0], &actions, nullptr, args.data(), environ);
+  const int rc = posix_spawn(&pid, args[0], &actions, nullptr, args.data(), environment.data());
   posix_spawn_file_actions_destroy(&actions);
   return rc == 0 ? pid : -1;
 }

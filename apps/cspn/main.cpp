@@ -26,6 +26,7 @@
 #include "cspn/engine/evaluate.hpp"
 #include "cspn/engine/process.hpp"
 #include "cspn/engine/report.hpp"
+#include "cspn/engine/distributed.hpp"
 #include "cspn/engine/train.hpp"
 #include "cspn/io/atomic_file.hpp"
 #include "cspn/io/model_file.hpp"
@@ -45,9 +46,15 @@ constexpr int kExitIo = 4;        // a file or folder could not be written or re
                                   // permissions, a file where a folder should be)
 
 // One line on stderr, whatever the message holds.
+// Names the process in error messages where several run side by side ("rank 1: ").
+std::string& error_prefix() {
+  static std::string prefix;
+  return prefix;
+}
+
 int fail(std::string message, int code) {
   std::replace(message.begin(), message.end(), '\n', ' ');
-  std::cerr << "error: " << message << "\n";
+  std::cerr << "error: " << error_prefix() << message << "\n";
   return code;
 }
 
@@ -104,6 +111,15 @@ int run_train(const std::string& config, const std::vector<std::string>& sets, c
   opt.data_info = {{"path", fs::absolute(data).string()}, {"format", format}, {"train_images", train_set.samples.size()},
                    {"val_images", val_set.samples.size()}, {"holdout", cfg.data.holdout},
                    {"skipped", skipped["count"]}};
+  // One rank of a data-parallel launch (torchrun, srun), or a process of its own.
+  const LaunchInfo launch = launch_info_from_environment();
+  if (launch.world_size > 1) {
+    spdlog::set_pattern(fmt::format("[%H:%M:%S rank {}] %v", launch.rank));
+    if (launch.rank != 0) spdlog::set_level(spdlog::level::warn);  // rank 0 reports for all
+    error_prefix() = "rank " + std::to_string(launch.rank) + ": ";
+    if (opt.device == "cuda") opt.device = "cuda:" + std::to_string(launch.local_rank);  // one GPU per rank
+    opt.distributed = std::make_shared<Distributed>(launch, cfg.train.dist_timeout_s, parse_device(opt.device));
+  }
   const TrainSummary summary = train(cfg, train_set, val_set, opt);
   std::cout << "trained " << summary.epochs << " epochs in " << summary.seconds / 60 << " min: " << summary.model_path
             << "\n";

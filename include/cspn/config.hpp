@@ -165,12 +165,18 @@ struct TrainConfig {
   std::uint64_t seed = 0;
   int threads = 0;                 // intra-op threads; 0 = every core this process may use (LibTorch's
                                    // own default can be 1 on a machine without SMT)
+  std::string precision = "float32";  // float32 | bfloat16 (autocast: CPUs with AVX512-BF16 or AMX, GPUs)
+                                      // | float16 (autocast with a gradient scaler; GPUs)
+  bool sync_bn = false;            // data-parallel: batch-norm statistics over every process's batch
+  float dist_timeout_s = 300;      // data-parallel: a rank silent this long (at rendezvous or in a
+                                   // collective) stops the run; the train section's value serves all
   template <class V> void visit(V& v) {
     v("optimizer", optimizer); v("lr", lr); v("momentum", momentum); v("weight_decay", weight_decay);
     v("epochs", epochs); v("iters", iters); v("batch_size", batch_size); v("schedule", schedule); v("steps", steps);
     v("gamma", gamma); v("warmup_iters", warmup_iters); v("time_limit_minutes", time_limit_minutes);
     v("val_every", val_every); v("log_every", log_every);
     v("checkpoint_minutes", checkpoint_minutes); v("seed", seed); v("threads", threads);
+    v("precision", precision); v("sync_bn", sync_bn); v("dist_timeout_s", dist_timeout_s);
   }
 };
 

@@ -277,6 +277,10 @@ void Config::validate() const {
     require(t.time_limit_minutes >= 0, name + ".time_limit_minutes", t.time_limit_minutes, ">= 0");
     require(t.val_every >= 0, name + ".val_every", t.val_every, ">= 0 (0: never)");
     require(t.log_every >= 1, name + ".log_every", t.log_every, ">= 1");
+    require(t.precision == "float32" || t.precision == "bfloat16" || t.precision == "float16", name + ".precision",
+            t.precision, "float32, bfloat16 or float16");
+    require(t.dist_timeout_s >= 1 && t.dist_timeout_s <= 86400, name + ".dist_timeout_s", t.dist_timeout_s,
+            "1 to 86400 seconds");
   }
   require(test.decode == "taylor" || test.decode == "quarter" || test.decode == "argmax", "test.decode", test.decode,
           "taylor, quarter or argmax");

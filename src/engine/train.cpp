@@ -8,11 +8,15 @@
 #include <random>
 #include <sstream>
 
+#include <unistd.h>
+
+#include <ATen/autocast_mode.h>
 #include <spdlog/spdlog.h>
 
 #include "cspn/data/synth.hpp"
 #include "cspn/device.hpp"
 #include "cspn/engine/detection.hpp"
+#include "cspn/engine/distributed.hpp"
 #include "cspn/engine/evaluate.hpp"
 #include "cspn/engine/landmarks_model.hpp"
 #include "cspn/engine/loader.hpp"
@@ -21,6 +25,7 @@
 #include "cspn/io/atomic_file.hpp"
 #include "cspn/io/model_file.hpp"
 #include "cspn/io/weights.hpp"
+#include "cspn/model/batch_norm.hpp"
 #include "cspn/model/losses.hpp"
 
 namespace fs = std::filesystem;
@@ -96,13 +101,17 @@ Position load_checkpoint(const fs::path& path, torch::nn::Module& net, torch::op
   return {static_cast<int>(a[0]), static_cast<int>(a[1]), a[2], a[3]};
 }
 
+// The run's log.jsonl; in data-parallel training rank 0's alone (the others' is closed).
 class JsonLog {
  public:
-  explicit JsonLog(const fs::path& path) : path_(path.string()), out_(path, std::ios::app) {
+  JsonLog(const fs::path& path, bool open) : path_(path.string()) {
+    if (!open) return;
+    out_.open(path, std::ios::app);
     if (!out_) throw IoError("cannot write the training log " + path_);
   }
   // A full disk stops the run here, with the checkpoints written so far intact.
   void write(const nlohmann::json& record) {
+    if (!out_.is_open()) return;
     out_ << record.dump() << '\n' << std::flush;
     if (!out_) throw IoError("cannot write the training log " + path_ + " (disk full?); --resume continues the run");
   }
@@ -125,6 +134,52 @@ nlohmann::json validate(CSPNNet& net, Config cfg, const Dataset& val, torch::Dev
   return result;
 }
 
+// Mixed precision for the forward pass and the loss (autocast), as the phase's precision says.
+class Autocast {
+ public:
+  Autocast(const std::string& precision, torch::Device device) : cuda_(device.is_cuda()) {
+    if (precision == "float32") return;
+    const auto dtype = precision == "bfloat16" ? at::kBFloat16 : at::kHalf;
+    if (cuda_) {
+      at::autocast::set_enabled(true);
+      at::autocast::set_autocast_gpu_dtype(dtype);
+    } else {
+      at::autocast::set_cpu_enabled(true);
+      at::autocast::set_autocast_cpu_dtype(dtype);
+    }
+    at::autocast::increment_nesting();
+    on_ = true;
+  }
+  ~Autocast() {
+    if (!on_) return;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    if (cuda_) at::autocast::set_enabled(false);
+    else at::autocast::set_cpu_enabled(false);
+  }
+  Autocast(const Autocast&) = delete;
+  Autocast& operator=(const Autocast&) = delete;
+
+ private:
+  bool cuda_, on_ = false;
+};
+
+// While a phase runs with train.sync_bn, its batch norms take statistics over every rank's batch.
+class SyncedBatchNorm {
+ public:
+  SyncedBatchNorm(torch::nn::Module& net, Distributed* dist, bool sync) : net_(net), on_(dist && sync) {
+    if (on_) synchronise_batch_norm(net_, [dist](const torch::Tensor& t) { return dist->sum_differentiable(t); });
+  }
+  ~SyncedBatchNorm() {
+    if (on_) synchronise_batch_norm(net_, {});
+  }
+  SyncedBatchNorm(const SyncedBatchNorm&) = delete;
+  SyncedBatchNorm& operator=(const SyncedBatchNorm&) = delete;
+
+ private:
+  torch::nn::Module& net_;
+  bool on_;
+};
+
 // One network's training: its batches, its loss and its validation, run by run_phase().
 struct Phase {
   std::string name;                          // "keypoints" or "detector": checkpoint and log names
@@ -135,17 +190,31 @@ struct Phase {
   std::function<std::pair<torch::Tensor, nlohmann::json>(const std::any&)> loss;  // total, parts to log
   std::function<nlohmann::json()> validate;  // empty: no validation
   std::function<std::string(const nlohmann::json&)> describe;  // one line of validation metrics
+  bool find_unused = false;                  // some parameters may get no gradient in a step
 };
 
 nlohmann::json run_phase(const Phase& ph, const Config& cfg, const TrainOptions& opt, torch::Device device,
                          JsonLog& log, int* epochs_done) {
+  Distributed* dist = opt.distributed.get();
+  const bool main = !dist || dist->is_main();
+  const int rank = dist ? dist->rank() : 0, world = dist ? dist->world_size() : 1;
+  if (ph.tc.precision == "float16" && !device.is_cuda())
+    throw std::invalid_argument("train.precision float16 needs a CUDA device (on a CPU use bfloat16)");
   const fs::path out(opt.out_dir);
   const fs::path ckpt_path = out / ("checkpoint-" + ph.name + ".pt");
   ph.net->to(device);
   ph.net->train();
+  std::vector<torch::Tensor> trainable;
+  for (const auto& p : ph.net->parameters())
+    if (p.requires_grad()) trainable.push_back(p);
   auto optimizer = make_optimizer(ph.tc, ph.net->parameters());
-  const int bs = ph.tc.batch_size;
-  const int iters_per_epoch = std::max<int>(1, static_cast<int>(ph.items / bs));
+  std::optional<GradScaler> scaler;
+  if (ph.tc.precision == "float16") scaler.emplace();
+  const int bs = ph.tc.batch_size;  // per rank: a global batch holds bs x world examples
+  if (ph.items < static_cast<size_t>(world))
+    throw std::invalid_argument(ph.name + ": " + std::to_string(ph.items) + " training examples cannot be shared by " +
+                                std::to_string(world) + " ranks");
+  const int iters_per_epoch = std::max<int>(1, static_cast<int>(ph.items / (static_cast<size_t>(bs) * world)));
 
   const int64_t max_iters = ph.tc.iters > 0 ? ph.tc.iters : static_cast<int64_t>(ph.tc.epochs) * iters_per_epoch;
   Position pos;
@@ -158,32 +227,48 @@ nlohmann::json run_phase(const Phase& ph, const Config& cfg, const TrainOptions&
     spdlog::warn("{}: nothing to resume, {} was not written before the run stopped; this phase starts from the "
                  "beginning", ph.name, ckpt_path.string());
   }
+  std::unique_ptr<GradientAverager> averager;
+  if (dist) {
+    // Every rank starts from rank 0's weights and statistics.
+    std::vector<torch::Tensor> state = ph.net->parameters();
+    for (const auto& b : ph.net->buffers()) state.push_back(b);
+    dist->broadcast(state);
+    averager = dist->average_gradients(trainable, /*overlap=*/!ph.find_unused);
+  }
+  SyncedBatchNorm synced(*ph.net, dist, ph.tc.sync_bn);
   const auto epochs_of = [&](int64_t iters) { return (iters + iters_per_epoch - 1) / iters_per_epoch; };
   log.write({{"type", "start"}, {"phase", ph.name}, {"items", ph.items}, {"iters_per_epoch", iters_per_epoch},
-             {"epochs", ph.tc.epochs}, {"iters", max_iters}, {"device", device.str()}, {"resume_epoch", pos.epoch}});
-  spdlog::info("{}: {} examples, {} batches of {} per epoch, {} iterations{}, device {}", ph.name, ph.items,
-               iters_per_epoch, bs, max_iters,
+             {"epochs", ph.tc.epochs}, {"iters", max_iters}, {"device", device.str()}, {"resume_epoch", pos.epoch},
+             {"world_size", world}, {"batch_per_rank", bs}, {"precision", ph.tc.precision}});
+  spdlog::info("{}: {} examples, {} batches of {}{} per epoch, {} iterations{}, device {}{}", ph.name, ph.items,
+               iters_per_epoch, bs * world, world > 1 ? fmt::format(" ({} ranks x {})", world, bs) : std::string(),
+               max_iters,
                ph.tc.time_limit_minutes > 0 ? fmt::format(" at most (time budget {:g} min)", ph.tc.time_limit_minutes)
                                             : std::string(),
-               device.str());
+               device.str(), ph.tc.precision == "float32" ? std::string() : ", autocast " + ph.tc.precision);
 
   nlohmann::json validation;
   const auto start = std::chrono::steady_clock::now();
   auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+  // Decisions that depend on the clock are taken on rank 0's, so that every rank takes them alike.
+  auto shared_elapsed = [&] {
+    return dist ? dist->sum(torch::tensor({main ? elapsed() : 0.0}, torch::kFloat64)).item<double>() : elapsed();
+  };
   auto last_ckpt = start;
   const int64_t start_iter = pos.global_iter;
   // With a time budget, the mean iteration time so far (validations included) decides how many
   // iterations fit, re-estimated as training goes; the learning-rate schedule follows, and the
   // last epoch may be partial. A resumed run keeps the count its checkpoint settled on.
-  const auto fit_budget = [&] {
+  const auto fit_budget = [&](double now) {
     const int64_t done = pos.global_iter - start_iter;
     if (resumed || ph.tc.time_limit_minutes <= 0 || done < 3) return;
-    const double per_iter = elapsed() / static_cast<double>(done);
-    const auto fit = pos.global_iter + static_cast<int64_t>((60.0 * ph.tc.time_limit_minutes - elapsed()) / per_iter);
+    const double per_iter = now / static_cast<double>(done);
+    const auto fit = pos.global_iter + static_cast<int64_t>((60.0 * ph.tc.time_limit_minutes - now) / per_iter);
     pos.total_iters = std::clamp<int64_t>(fit, pos.global_iter, max_iters);
   };
   for (int epoch = pos.epoch; pos.global_iter < pos.total_iters; ++epoch) {
     const double epoch_start = elapsed();
+    // Every rank shuffles alike (same seed) and takes its own slice of each global batch.
     std::vector<size_t> order(ph.items);
     std::iota(order.begin(), order.end(), 0);
     std::shuffle(order.begin(), order.end(), std::mt19937_64(ph.tc.seed * 1000003ULL + epoch));
@@ -192,13 +277,15 @@ nlohmann::json run_phase(const Phase& ph, const Config& cfg, const TrainOptions&
         [&, epoch, first_batch](size_t i) {
           const size_t b = i + first_batch;
           // Fewer examples than a batch: the one batch holds them all.
-          std::vector<size_t> idx(order.begin() + std::min(order.size(), b * bs),
-                                  order.begin() + std::min(order.size(), (b + 1) * bs));
-          return ph.make_batch(idx, (ph.tc.seed << 32) ^ (static_cast<uint64_t>(epoch) << 20) ^ b);
+          const size_t lo = std::min(order.size(), b * bs * world), hi = std::min(order.size(), (b + 1) * bs * world);
+          std::vector<size_t> idx(order.begin() + lo + (hi - lo) * rank / world,
+                                  order.begin() + lo + (hi - lo) * (rank + 1) / world);
+          return ph.make_batch(idx, (ph.tc.seed << 32) ^ (static_cast<uint64_t>(epoch) << 20) ^ b ^
+                                        (static_cast<uint64_t>(rank) << 48));
         },
         iters_per_epoch - first_batch, cfg.data.workers, cfg.data.prefetch);
     Progress bar(ph.name + " " + std::to_string(epoch + 1) + "/" + std::to_string(epochs_of(pos.total_iters)),
-                 iters_per_epoch - first_batch, "it", opt.progress);
+                 iters_per_epoch - first_batch, "it", opt.progress && main);
     double loss_sum = 0;
     int loss_count = 0;
     int b = first_batch;
@@ -207,8 +294,16 @@ nlohmann::json run_phase(const Phase& ph, const Config& cfg, const TrainOptions&
       if (!batch) break;
       const double lr = learning_rate(ph.tc, pos.global_iter, pos.total_iters, iters_per_epoch);
       set_lr(*optimizer, lr);
-      auto [total, parts] = ph.loss(*batch);
-      const double value = total.item<double>();
+      auto [total, parts] = [&] {
+        Autocast autocast(ph.tc.precision, device);
+        return ph.loss(*batch);
+      }();
+      double value = total.item<double>(), now = elapsed();
+      if (dist) {  // the mean loss over the ranks, and rank 0's clock
+        const auto shared = dist->sum(torch::tensor({value / world, main ? now : 0.0}, torch::kFloat64));
+        value = shared[0].item<double>();
+        now = shared[1].item<double>();
+      }
       if (!std::isfinite(value))
         throw std::runtime_error(ph.name + " training loss became " + std::to_string(value) + " at epoch " +
                                  std::to_string(epoch + 1) + ", batch " + std::to_string(b + 1) + " (lr " +
@@ -218,14 +313,23 @@ nlohmann::json run_phase(const Phase& ph, const Config& cfg, const TrainOptions&
                                                         : "; no checkpoint was written yet: try a lower learning "
                                                           "rate in a new run"));
       optimizer->zero_grad();
-      total.backward();
-      optimizer->step();
+      if (averager) averager->before_backward();
+      try {
+        (scaler ? scaler->scale(total) : total).backward();
+        if (averager) averager->after_backward();
+      } catch (const DistributedError&) {
+        throw;
+      } catch (...) {
+        if (dist) dist->lost(std::current_exception());
+        throw;
+      }
+      if (!scaler || scaler->unscale(trainable)) optimizer->step();
       ++pos.global_iter;
       ++b;
       loss_sum += value;
       ++loss_count;
-      fit_budget();
-      const double img_s = (b - first_batch) * bs / std::max(1e-9, elapsed() - epoch_start);
+      fit_budget(now);
+      const double img_s = (b - first_batch) * bs * world / std::max(1e-9, elapsed() - epoch_start);
       char suffix[96];
       std::snprintf(suffix, sizeof suffix, " loss %.3e lr %.1e %.1f ex/s", value, lr, img_s);
       bar.update(b - first_batch, suffix);
@@ -233,7 +337,8 @@ nlohmann::json run_phase(const Phase& ph, const Config& cfg, const TrainOptions&
         log.write({{"type", "train"}, {"phase", ph.name}, {"epoch", epoch + 1}, {"iter", pos.global_iter},
                    {"loss", value}, {"parts", parts}, {"lr", lr}, {"examples_per_s", img_s}, {"elapsed_s", elapsed()},
                    {"total_iters", pos.total_iters}});
-      if (std::chrono::steady_clock::now() - last_ckpt > std::chrono::duration<double>(60.0 * ph.tc.checkpoint_minutes)) {
+      if (main &&
+          std::chrono::steady_clock::now() - last_ckpt > std::chrono::duration<double>(60.0 * ph.tc.checkpoint_minutes)) {
         save_checkpoint(ckpt_path, *ph.net, *optimizer, {epoch, b, pos.total_iters, pos.global_iter});
         last_ckpt = std::chrono::steady_clock::now();
       }
@@ -243,40 +348,50 @@ nlohmann::json run_phase(const Phase& ph, const Config& cfg, const TrainOptions&
                           {"loss", loss_sum / std::max(1, loss_count)}, {"elapsed_s", elapsed()},
                           {"total_iters", pos.total_iters}};
     const bool last_epoch = pos.global_iter >= pos.total_iters;
+    // Every rank validates (on the whole validation set: no rank waits for another meanwhile).
     if (ph.validate && ph.tc.val_every > 0 && ((epoch + 1) % ph.tc.val_every == 0 || last_epoch)) {
       validation = ph.validate();
       ph.net->train();
       record["val"] = validation;
-      spdlog::info("{} epoch {}: loss {:.4e}, validation {}", ph.name, epoch + 1, record["loss"].get<double>(),
-                   ph.describe(validation));
+      if (main)
+        spdlog::info("{} epoch {}: loss {:.4e}, validation {}", ph.name, epoch + 1, record["loss"].get<double>(),
+                     ph.describe(validation));
     }
     log.write(record);
-    fit_budget();
+    fit_budget(shared_elapsed());
     if (ph.tc.time_limit_minutes > 0 && !resumed)
       spdlog::info("{}: {:.1f} of {} min spent, {} of {} iterations done", ph.name, elapsed() / 60,
                    ph.tc.time_limit_minutes, pos.global_iter, pos.total_iters);
     // A partial last epoch is saved as finished: its remaining batches are not in the schedule.
-    save_checkpoint(ckpt_path, *ph.net, *optimizer, {epoch + 1, 0, pos.total_iters, pos.global_iter});
+    if (main) save_checkpoint(ckpt_path, *ph.net, *optimizer, {epoch + 1, 0, pos.total_iters, pos.global_iter});
     last_ckpt = std::chrono::steady_clock::now();
     *epochs_done = epoch + 1;
+  }
+  if (dist) {
+    // The same start and the same averaged gradients: every rank must end with rank 0's weights.
+    const auto params = ph.net->parameters();
+    std::vector<torch::Tensor> theirs;
+    for (const auto& p : params) theirs.push_back(p.detach().clone());
+    dist->broadcast(theirs);
+    double differ = 0;
+    for (size_t i = 0; i < params.size(); ++i)
+      differ = std::max(differ, (params[i].detach() - theirs[i]).abs().max().item<double>());
+    differ = dist->sum(torch::tensor({differ}, torch::kFloat64)).item<double>();
+    log.write({{"type", "ranks"}, {"phase", ph.name}, {"world_size", world}, {"max_weight_difference", differ}});
+    if (differ > 0)
+      spdlog::warn("{}: the ranks' weights differ by up to {:.3g} at the end; rank 0's are saved", ph.name, differ);
   }
   return validation;
 }
 
-}  // namespace
-
-TrainSummary train(const Config& cfg, const Dataset& train_set, const Dataset& val_set, const TrainOptions& opt) {
-  cfg.validate();
-  const torch::Device device = parse_device(opt.device);
-  require_memory(cfg, /*training=*/true, device, "cspn train");
-  const fs::path out(opt.out_dir);
-  const fs::path model_path = out / "model.cspn";
-  if (fs::exists(model_path))
+// Checks the run folder (no model yet; empty, or --resume with the same config) and writes its
+// config.yaml.
+void prepare_run_folder(const fs::path& out, const std::string& yaml, bool resume) {
+  if (fs::exists(out / "model.cspn"))
     throw std::invalid_argument(out.string() + " already holds a trained model; choose another --out");
-  if (!opt.resume && fs::exists(out) && !fs::is_empty(out))
+  if (!resume && fs::exists(out) && !fs::is_empty(out))
     throw std::invalid_argument(out.string() + " already holds a run; pass --resume to continue it or choose another --out");
-  const std::string yaml = cfg.to_yaml() + "\n";
-  if (opt.resume) {
+  if (resume) {
     // A run resumes with the config it started with, which stays as it was.
     std::ifstream in(out / "config.yaml");
     if (!in)
@@ -290,9 +405,73 @@ TrainSummary train(const Config& cfg, const Dataset& train_set, const Dataset& v
     fs::create_directories(out);
     write_file_atomically((out / "config.yaml").string(), yaml);
   }
-  spdlog::info("{} intra-op threads", use_threads(cfg.train.threads));
+}
+
+// A folder of this process's own, removed with everything in it when the object goes.
+class ScratchFolder {
+ public:
+  explicit ScratchFolder(fs::path path) : path_(std::move(path)) {}
+  ~ScratchFolder() {
+    std::error_code ignored;
+    fs::remove_all(path_, ignored);
+  }
+  ScratchFolder(const ScratchFolder&) = delete;
+  ScratchFolder& operator=(const ScratchFolder&) = delete;
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+}  // namespace
+
+bool GradScaler::unscale(const std::vector<torch::Tensor>& params) {
+  torch::NoGradGuard no_grad;
+  torch::Tensor overflow;
+  for (const auto& p : params) {
+    if (!p.grad().defined()) continue;
+    p.mutable_grad().mul_(1.0 / scale_);
+    const auto bad = torch::isfinite(p.grad()).logical_not().any();
+    overflow = overflow.defined() ? overflow.logical_or(bad) : bad;
+  }
+  if (overflow.defined() && overflow.item<bool>()) {
+    scale_ /= 2;
+    clean_steps_ = 0;
+    return false;
+  }
+  if (++clean_steps_ >= growth_interval_) {
+    scale_ *= 2;
+    clean_steps_ = 0;
+  }
+  return true;
+}
+
+TrainSummary train(const Config& cfg, const Dataset& train_set, const Dataset& val_set, const TrainOptions& opt) {
+  cfg.validate();
+  Distributed* dist = opt.distributed.get();
+  const bool main = !dist || dist->is_main();
+  const torch::Device device = parse_device(opt.device);
+  require_memory(cfg, /*training=*/true, device, "cspn train");
+  const fs::path out(opt.out_dir);
+  const fs::path model_path = out / "model.cspn";
+  // Rank 0 prepares the run folder; the others learn whether it could.
+  std::exception_ptr refused;
+  if (main) {
+    try {
+      prepare_run_folder(out, cfg.to_yaml() + "\n", opt.resume);
+    } catch (...) {
+      refused = std::current_exception();
+    }
+  }
+  if (dist && dist->sum(torch::tensor({refused ? 1.0 : 0.0})).item<double>() > 0 && !refused)
+    throw std::invalid_argument("rank 0 could not prepare the run folder " + out.string() + " (its output says why)");
+  if (refused) std::rethrow_exception(refused);
+  int threads = cfg.train.threads;
+  if (threads == 0 && dist && dist->launch().local_world_size > 1)  // the machine's cores, shared by its ranks
+    threads = std::max(1, use_threads(0) / dist->launch().local_world_size);
+  spdlog::info("{} intra-op threads", use_threads(threads));
   torch::manual_seed(cfg.train.seed);
-  JsonLog log(out / "log.jsonl");
+  JsonLog log(out / "log.jsonl", main);
   const auto start = std::chrono::steady_clock::now();
 
   TrainSummary summary;
@@ -323,10 +502,16 @@ TrainSummary train(const Config& cfg, const Dataset& train_set, const Dataset& v
     }
     const auto keypoint_loss = [&](const std::any& any) {
       const auto& batch = std::any_cast<const KeypointBatch&>(any);
-      const auto output = net->forward(batch.images.to(device));
+      auto output = net->forward(batch.images.to(device));
+      // The loss in float32, whatever precision autocast ran the network in.
+      for (auto& map : output.stages) map = map.to(torch::kFloat);
+      for (auto& map : output.global) map = map.to(torch::kFloat);
       std::vector<torch::Tensor> targets;
       for (const auto& t : batch.targets) targets.push_back(t.to(device));
-      LossParts loss = cspn_loss(output, targets, batch.weights.to(device), cfg.loss, cfg.model.keypoints.sigma);
+      std::function<torch::Tensor(const torch::Tensor&)> mean_across;
+      if (dist) mean_across = [dist](const torch::Tensor& counts) { return dist->sum(counts) / dist->world_size(); };
+      LossParts loss = cspn_loss(output, targets, batch.weights.to(device), cfg.loss, cfg.model.keypoints.sigma,
+                                 mean_across);
       return std::make_pair(loss.total, nlohmann::json{{"stages", loss.stages}, {"global", loss.global}});
     };
     if (cfg.data.pretrain_synthetic > 0) {
@@ -334,7 +519,12 @@ TrainSummary train(const Config& cfg, const Dataset& train_set, const Dataset& v
       if (train_set.schema.name != LandmarkSchema::deepfashion().name)
         throw std::invalid_argument("data.pretrain_synthetic: synthetic garments carry DeepFashion's landmarks, the data "
                                     "schema " + train_set.schema.name + "'s: set data.pretrain_synthetic=0");
-      const fs::path dir = out / "pretrain-synthetic";
+      // Rank 0 keeps the set in the run folder; the others make the same set (the same seed) in a
+      // scratch folder of their own, rather than wait for rank 0's.
+      std::optional<ScratchFolder> scratch;
+      if (!main)
+        scratch.emplace(fs::temp_directory_path() / fmt::format("cspn-pretrain-{}-rank{}", getpid(), dist->rank()));
+      const fs::path dir = main ? out / "pretrain-synthetic" : scratch->path();
       SynthOptions synth;
       synth.count = cfg.data.pretrain_synthetic;
       synth.seed = cfg.train_pretrain.seed;
@@ -410,7 +600,8 @@ TrainSummary train(const Config& cfg, const Dataset& train_set, const Dataset& v
                   std::snprintf(text, sizeof text, "det_ap50 %.4f, det_ap %.4f", m["det_ap50"].get<double>(),
                                 m["det_ap"].get<double>());
                   return std::string(text);
-                }};
+                },
+                /*find_unused=*/true};  // a batch without positive proposals leaves box regression idle
     if (!val_set.samples.empty())
       phase.validate = [&] {
         GarmentDetector detector(net, cfg, val_set.schema, device);
@@ -427,8 +618,11 @@ TrainSummary train(const Config& cfg, const Dataset& train_set, const Dataset& v
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   summary.model_path = model_path.string();
   file.extra = extra;
-  save_model_file(model_path.string(), file);
-  spdlog::info("model written to {}", model_path.string());
+  if (dist) file.extra["data_parallel"] = {{"world_size", dist->world_size()}, {"launcher", dist->launch().launcher}};
+  if (main) {
+    save_model_file(model_path.string(), file);
+    spdlog::info("model written to {}", model_path.string());
+  }
   return summary;
 }
 

@@ -94,7 +94,7 @@ TEST(DetectFasterRCNN, ParameterNamesFollowTorchvision) {
   // Frozen BatchNorm: no trainable affine, eval mode even in a training model.
   model->train();
   for (const auto& m : model->backbone()->modules())
-    if (auto bn = std::dynamic_pointer_cast<torch::nn::BatchNorm2dImpl>(m)) {
+    if (auto bn = std::dynamic_pointer_cast<cspn::BatchNormImpl>(m)) {
       EXPECT_FALSE(bn->is_training());
       EXPECT_FALSE(bn->weight.requires_grad());
     }

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <thread>
 
 #include "common.hpp"
@@ -363,4 +364,22 @@ TEST(Train, RefusesToOverwriteARun) {
   std::string text;
   in >> text;
   EXPECT_EQ(text, "precious");
+}
+
+TEST(GradScaler, UnscalesSkipsOverflowsAndAdaptsTheScale) {
+  GradScaler scaler(1024.0, /*growth_interval=*/2);
+  const auto p = torch::zeros({3}, torch::requires_grad());
+  scaler.scale((p * torch::tensor({1.0f, 2.0f, 3.0f})).sum()).backward();
+  EXPECT_TRUE(torch::allclose(p.grad(), torch::tensor({1024.0f, 2048.0f, 3072.0f})));
+  EXPECT_TRUE(scaler.unscale({p}));
+  EXPECT_TRUE(torch::allclose(p.grad(), torch::tensor({1.0f, 2.0f, 3.0f})));
+  EXPECT_EQ(scaler.value(), 1024.0);
+  EXPECT_TRUE(scaler.unscale({p}));  // a second clean step in a row: the scale grows
+  EXPECT_EQ(scaler.value(), 2048.0);
+  p.mutable_grad()[1] = std::numeric_limits<float>::infinity();
+  EXPECT_FALSE(scaler.unscale({p}));  // overflow: skip the step, halve the scale
+  EXPECT_EQ(scaler.value(), 1024.0);
+  p.mutable_grad().fill_(std::nanf(""));
+  EXPECT_FALSE(scaler.unscale({p}));
+  EXPECT_EQ(scaler.value(), 512.0);
 }

@@ -21,6 +21,7 @@
 #include "cspn/config.hpp"
 #include "cspn/detect/box_coder.hpp"
 #include "cspn/model/backbone.hpp"
+#include "cspn/model/batch_norm.hpp"
 
 namespace cspn {
 
@@ -88,7 +89,7 @@ class FasterRCNNImpl : public torch::nn::Module {
   detect::BoxCoder rpn_coder_, box_coder_;
 
   std::shared_ptr<BackboneImpl> backbone_;  // built to stride 16
-  std::vector<torch::nn::BatchNorm2d> frozen_bn_;
+  std::vector<BatchNorm> frozen_bn_;
 
   torch::nn::Conv2d rpn_conv_{nullptr}, rpn_cls_{nullptr}, rpn_bbox_{nullptr};
   torch::nn::Linear fc6_{nullptr}, fc7_{nullptr}, cls_score_{nullptr}, bbox_pred_{nullptr};

@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include "cspn/model/backbone.hpp"
+#include "cspn/model/batch_norm.hpp"
 
 namespace cspn {
 
@@ -20,7 +21,7 @@ class BasicBlockImpl : public torch::nn::Module {
 
  private:
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
-  torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr};
+  BatchNorm bn1{nullptr}, bn2{nullptr};
   torch::nn::Sequential downsample{nullptr};
 };
 TORCH_MODULE(BasicBlock);
@@ -37,7 +38,7 @@ class BottleneckImpl : public torch::nn::Module {
 
  private:
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
-  torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
+  BatchNorm bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
   torch::nn::Sequential downsample{nullptr};
 };
 TORCH_MODULE(Bottleneck);
@@ -68,7 +69,7 @@ class ResNetImpl : public BackboneImpl {
  private:
   int depth_;
   torch::nn::Conv2d conv1{nullptr};
-  torch::nn::BatchNorm2d bn1{nullptr};
+  BatchNorm bn1{nullptr};
   std::vector<torch::nn::Sequential> layers_;  // registered as layer1..layer4
   torch::nn::Linear fc{nullptr};
 };

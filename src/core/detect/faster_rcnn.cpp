@@ -57,7 +57,7 @@ FasterRCNNImpl::FasterRCNNImpl(const DetectorModelConfig& cfg, int num_classes)
   // statistics included. A classifier serving as box head always learns.
   const auto learns = [&](const std::string& key) { return backbone_->part_of(key) >= 5 - cfg_.trainable_layers; };
   for (const auto& m : backbone_->named_modules()) {
-    auto bn = std::dynamic_pointer_cast<torch::nn::BatchNorm2dImpl>(m.value());
+    auto bn = std::dynamic_pointer_cast<BatchNormImpl>(m.value());
     if (!bn || (!cfg_.freeze_bn && learns(m.key()))) continue;
     for (auto& p : bn->parameters()) p.requires_grad_(false);
     bn->eval();

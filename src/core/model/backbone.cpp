@@ -1,4 +1,5 @@
 #include "cspn/model/backbone.hpp"
+#include "cspn/model/batch_norm.hpp"
 #include "cspn/util.hpp"
 
 #include <algorithm>
@@ -64,7 +65,7 @@ void init_conv_bn(torch::nn::Module& module) {
     if (auto* c = m->as<torch::nn::Conv2d>()) {
       torch::nn::init::kaiming_normal_(c->weight, /*a=*/0, torch::kFanOut, torch::kReLU);
       if (c->bias.defined()) torch::nn::init::zeros_(c->bias);
-    } else if (auto* bn = m->as<torch::nn::BatchNorm2d>()) {
+    } else if (auto* bn = m->as<BatchNorm>()) {
       torch::nn::init::ones_(bn->weight);
       torch::nn::init::zeros_(bn->bias);
     }

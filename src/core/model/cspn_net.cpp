@@ -20,7 +20,7 @@ constexpr int kStageOneStride = 4;  // stage 1 answers on the finest pyramid lev
 // conv k x k (stride) -> BN (-> ReLU): keys "0.weight", "1.weight", "1.running_mean", ...
 nn::Sequential conv_bn(int64_t in, int64_t out, int64_t kernel, bool relu) {
   nn::Sequential s(nn::Conv2d(nn::Conv2dOptions(in, out, kernel).padding(kernel / 2).bias(false)),
-                   nn::BatchNorm2d(out));
+                   BatchNorm(out));
   if (relu) s->push_back(nn::ReLU());
   return s;
 }
@@ -149,8 +149,8 @@ CascadeStageImpl::CascadeStageImpl(int64_t channels, int64_t num_landmarks, int 
     if (previous_stride != stride)
       stem_ = register_module(
           "stem", nn::Sequential(nn::Conv2d(nn::Conv2dOptions(3, f, 3).stride(stride).padding(1).bias(false)),
-                                 nn::BatchNorm2d(f), nn::ReLU(),
-                                 nn::Conv2d(nn::Conv2dOptions(f, f, 3).padding(1).bias(false)), nn::BatchNorm2d(f),
+                                 BatchNorm(f), nn::ReLU(),
+                                 nn::Conv2d(nn::Conv2dOptions(f, f, 3).padding(1).bias(false)), BatchNorm(f),
                                  nn::ReLU()));
     if (previous_stride < 4)
       fine_cross_ = register_module("fine_cross", conv_bn(fine_channels(channels, previous_stride), f, 1,

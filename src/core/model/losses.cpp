@@ -59,17 +59,17 @@ torch::Tensor landmark_l2(const torch::Tensor& pred, const torch::Tensor& target
 }
 
 torch::Tensor heatmap_l2(const torch::Tensor& pred, const torch::Tensor& target,
-                         const torch::Tensor& weight) {
+                         const torch::Tensor& weight, const torch::Tensor& present) {
   check_heatmaps(pred, target, "heatmap_l2");
   check_weight(pred, weight, "heatmap_l2");
   const auto loss = landmark_l2(pred, target);                        // [B,K]
   const auto w = weight.to(loss.dtype()).clamp_min(0);                // absent: 0
-  const auto present = (weight > 0).sum().clamp_min(1).to(loss.dtype());
-  return (loss * w).sum() / present;
+  const auto count = present.defined() ? present : (weight > 0).sum();
+  return (loss * w).sum() / count.clamp_min(1).to(loss.dtype());
 }
 
 torch::Tensor ohkm_l2(const torch::Tensor& pred, const torch::Tensor& target,
-                      const torch::Tensor& weight, int top_k) {
+                      const torch::Tensor& weight, int top_k, const torch::Tensor& samples) {
   check_heatmaps(pred, target, "ohkm_l2");
   check_weight(pred, weight, "ohkm_l2");
   if (top_k < 1) throw std::invalid_argument("ohkm_l2: top_k must be >= 1, got " + std::to_string(top_k));
@@ -83,11 +83,13 @@ torch::Tensor ohkm_l2(const torch::Tensor& pred, const torch::Tensor& target,
   const auto chosen = present.gather(1, idx);                                          // [B,k]
   const auto count = chosen.sum(1);                                                    // [B]
   const auto per_sample = (loss.gather(1, idx) * chosen).sum(1) / count.clamp_min(1);  // [B]
-  return per_sample.sum() / (count > 0).sum().clamp_min(1).to(loss.dtype());
+  const auto divisor = samples.defined() ? samples : (count > 0).sum();
+  return per_sample.sum() / divisor.clamp_min(1).to(loss.dtype());
 }
 
 LossParts cspn_loss(const CSPNOutput& out, const std::vector<torch::Tensor>& targets, const torch::Tensor& weight,
-                    const LossConfig& cfg, double sigma) {
+                    const LossConfig& cfg, double sigma,
+                    const std::function<torch::Tensor(const torch::Tensor&)>& mean_across) {
   if (out.stages.empty()) throw std::invalid_argument("cspn_loss: the output has no stages");
   if (targets.empty()) throw std::invalid_argument("cspn_loss: no targets");
   const auto n = static_cast<int64_t>(out.stages.size());
@@ -107,17 +109,26 @@ LossParts cspn_loss(const CSPNOutput& out, const std::vector<torch::Tensor>& tar
       it = widened.emplace(std::make_pair(i, steps), widen_targets(targets[i], sigma, cfg.coarse_to_fine * steps)).first;
     return it->second;
   };
+  // The divisors of eq. 1 and eq. 2 depend on the weights alone: present landmarks, and samples
+  // with at least one (as many as have a top-k landmark).
+  torch::Tensor present, samples;
+  if (mean_across) {
+    const auto present_now = (weight > 0);
+    const auto counts = mean_across(torch::stack({present_now.sum(), present_now.any(1).sum()}).to(torch::kFloat));
+    present = counts[0];
+    samples = counts[1];
+  }
   LossParts parts;
   torch::Tensor global = torch::zeros({}, targets[0].options());
   for (size_t l = 0; l < out.global.size(); ++l)
-    global = global + heatmap_l2(out.global[l], target_at(out.global[l], n - 1 + static_cast<int64_t>(l)), weight);
+    global = global + heatmap_l2(out.global[l], target_at(out.global[l], n - 1 + static_cast<int64_t>(l)), weight, present);
   parts.global = global.item<double>();
   parts.total = cfg.global_weight * global;
   for (int64_t s = 0; s < n; ++s) {
     // Stage 1 supervises every present landmark (eq. 1), later stages the hardest ones (eq. 2).
     const auto& pred = out.stages[s];
     const auto& t = target_at(pred, n - 1 - s);
-    const auto loss = s == 0 ? heatmap_l2(pred, t, weight) : ohkm_l2(pred, t, weight, cfg.ohkm_topk);
+    const auto loss = s == 0 ? heatmap_l2(pred, t, weight, present) : ohkm_l2(pred, t, weight, cfg.ohkm_topk, samples);
     parts.stages.push_back(loss.item<double>());
     parts.total = parts.total + loss;
   }

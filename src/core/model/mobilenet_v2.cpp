@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include "cspn/model/backbone.hpp"
+#include "cspn/model/batch_norm.hpp"
 
 namespace cspn {
 namespace {
@@ -19,7 +20,7 @@ class ConvBnReLU6Impl : public nn::SequentialImpl {
   ConvBnReLU6Impl(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t groups) {
     push_back(nn::Conv2d(
         nn::Conv2dOptions(in, out, kernel).stride(stride).padding((kernel - 1) / 2).groups(groups).bias(false)));
-    push_back(nn::BatchNorm2d(out));
+    push_back(BatchNorm(out));
     push_back(nn::ReLU6());
   }
   torch::Tensor forward(torch::Tensor x) { return nn::SequentialImpl::forward(x); }
@@ -37,7 +38,7 @@ class InvertedResidualImpl : public nn::Module {
     if (expand != 1) conv->push_back(ConvBnReLU6(in, hidden, 1, 1, 1));
     conv->push_back(ConvBnReLU6(hidden, hidden, 3, stride, hidden));
     conv->push_back(nn::Conv2d(nn::Conv2dOptions(hidden, out, 1).bias(false)));
-    conv->push_back(nn::BatchNorm2d(out));
+    conv->push_back(BatchNorm(out));
     conv_ = register_module("conv", conv);
   }
   torch::Tensor forward(const torch::Tensor& x) {

@@ -19,7 +19,7 @@ nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride) {
 
 // torchvision's shortcut projection: "downsample.0" 1x1 conv (stride), "downsample.1" BN.
 nn::Sequential projection(int64_t in, int64_t out, int64_t stride) {
-  return nn::Sequential(conv(in, out, 1, stride), nn::BatchNorm2d(out));
+  return nn::Sequential(conv(in, out, 1, stride), BatchNorm(out));
 }
 
 struct DepthSpec {
@@ -44,9 +44,9 @@ const DepthSpec& depth_spec(int depth) {
 
 BasicBlockImpl::BasicBlockImpl(int64_t in_channels, int64_t out_channels, int64_t stride) {
   conv1 = register_module("conv1", conv(in_channels, out_channels, 3, stride));
-  bn1 = register_module("bn1", nn::BatchNorm2d(out_channels));
+  bn1 = register_module("bn1", BatchNorm(out_channels));
   conv2 = register_module("conv2", conv(out_channels, out_channels, 3, 1));
-  bn2 = register_module("bn2", nn::BatchNorm2d(out_channels));
+  bn2 = register_module("bn2", BatchNorm(out_channels));
   if (stride != 1 || in_channels != out_channels)
     downsample = register_module("downsample", projection(in_channels, out_channels, stride));
 }
@@ -60,11 +60,11 @@ torch::Tensor BasicBlockImpl::forward(const torch::Tensor& x) {
 BottleneckImpl::BottleneckImpl(int64_t in_channels, int64_t width, int64_t out_channels,
                                int64_t stride) {
   conv1 = register_module("conv1", conv(in_channels, width, 1, 1));
-  bn1 = register_module("bn1", nn::BatchNorm2d(width));
+  bn1 = register_module("bn1", BatchNorm(width));
   conv2 = register_module("conv2", conv(width, width, 3, stride));
-  bn2 = register_module("bn2", nn::BatchNorm2d(width));
+  bn2 = register_module("bn2", BatchNorm(width));
   conv3 = register_module("conv3", conv(width, out_channels, 1, 1));
-  bn3 = register_module("bn3", nn::BatchNorm2d(out_channels));
+  bn3 = register_module("bn3", BatchNorm(out_channels));
   if (stride != 1 || in_channels != out_channels)
     downsample = register_module("downsample", projection(in_channels, out_channels, stride));
 }
@@ -94,7 +94,7 @@ ResNetImpl::ResNetImpl(int depth, const BackboneOptions& options) : BackboneImpl
   const int64_t expansion = spec.bottleneck ? 4 : 1;
   conv1 = register_module(
       "conv1", nn::Conv2d(nn::Conv2dOptions(3, 64, 7).stride(2).padding(3).bias(false)));
-  bn1 = register_module("bn1", nn::BatchNorm2d(64));
+  bn1 = register_module("bn1", BatchNorm(64));
 
   const int num_layers = options.last_stride == 16 ? 3 : 4;
   if (options.classifier && num_layers == 3)
