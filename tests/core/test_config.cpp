@@ -85,6 +85,8 @@ TEST(Config, BoundsDuplicatesAndOddYamlAreErrorsNamingTheKey) {
   EXPECT_NE(error_in("model:\n  detector: {score_thresh: 1.5}\n").find("model.detector.score_thresh"), std::string::npos);
   EXPECT_NE(error_in("train:\n  warmup_iters: -100\n").find("train.warmup_iters"), std::string::npos);
   EXPECT_NE(error_in("test:\n  precision: float64\n").find("test.precision"), std::string::npos);
+  EXPECT_NE(error_in("train_detector:\n  precision: half\n").find("train_detector.precision"), std::string::npos);
+  EXPECT_NE(error_in("train:\n  dist_timeout_s: 0\n").find("train.dist_timeout_s"), std::string::npos);
   EXPECT_NE(error_in("model:\n  detector: {anchor_sizes: [-32, 64]}\n").find("model.detector.anchor_sizes"),
             std::string::npos);
   EXPECT_NE(error_in("model:\n  ? {a: 1}\n  : 3\n").find("not a plain name"), std::string::npos);

@@ -222,9 +222,9 @@ TEST(Distributed, TwoRanksMatchOneProcessOnTheGlobalBatch) {
 
   // The weights match those of the single process far more closely than training moved them: a
   // gradient summed instead of averaged, or one rank's alone, would be off by a whole step. Not to
-  // the bit: the synchronised batch norm sums its statistics in float64 where the single process's
-  // runs in float32, and at a fresh start the backbone's gradients are tiny residues of much
-  // cancellation (measured: relative 2.5e-3 after 4 steps; 2 threads instead of 1 give 5e-4).
+  // the bit: the synchronised batch norm combines its statistics in float64 and normalises in
+  // other steps than LibTorch's, and at a fresh start the backbone's gradients are tiny residues of
+  // much cancellation (measured: relative 2.3e-3 after 4 steps; 2 threads instead of 1: 5e-4).
   const auto ranks = load_model_file((dir / "ranks" / "model.cspn").string());
   const auto one = load_model_file((dir / "single" / "model.cspn").string());
   Config cfg;

@@ -18,24 +18,27 @@ torch::Tensor BatchNormImpl::forward(const torch::Tensor& x) {
     return torch::batch_norm(x, weight, bias, running_mean, running_var, is_training(), momentum, eps,
                              /*cudnn_enabled=*/true);
   const int64_t c = x.size(1);
-  // Sums in float64: E[x^2] - E[x]^2 in float32 loses digits where the mean is large.
-  const auto xd = x.to(torch::kDouble);
-  const auto local_count = torch::full({1}, static_cast<double>(x.numel() / c), xd.options());
-  // One collective per layer: per-channel sums and sums of squares, and the element count.
-  const auto totals = sum_across(torch::cat({xd.sum({0, 2, 3}), xd.pow(2).sum({0, 2, 3}), local_count}));
+  const auto xf = x.to(torch::kFloat);
+  // Per process: mean and variance in one pass (Welford: no cancellation), then per channel in
+  // float64 the count-weighted sums that one collective adds up over the processes.
+  const auto [var_here, mean_here] = torch::var_mean(xf, {0, 2, 3}, /*unbiased=*/false);
+  const double n = static_cast<double>(x.numel() / c);
+  const auto m = mean_here.to(torch::kDouble);
+  const auto totals = sum_across(torch::cat({m * n, (var_here.to(torch::kDouble) + m * m) * n, torch::full({1}, n, m.options())}));
   const auto count = totals.narrow(0, 2 * c, 1);
   const auto mean = totals.narrow(0, 0, c) / count;
-  const auto var = (totals.narrow(0, c, c) / count - mean.pow(2)).clamp_min(0);  // biased, for normalising
+  const auto var = (totals.narrow(0, c, c) / count - mean * mean).clamp_min(0);  // biased, for normalising
   {
     torch::NoGradGuard no_grad;
-    const auto n = count.item<double>();
-    running_mean.mul_(1 - momentum).add_(mean.detach().to(running_mean.scalar_type()) * momentum);
-    running_var.mul_(1 - momentum).add_(var.detach().to(running_var.scalar_type()) * (momentum * n / std::max(n - 1, 1.0)));  // unbiased
+    const auto total = count.item<double>();
+    running_mean.mul_(1 - momentum).add_(mean.to(running_mean.scalar_type()) * momentum);
+    running_var.mul_(1 - momentum).add_(var.to(running_var.scalar_type()) * (momentum * total / std::max(total - 1, 1.0)));  // unbiased
   }
+  // y = x * scale + shift, per channel: one pass over the maps.
+  const auto scale = weight.to(torch::kDouble) * torch::rsqrt(var + eps);
+  const auto shift = bias.to(torch::kDouble) - mean * scale;
   const std::vector<int64_t> shape{1, c, 1, 1};
-  const auto xf = x.to(torch::kFloat);
-  const auto scale = torch::rsqrt(var + eps).to(torch::kFloat).view(shape);
-  return ((xf - mean.to(torch::kFloat).view(shape)) * scale * weight.view(shape) + bias.view(shape)).to(x.scalar_type());
+  return torch::addcmul(shift.to(torch::kFloat).view(shape), xf, scale.to(torch::kFloat).view(shape)).to(x.scalar_type());
 }
 
 void BatchNormImpl::pretty_print(std::ostream& stream) const {
