@@ -307,7 +307,9 @@ int main(int argc, char** argv) {
   synth->add_option("--width", synth_opt.width, "image width")->check(CLI::Range(64, 4096));
   synth->add_option("--height", synth_opt.height, "image height")->check(CLI::Range(64, 4096));
 
-  auto* train_cmd = app.add_subcommand("train", "train a model");
+  auto* train_cmd = app.add_subcommand(
+      "train", "train a model (one rank of a data-parallel run where torchrun's RANK, WORLD_SIZE, ... or "
+               "Slurm's SLURM_PROCID, SLURM_NTASKS, ... are set)");
   std::string config, data, format = "auto";
   std::vector<std::string> sets;
   TrainOptions train_opt;
