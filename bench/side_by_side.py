@@ -159,19 +159,23 @@ def part_torch_cspn(args):
     net.train()
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
     x = torch.randn(batch, 3, h, w)
-    target = torch.rand(batch, net.stage1.head.out_channels, h // 4, w // 4)
+    targets = {}  # one per heatmap size: the later stages answer on finer maps
+
+    def target(maps):
+        return targets.setdefault(tuple(maps.shape[2:]), torch.rand(*maps.shape))
 
     def step():
         optimizer.zero_grad()
         features = net.features(x)
         encoder, decoder, heatmaps = net.stage1(features)
         pyramid = cspn_torch.top_down(encoder)
-        loss = F.mse_loss(heatmaps, target)
+        loss = F.mse_loss(heatmaps, target(heatmaps))
         for head, p in zip(net.stage1.global_head, pyramid):
-            loss = loss + F.mse_loss(cspn_torch.resize_to(head(p), heatmaps), target)
+            loss = loss + F.mse_loss(cspn_torch.resize_to(head(p), heatmaps), target(heatmaps))
+        stem = fine = None
         for s in range(2, net.stages + 1):
-            encoder, decoder, heatmaps = getattr(net, f"stage{s}")(encoder, decoder, heatmaps)
-            per_landmark = ((heatmaps - target) ** 2).mean(dim=(2, 3))
+            encoder, decoder, heatmaps, stem, fine = getattr(net, f"stage{s}")(x, encoder, decoder, heatmaps, stem, fine)
+            per_landmark = ((heatmaps - target(heatmaps)) ** 2).mean(dim=(2, 3))
             loss = loss + per_landmark.topk(min(4, per_landmark.shape[1]), dim=1).values.mean()
         loss.backward()
         optimizer.step()
