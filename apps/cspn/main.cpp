@@ -439,7 +439,7 @@ int main(int argc, char** argv) {
   if (*serve) stop_signals = block_stop_signals();  // before LibTorch starts its threads
   try {
     use_threads(0);
-    keep_freed_memory();
+    keep_freed_memory(/*heap_only=*/*eval || *predict || *serve);  // inference: the same sizes again and again
     if (*synth) return run_synth(synth_out, synth_opt, synth_schema);
     if (*train_cmd) {
       train_opt.progress = !quiet;
