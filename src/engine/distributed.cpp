@@ -214,7 +214,7 @@ struct Distributed::Impl {
 };
 
 Distributed::Distributed(const LaunchInfo& launch, double timeout_s, torch::Device device)
-    : launch_(launch), timeout_s_(timeout_s), impl_(std::make_unique<Impl>()) {
+    : launch_(launch), impl_(std::make_unique<Impl>()) {
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
   const std::string where = launch.master_addr + ":" + std::to_string(launch.master_port);
   const bool server = launch.rank == 0 && !launch.agent_store;

@@ -93,7 +93,6 @@ class Distributed {
  private:
   struct Impl;
   LaunchInfo launch_;
-  double timeout_s_;
   std::unique_ptr<Impl> impl_;
 };
 
