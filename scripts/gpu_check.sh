@@ -1,34 +1,176 @@
 #!/usr/bin/env bash
-# CUDA build and GPU checks, for a machine with PyTorch's CUDA LibTorch, nvcc and CMake but no
-# Debian development packages. Builds the tensor core (no OpenCV) against that LibTorch, runs the
-# core tests (the CUDA-vs-CPU ones included) and the landmark-network benchmark on the GPU.
-#   CSPN_DEPS_DIR  sources of yaml-cpp and googletest and nlohmann's headers (default ./gpu-deps,
-#                  made by `scripts/gpu_check.sh --prepare` on a Debian machine)
-#   OUT            where the results go (default ./gpu-out)
+# The whole cspn command on a machine that has PyTorch's (CUDA) LibTorch, a compiler and CMake but
+# no Debian development packages: no OpenCV, libjpeg, yaml-cpp, spdlog, ... headers.
+#   scripts/gpu_check.sh --prepare  on a Debian 12 machine: gathers the sources of everything the
+#                                   build needs from Debian's source packages into CSPN_DEPS_DIR
+#                                   (about 40 MB; it travels with the working tree)
+#   scripts/gpu_check.sh --build    builds those (zlib, libpng, libjpeg-turbo, OpenCV's core,
+#                                   imgproc and imgcodecs) into BUILD_DIR/deps, then cspn against them
+#   scripts/gpu_check.sh            --build, then the checks on the GPU; results in OUT
+# Environment: CSPN_DEPS_DIR (default ./gpu-deps), BUILD_DIR (build-gpu), OUT (gpu-out),
+#   PYTHON (python3: its torch gives LibTorch's CMake prefix), JOBS (all cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-deps=${CSPN_DEPS_DIR:-$PWD/gpu-deps}
-if [ "${1:-}" = "--prepare" ]; then
-  # Debian machine: gather the dependency sources so they can travel with the tree.
+deps=$(realpath -m "${CSPN_DEPS_DIR:-gpu-deps}")
+build=$(realpath -m "${BUILD_DIR:-build-gpu}")
+out=$(realpath -m "${OUT:-gpu-out}")
+python=${PYTHON:-python3}
+jobs=${JOBS:-$(nproc)}
+mode=${1:-check}
+
+prepare() {
+  local tmp
   tmp=$(mktemp -d)
   echo "Types: deb-src
 URIs: http://deb.debian.org/debian
 Suites: bookworm
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg" >/etc/apt/sources.list.d/cspn-src.sources
-  apt-get update -qq && (cd "$tmp" && apt-get source --download-only yaml-cpp >/dev/null)
+  apt-get update -qq
+  (cd "$tmp" && apt-get source --download-only yaml-cpp zlib libpng1.6 libjpeg-turbo opencv cpp-httplib >/dev/null)
   rm /etc/apt/sources.list.d/cspn-src.sources
   rm -rf "$deps" && mkdir -p "$deps/include"
-  tar -C "$deps" -xf "$tmp"/yaml-cpp_*.orig.tar.xz && mv "$deps"/yaml-cpp-* "$deps/yaml-cpp"
-  cp -r /usr/include/nlohmann "$deps/include/" && cp -r /usr/src/googletest "$deps/googletest"
-  exit 0
-fi
-out=${OUT:-$PWD/gpu-out}
-mkdir -p "$out"
-prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
-python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0))' | tee "$out/device.txt"
-cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_POLICY_VERSION_MINIMUM=3.5 -DCSPN_WITH_OPENCV=OFF -DCSPN_DEPS_DIR="$deps" \
-  -DCMAKE_PREFIX_PATH="$prefix" >"$out/cmake.log" 2>&1 || { tail -40 "$out/cmake.log"; exit 1; }
-cmake --build build-gpu -j "$(nproc)" --target cspn_core_tests cspn_bench >"$out/build.log" 2>&1 || { grep -m20 -E "error|Error" "$out/build.log"; exit 1; }
-./build-gpu/cspn_core_tests --gtest_brief=1 2>&1 | tee "$out/tests.txt" | tail -30
-./build-gpu/cspn_bench --device cuda --iters 10 --json "$out/bench_cuda.json" | tee "$out/bench_cuda.txt"
+  local name
+  for name in yaml-cpp zlib libpng libjpeg-turbo; do
+    tar -C "$deps" -xf "$tmp"/"${name/libpng/libpng1.6}"_*.orig.tar.*
+    mv "$deps/$name"-* "$deps/$name"
+  done
+  # OpenCV: its build system and the three modules cspn uses, without their tests and bindings.
+  tar -C "$tmp" -xf "$tmp"/opencv_*+dfsg.orig.tar.xz
+  mkdir -p "$deps/opencv/modules" "$deps/opencv/doc" "$deps/opencv/data" "$deps/opencv/platforms"
+  cp -r "$tmp"/opencv-*/{CMakeLists.txt,LICENSE,cmake,include} "$deps/opencv/"
+  cp -r "$tmp"/opencv-*/platforms/scripts "$deps/opencv/platforms/"  # installed by its CMake
+  cp "$tmp"/opencv-*/doc/CMakeLists.txt "$deps/opencv/doc/"
+  cp "$tmp"/opencv-*/data/CMakeLists.txt "$deps/opencv/data/"
+  for name in core imgproc imgcodecs; do
+    cp -r "$tmp"/opencv-*/modules/$name "$deps/opencv/modules/"
+    rm -rf "$deps/opencv/modules/$name"/{test,perf,misc,doc,samples}
+  done
+  tar -C "$tmp" -xf "$tmp"/cpp-httplib_*.orig.tar.xz
+  cp "$tmp"/*cpp-httplib*/httplib.h "$deps/include/"  # the header-only library (Debian's is split)
+  cp -r /usr/include/{nlohmann,CLI,spdlog,fmt} "$deps/include/"
+  cp -r /usr/src/googletest "$deps/googletest"
+  rm -rf "$tmp"
+  du -sh "$deps"
+}
+
+# One dependency: configure, build and install into $prefix (static libraries only).
+build_dep() {
+  local name=$1
+  shift
+  echo "building $name"
+  cmake -S "$deps/$name" -B "$build/deps-build/$name" -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$prefix" \
+    -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_INSTALL_LIBDIR=lib -DCMAKE_POLICY_VERSION_MINIMUM=3.5 \
+    -DCMAKE_POSITION_INDEPENDENT_CODE=ON -DBUILD_SHARED_LIBS=OFF "$@" >"$build/deps-build/$name.log" 2>&1 &&
+    cmake --build "$build/deps-build/$name" -j "$jobs" >>"$build/deps-build/$name.log" 2>&1 &&
+    cmake --install "$build/deps-build/$name" >>"$build/deps-build/$name.log" 2>&1 ||
+    { tail -30 "$build/deps-build/$name.log"; echo "building $name failed: $build/deps-build/$name.log" >&2; exit 1; }
+}
+
+build_all() {
+  [ -d "$deps/opencv" ] || { echo "no dependency sources in $deps: run scripts/gpu_check.sh --prepare on a Debian machine" >&2; exit 1; }
+  prefix=$build/deps
+  mkdir -p "$build/deps-build"
+  if [ ! -f "$prefix/.complete" ]; then
+    echo "building zlib"  # with its own configure: its CMake build needs files Debian's source lacks
+    rm -rf "$build/deps-build/zlib" && cp -r "$deps/zlib" "$build/deps-build/zlib"
+    (cd "$build/deps-build/zlib" && CFLAGS="-O2 -fPIC" ./configure --static --prefix="$prefix" && make -j "$jobs" &&
+      make install) >"$build/deps-build/zlib.log" 2>&1 || { tail -30 "$build/deps-build/zlib.log"; exit 1; }
+    build_dep libpng -DPNG_SHARED=OFF -DPNG_TESTS=OFF -DPNG_EXECUTABLES=OFF
+    # SIMD where nasm is installed; its install folders are relative to the build folder otherwise.
+    build_dep libjpeg-turbo -DENABLE_SHARED=OFF -DWITH_TURBOJPEG=OFF -DCMAKE_INSTALL_LIBDIR="$prefix/lib"
+    build_dep opencv -DBUILD_LIST=core,imgproc,imgcodecs -DBUILD_ZLIB=OFF -DBUILD_PNG=OFF -DBUILD_JPEG=OFF \
+      -DWITH_PNG=ON -DWITH_JPEG=ON -DWITH_TIFF=OFF -DWITH_WEBP=OFF -DWITH_OPENJPEG=OFF -DWITH_JASPER=OFF \
+      -DWITH_OPENEXR=OFF -DWITH_IPP=OFF -DWITH_ITT=OFF -DWITH_OPENCL=OFF -DWITH_CUDA=OFF -DWITH_EIGEN=OFF \
+      -DWITH_LAPACK=OFF -DWITH_PROTOBUF=OFF -DWITH_ADE=OFF -DWITH_QUIRC=OFF -DWITH_TBB=OFF -DWITH_OPENMP=OFF \
+      -DWITH_GTK=OFF -DWITH_QT=OFF -DWITH_FFMPEG=OFF -DWITH_GSTREAMER=OFF -DWITH_V4L=OFF -DWITH_1394=OFF \
+      -DWITH_VA=OFF -DWITH_VA_INTEL=OFF -DBUILD_TESTS=OFF -DBUILD_PERF_TESTS=OFF -DBUILD_opencv_apps=OFF \
+      -DBUILD_DOCS=OFF -DBUILD_JAVA=OFF -DBUILD_opencv_python3=OFF -DOPENCV_GENERATE_PKGCONFIG=OFF \
+      -DCPU_DISPATCH=AVX2
+    touch "$prefix/.complete"
+  fi
+  local torch_prefix nccl
+  torch_prefix=$("$python" -c 'import torch; print(torch.utils.cmake_prefix_path)')
+  # NCCL's header comes with pip's nvidia-nccl wheel, not with torch.
+  nccl=$("$python" -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "include"))' 2>/dev/null || true)
+  cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_POLICY_VERSION_MINIMUM=3.5 -DCSPN_DEPS_DIR="$deps" \
+    -DCMAKE_PREFIX_PATH="$prefix;$torch_prefix" ${nccl:+-DNCCL_INCLUDE_DIR="$nccl"} >"$build/cmake.log" 2>&1 ||
+    { tail -40 "$build/cmake.log"; exit 1; }
+  grep -E "warning|Warning" -A2 "$build/cmake.log" | head -20 || true
+  cmake --build "$build" -j "$jobs" >"$build/build.log" 2>&1 ||
+    { grep -m20 -E "error|Error" "$build/build.log"; exit 1; }
+  echo "built $build/cspn"
+}
+
+# The GPU checks, each logged to $out; a failing step is reported and the next one still runs.
+step() {
+  local name=$1
+  shift
+  echo "== $name: $*"
+  local start=$SECONDS
+  if "$@" >"$out/$name.log" 2>&1; then
+    echo "   ok in $((SECONDS - start)) s; $(tail -n 2 "$out/$name.log" | tr '\n' ' ' | cut -c1-300)"
+  else
+    echo "   FAILED (exit $?) in $((SECONDS - start)) s:"
+    tail -n 15 "$out/$name.log"
+  fi
+}
+
+checks() {
+  mkdir -p "$out"
+  local cspn=$build/cspn work=$build/check
+  rm -rf "$work" && mkdir -p "$work"
+  "$python" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0), torch.cuda.device_count(), "GPUs")' | tee "$out/device.txt"
+  step synth "$cspn" synth --out "$work/scenes" --scenes --count 1500 --seed 1
+  step data_pipeline "$cspn" bench --parts data --data "$work/scenes" --json "$out/data_pipeline.json"
+  # Both halves on the GPU, one minute each, in float32 and with autocast.
+  local precision
+  for precision in float32 bfloat16 float16; do
+    step "train_$precision" "$cspn" train --config configs/scenes.yaml --data "$work/scenes" --out "$work/run_$precision" \
+      --device cuda --set train.time_limit_minutes=1 --set train_detector.time_limit_minutes=1 \
+      --set train.precision=$precision --set train_detector.precision=$precision --quiet
+    cp "$work/run_$precision/log.jsonl" "$out/train_$precision.jsonl" 2>/dev/null || true
+  done
+  # NCCL: one rank per GPU under torchrun (PyTorch >= 2 spells the flags with dashes).
+  step "train_nccl" "$python" -m torch.distributed.run --no-python --nproc-per-node "$("$python" -c 'import torch; print(torch.cuda.device_count())')" \
+    "$cspn" train --config configs/scenes.yaml --data "$work/scenes" --out "$work/run_nccl" --device cuda \
+    --set train.time_limit_minutes=0.5 --set model.detector.enabled=false --quiet
+  cp "$work/run_nccl/log.jsonl" "$out/train_nccl.jsonl" 2>/dev/null || true
+  # Killed mid-way (after the first epoch's checkpoint), then resumed on the GPU.
+  local landmarks_only=(--config configs/scenes.yaml --data "$work/scenes" --out "$work/run_resume" --device cuda
+    --set model.detector.enabled=false --set train.time_limit_minutes=1 --quiet)
+  step train_killed timeout -s KILL 40 "$cspn" train "${landmarks_only[@]}"
+  step train_resumed "$cspn" train "${landmarks_only[@]}" --resume
+  local model=$work/run_float32/model.cspn
+  step eval_cuda "$cspn" eval --model "$model" --data "$work/scenes" --device cuda --json "$out/eval_cuda.json" --quiet
+  step eval_cpu "$cspn" eval --model "$model" --data "$work/scenes" --device cpu --json "$out/eval_cpu.json" --quiet
+  step eval_cuda_detector "$cspn" eval --model "$model" --data "$work/scenes" --device cuda --boxes detector \
+    --json "$out/eval_cuda_detector.json"
+  step predict_cuda "$cspn" predict --model "$model" "$work/scenes/img" --out "$work/predictions" --device cuda --quiet
+  step bench_pipeline "$cspn" bench --parts pipeline --device cuda --model "$model" --json "$out/bench_pipeline.json"
+  step bench_landmarks "$build/cspn_bench" --device cuda --iters 10 --json "$out/bench_cuda.json"
+  step core_tests "$build/cspn_core_tests" --gtest_brief=1
+  # Training examples/s per phase and precision (the median over the logged steps), and the NE.
+  "$python" - "$out" <<'PY' | tee "$out/summary.txt"
+import json, pathlib, statistics, sys
+out = pathlib.Path(sys.argv[1])
+for log in sorted(out.glob("train_*.jsonl")):
+    rates = {}
+    for line in log.read_text().splitlines():
+        r = json.loads(line)
+        if r.get("type") == "train":
+            rates.setdefault(r["phase"], []).append(r["examples_per_s"])
+    print(log.stem, {phase: round(statistics.median(v), 1) for phase, v in rates.items()})
+for name in ("eval_cuda", "eval_cpu", "eval_cuda_detector"):
+    f = out / (name + ".json")
+    if f.exists():
+        print(name, "ne_image", json.loads(f.read_text())["ne_image"]["avg"])
+PY
+}
+
+case "$mode" in
+  --prepare) prepare ;;
+  --build) build_all ;;
+  check) build_all && checks ;;
+  *) echo "unknown option '$mode' (--prepare | --build | nothing)" >&2; exit 2 ;;
+esac

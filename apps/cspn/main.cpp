@@ -111,9 +111,10 @@ int run_train(const std::string& config, const std::vector<std::string>& sets, c
   opt.data_info = {{"path", fs::absolute(data).string()}, {"format", format}, {"train_images", train_set.samples.size()},
                    {"val_images", val_set.samples.size()}, {"holdout", cfg.data.holdout},
                    {"skipped", skipped["count"]}};
-  // One rank of a data-parallel launch (torchrun, srun), or a process of its own.
+  // One rank of a data-parallel launch (torchrun, srun), or a process of its own. Under torchrun a
+  // single rank gets its process group too, as PyTorch's scripts do.
   const LaunchInfo launch = launch_info_from_environment();
-  if (launch.world_size > 1) {
+  if (launch.world_size > 1 || launch.launcher == "torchrun") {
     spdlog::set_pattern(fmt::format("[%H:%M:%S rank {}] %v", launch.rank));
     if (launch.rank != 0) spdlog::set_level(spdlog::level::warn);  // rank 0 reports for all
     error_prefix() = "rank " + std::to_string(launch.rank) + ": ";

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include <c10/core/Device.h>
 #include <nlohmann/json.hpp>
 
 namespace cspn {
@@ -20,9 +21,9 @@ struct BenchOptions {
   int iters = 5;             // timed runs per case; the median is reported
 };
 
-// Median wall time in milliseconds of `iters` runs of fn after two warm-up runs; with `cuda`, each
-// run waits for the GPU.
-double median_ms(const std::function<void()>& fn, int iters, bool cuda);
+// Median wall time in milliseconds of `iters` runs of fn after two warm-up runs; on a GPU each run
+// waits for `device`.
+double median_ms(const std::function<void()>& fn, int iters, const c10::Device& device);
 
 // Path of the BLAS library mapped into this process (LibTorch's matrix products), "" if none.
 std::string blas_library();

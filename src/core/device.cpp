@@ -3,6 +3,7 @@
 #include <optional>
 #include <stdexcept>
 
+#include <ATen/Context.h>
 #include <torch/cuda.h>
 
 namespace cspn {
@@ -21,7 +22,12 @@ c10::Device parse_device(const std::string& name) {
   if (cuda && device->has_index() && device->index() >= static_cast<int>(torch::cuda::device_count()))
     throw std::invalid_argument("--device " + name + ": this machine has " + std::to_string(torch::cuda::device_count()) +
                                 " CUDA device(s), numbered from 0");
+  if (cuda) at::globalContext().setBenchmarkCuDNN(true);
   return *device;
+}
+
+void synchronize(const c10::Device& device) {
+  if (device.is_cuda()) torch::cuda::synchronize(device.has_index() ? device.index() : -1);
 }
 
 }  // namespace cspn

@@ -80,14 +80,14 @@ double percentile(std::vector<double> values, double q) {
 }
 
 // Per-image times (ms) of `fn(image)` over `passes` passes through all images, after one warm-up pass.
-std::vector<double> time_each(const std::vector<cv::Mat>& images, int passes, bool cuda,
+std::vector<double> time_each(const std::vector<cv::Mat>& images, int passes, const torch::Device& device,
                               const std::function<void(const cv::Mat&)>& fn) {
   std::vector<double> ms;
   for (int pass = -1; pass < passes; ++pass) {
     for (const auto& image : images) {
       const auto start = std::chrono::steady_clock::now();
       fn(image);
-      if (cuda) torch::cuda::synchronize();
+      synchronize(device);
       const double t = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
       if (pass >= 0) ms.push_back(t);
     }
@@ -105,7 +105,6 @@ double peak_rss_mb() {
 
 nlohmann::json bench_pipeline(const PipelineBenchOptions& opt, std::ostream& out) {
   const torch::Device device = parse_device(opt.device);
-  const bool cuda = device.is_cuda();
   ModelFile file = bench_model(opt);
   auto& d = file.config.model.detector;
   d.score_thresh = 0.0f;  // exactly `garments` boxes per image, trained or not
@@ -145,9 +144,9 @@ nlohmann::json bench_pipeline(const PipelineBenchOptions& opt, std::ostream& out
     const int input_h = static_cast<int>(std::lround(images[0].rows * scale));
     size_t garments = 0;
     for (const auto& m : images) garments += pipeline.predict({m}, options)[0].size();
-    const auto detector = time_each(images, opt.iters, cuda, [&](const cv::Mat& m) { unflipped.detector().detect({m}); });
-    const auto detector_flip = time_each(images, opt.iters, cuda, [&](const cv::Mat& m) { pipeline.detector().detect({m}); });
-    const auto whole = time_each(images, opt.iters, cuda, [&](const cv::Mat& m) { pipeline.predict({m}, options); });
+    const auto detector = time_each(images, opt.iters, device, [&](const cv::Mat& m) { unflipped.detector().detect({m}); });
+    const auto detector_flip = time_each(images, opt.iters, device, [&](const cv::Mat& m) { pipeline.detector().detect({m}); });
+    const auto whole = time_each(images, opt.iters, device, [&](const cv::Mat& m) { pipeline.predict({m}, options); });
     const double pipeline_ms = percentile(whole, 0.5);
 
     nlohmann::json throughput = nlohmann::json::array();
@@ -158,7 +157,7 @@ nlohmann::json bench_pipeline(const PipelineBenchOptions& opt, std::ostream& out
       if (b > 1) {
         std::vector<cv::Mat> batch;
         for (int i = 0; i < b; ++i) batch.push_back(images[static_cast<size_t>(i) % images.size()]);
-        per_s = b * 1000.0 / median_ms([&] { pipeline.predict(batch, options); }, opt.iters, cuda);
+        per_s = b * 1000.0 / median_ms([&] { pipeline.predict(batch, options); }, opt.iters, device);
       }
       throughput.push_back({{"batch", b}, {"images_per_s", per_s}});
       if (per_s > best) best = per_s, best_batch = b;
@@ -188,7 +187,6 @@ nlohmann::json bench_pipeline(const PipelineBenchOptions& opt, std::ostream& out
 
 nlohmann::json bench_landmark_gflops(const PipelineBenchOptions& opt, std::ostream& out) {
   const torch::Device device = parse_device(opt.device);
-  const bool cuda = device.is_cuda();
   const ModelFile file = bench_model(opt);
   LandmarkPredictor predictor = LandmarkPredictor::from_model_file(file, device);
   const auto& k = file.config.model.keypoints;
@@ -212,8 +210,8 @@ nlohmann::json bench_landmark_gflops(const PipelineBenchOptions& opt, std::ostre
     const double backbone_ms = median_ms([&] {
       c10::InferenceMode inference;
       predictor.net()->backbone->features(input);
-    }, opt.iters, cuda);
-    const double network_ms = median_ms([&] { predictor.run_network(input); }, opt.iters, cuda);
+    }, opt.iters, device);
+    const double network_ms = median_ms([&] { predictor.run_network(input); }, opt.iters, device);
     const double backbone_rate = backbone_flops / backbone_ms / 1e6, network_rate = network_flops / network_ms / 1e6;
     std::snprintf(line, sizeof line,
                   "landmark network, batch %2lld, %s: backbone %7.1f ms %6.1f GFLOP/s | whole network %7.1f ms "
@@ -249,7 +247,7 @@ nlohmann::json bench_landmark_gflops(const PipelineBenchOptions& opt, std::ostre
     optimizer.zero_grad();
     cspn_loss(net->forward(x), targets, weight, file.config.loss, k.sigma).total.backward();
     optimizer.step();
-  }, opt.iters, cuda);
+  }, opt.iters, device);
   std::snprintf(line, sizeof line, "training step, batch %lld (float32, Adam): %.1f ms, %.1f crops/s\n",
                 static_cast<long long>(batch), step_ms, batch * 1000.0 / step_ms);
   out << line << std::flush;

@@ -9,6 +9,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include "cspn/detect/ap.hpp"
+#include "cspn/device.hpp"
 #include "cspn/engine/crop.hpp"
 #include "cspn/engine/process.hpp"
 #include "cspn/io/weights.hpp"
@@ -267,10 +268,9 @@ std::vector<std::vector<GarmentPrediction>> Pipeline::predict(const std::vector<
   const auto ms_since = [](clock::time_point t) {
     return std::chrono::duration<double, std::milli>(clock::now() - t).count();
   };
-  const bool cuda = device().is_cuda();
   const auto start = clock::now();
   const auto detections = impl_->detector.detect(images);
-  if (cuda) torch::cuda::synchronize();
+  synchronize(device());
   const double detector_ms = ms_since(start);
 
   // Crops go through the landmark network in two groups at most: images with and without the flip

@@ -96,7 +96,7 @@ LaunchInfo launch_info(const Environment& env) {
       throw std::invalid_argument("environment variable MASTER_ADDR is not set (WORLD_SIZE is " +
                                   std::to_string(info.world_size) + ")");
     info.master_addr = text_or("MASTER_ADDR", info.master_addr);
-    if (info.world_size > 1) info.master_port = integer_variable(env, "MASTER_PORT", 1, 65535);
+    if (info.world_size > 1 || env("MASTER_PORT")) info.master_port = integer_variable(env, "MASTER_PORT", 1, 65535);
     info.agent_store = text_or("TORCHELASTIC_USE_AGENT_STORE", "") == "True";
     if (env("TORCHELASTIC_RESTART_COUNT"))
       info.restart = integer_variable(env, "TORCHELASTIC_RESTART_COUNT", 0, 1 << 20);
@@ -198,6 +198,7 @@ void GradientAverager::after_backward() {
 struct Distributed::Impl {
   c10::intrusive_ptr<c10d::Store> store;      // rendezvous keys and heartbeats are read here
   c10::intrusive_ptr<c10d::ProcessGroup> group;
+  torch::Device device{torch::kCPU};           // where the group's collectives take their tensors
   std::thread heartbeat;
   std::mutex mutex;
   std::condition_variable stop_cv;
@@ -215,6 +216,7 @@ struct Distributed::Impl {
 
 Distributed::Distributed(const LaunchInfo& launch, double timeout_s, torch::Device device)
     : launch_(launch), impl_(std::make_unique<Impl>()) {
+  impl_->device = device;
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
   const std::string where = launch.master_addr + ":" + std::to_string(launch.master_port);
   const bool server = launch.rank == 0 && !launch.agent_store;
@@ -303,13 +305,14 @@ Distributed::Distributed(const LaunchInfo& launch, double timeout_s, torch::Devi
 Distributed::~Distributed() = default;
 
 torch::Tensor Distributed::sum(const torch::Tensor& t) {
-  std::vector<torch::Tensor> buffer{t.detach().clone().contiguous()};
+  // On the group's device (NCCL reduces CUDA tensors only), back on t's.
+  std::vector<torch::Tensor> buffer{t.detach().to(impl_->device).clone().contiguous()};
   try {
     impl_->group->allreduce(buffer)->wait();
   } catch (...) {
     lost(std::current_exception());
   }
-  return buffer[0];
+  return buffer[0].to(t.device());
 }
 
 torch::Tensor Distributed::sum_differentiable(const torch::Tensor& t) {

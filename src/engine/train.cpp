@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <ATen/autocast_mode.h>
+#include <torch/version.h>
 #include <spdlog/spdlog.h>
 
 #include "cspn/data/synth.hpp"
@@ -97,6 +98,7 @@ Position load_checkpoint(const fs::path& path, torch::nn::Module& net, torch::op
   }
   torch::Tensor p;
   archive.read("position", p);
+  p = p.cpu();  // loaded onto the training device with the rest
   auto a = p.accessor<int64_t, 1>();
   return {static_cast<int>(a[0]), static_cast<int>(a[1]), a[2], a[3]};
 }
@@ -134,33 +136,43 @@ nlohmann::json validate(CSPNNet& net, Config cfg, const Dataset& val, torch::Dev
   return result;
 }
 
+// Turns autocast on or off for a device type. LibTorch 2.4 replaced the per-device functions
+// with ones taking the type (the old ones warn on every call there).
+void set_autocast(c10::DeviceType type, bool on, at::ScalarType dtype) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  at::autocast::set_autocast_enabled(type, on);
+  if (on) at::autocast::set_autocast_dtype(type, dtype);
+#else
+  if (type == c10::DeviceType::CUDA) {
+    at::autocast::set_enabled(on);
+    if (on) at::autocast::set_autocast_gpu_dtype(dtype);
+  } else {
+    at::autocast::set_cpu_enabled(on);
+    if (on) at::autocast::set_autocast_cpu_dtype(dtype);
+  }
+#endif
+}
+
 // Mixed precision for the forward pass and the loss (autocast), as the phase's precision says.
 class Autocast {
  public:
-  Autocast(const std::string& precision, torch::Device device) : cuda_(device.is_cuda()) {
+  Autocast(const std::string& precision, torch::Device device) : type_(device.type()) {
     if (precision == "float32") return;
-    const auto dtype = precision == "bfloat16" ? at::kBFloat16 : at::kHalf;
-    if (cuda_) {
-      at::autocast::set_enabled(true);
-      at::autocast::set_autocast_gpu_dtype(dtype);
-    } else {
-      at::autocast::set_cpu_enabled(true);
-      at::autocast::set_autocast_cpu_dtype(dtype);
-    }
+    set_autocast(type_, true, precision == "bfloat16" ? at::kBFloat16 : at::kHalf);
     at::autocast::increment_nesting();
     on_ = true;
   }
   ~Autocast() {
     if (!on_) return;
     if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-    if (cuda_) at::autocast::set_enabled(false);
-    else at::autocast::set_cpu_enabled(false);
+    set_autocast(type_, false, at::kFloat);
   }
   Autocast(const Autocast&) = delete;
   Autocast& operator=(const Autocast&) = delete;
 
  private:
-  bool cuda_, on_ = false;
+  c10::DeviceType type_;
+  bool on_ = false;
 };
 
 // While a phase runs with train.sync_bn, its batch norms take statistics over every rank's batch.

@@ -348,17 +348,23 @@ TEST(Distributed, SynchronisedBatchNormOverTwoRanksIsOneBatchNormOverTheWholeBat
 TEST(Distributed, TorchrunLaunchesTheRanks) {
   if (test::run_process({"/usr/bin/python3", "-c", "import torch.distributed.run"}, "/dev/null", "/dev/null") != 0)
     GTEST_SKIP() << "no PyTorch for /usr/bin/python3 (Debian: python3-torch), so no torchrun";
-  const auto dir = test::scratch_dir("dist-torchrun");
-  auto command = train_command(dir / "run", {"train.iters=2"});
-  // Debian's torchrun (PyTorch 1.13 on Python 3.11) fails on its own default --redirects/--tee of 0.
-  command.insert(command.begin(), {"/usr/bin/python3", "-m", "torch.distributed.run", "--no_python", "--nproc_per_node",
-                                   "2", "--master_port", std::to_string(free_port()), "--redirects", "2", "--tee", "2",
-                                   "--log_dir", (dir / "torchrun").string()});
-  ASSERT_EQ(test::run_process(command, (dir / "out.txt").string(), (dir / "err.txt").string()), 0)
-      << test::file_bytes(dir / "err.txt");
-  const auto start = log_records(dir / "run", "start");
-  ASSERT_EQ(start.size(), 1u);
-  EXPECT_EQ(start[0]["world_size"], 2);
-  EXPECT_EQ(log_records(dir / "run", "ranks").at(0)["max_weight_difference"].get<double>(), 0.0);
-  EXPECT_TRUE(fs::exists(dir / "run" / "model.cspn"));
+  for (const int ranks : {1, 2}) {  // one rank gets a process group of its own too
+    SCOPED_TRACE(std::to_string(ranks) + " ranks");
+    const auto dir = test::scratch_dir("dist-torchrun-" + std::to_string(ranks));
+    auto command = train_command(dir / "run", {"train.iters=2"});
+    // Debian's torchrun (PyTorch 1.13 on Python 3.11) fails on its own default --redirects/--tee of 0.
+    command.insert(command.begin(), {"/usr/bin/python3", "-m", "torch.distributed.run", "--no_python", "--nproc_per_node",
+                                     std::to_string(ranks), "--master_port", std::to_string(free_port()), "--redirects",
+                                     "2", "--tee", "2", "--log_dir", (dir / "torchrun").string()});
+    ASSERT_EQ(test::run_process(command, (dir / "out.txt").string(), (dir / "err.txt").string()), 0)
+        << test::file_bytes(dir / "err.txt");
+    const auto start = log_records(dir / "run", "start");
+    ASSERT_EQ(start.size(), 1u);
+    EXPECT_EQ(start[0]["world_size"], ranks);
+    const auto compared = log_records(dir / "run", "ranks");
+    ASSERT_EQ(compared.size(), 1u);
+    EXPECT_EQ(compared[0]["world_size"], ranks);
+    EXPECT_EQ(compared[0]["max_weight_difference"].get<double>(), 0.0);
+    EXPECT_TRUE(fs::exists(dir / "run" / "model.cspn"));
+  }
 }

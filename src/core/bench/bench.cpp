@@ -15,10 +15,8 @@
 #include "cspn/model/cspn_net.hpp"
 
 namespace cspn {
-double median_ms(const std::function<void()>& fn, int iters, bool cuda) {
-  auto sync = [&] {
-    if (cuda) torch::cuda::synchronize();
-  };
+double median_ms(const std::function<void()>& fn, int iters, const c10::Device& device) {
+  auto sync = [&] { synchronize(device); };
   for (int i = 0; i < 2; ++i) fn();
   sync();
   std::vector<double> times;
@@ -101,8 +99,8 @@ nlohmann::json run_bench(const BenchOptions& opt, std::ostream& out) {
       for (int batch : opt.batches) {
         const auto x =
             torch::randn({batch, 3, h, w}, torch::TensorOptions().device(device)).contiguous(torch::MemoryFormat::ChannelsLast);
-        const double full = median_ms([&] { net->forward(x); }, opt.iters, device.is_cuda());
-        const double bare = median_ms([&] { net->backbone->features(x); }, opt.iters, device.is_cuda());
+        const double full = median_ms([&] { net->forward(x); }, opt.iters, device);
+        const double bare = median_ms([&] { net->backbone->features(x); }, opt.iters, device);
         std::snprintf(line, sizeof line, "%-10s %6d %6d %12.1f %12.2f %10.1f %16.2f\n", backbone.c_str(), stages, batch,
                       full, full / batch, 1000.0 * batch / full, bare / batch);
         out << line << std::flush;

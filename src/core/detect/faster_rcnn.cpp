@@ -123,7 +123,8 @@ FasterRCNNImpl::RpnOutput FasterRCNNImpl::rpn(const torch::Tensor& feat) {
   auto objectness = rpn_cls_->forward(t).permute({0, 2, 3, 1}).reshape({B, -1});
   auto deltas =
       rpn_bbox_->forward(t).view({B, A, 4, h, w}).permute({0, 3, 4, 1, 2}).reshape({B, -1, 4});
-  auto anchors = anchors_.grid_anchors(h, w, kStride, kStride, feat.options());
+  // Boxes stay float32 under autocast: in float16 a 256-pixel anchor's area (65536) overflows.
+  auto anchors = anchors_.grid_anchors(h, w, kStride, kStride, feat.options().dtype(torch::kFloat));
   return {std::move(objectness), std::move(deltas), std::move(anchors)};
 }
 
@@ -137,7 +138,7 @@ std::vector<torch::Tensor> FasterRCNNImpl::proposals(const RpnOutput& out,
   const auto [scores, index] = out.objectness.topk(k, 1);  // [B,k]
   const auto deltas = out.deltas.gather(1, index.unsqueeze(2).expand({B, k, 4}));
   const auto anchors = out.anchors.index_select(0, index.reshape(-1));
-  const auto decoded = rpn_coder_.decode(deltas.reshape({-1, 4}), anchors).view({B, k, 4});
+  const auto decoded = rpn_coder_.decode(deltas.reshape({-1, 4}).to(torch::kFloat), anchors).view({B, k, 4});
   std::vector<torch::Tensor> result;
   result.reserve(B);
   for (int64_t b = 0; b < B; ++b) {
