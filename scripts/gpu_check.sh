@@ -6,9 +6,12 @@
 #                                   (about 40 MB; it travels with the working tree)
 #   scripts/gpu_check.sh --build    builds those (zlib, libpng, libjpeg-turbo, OpenCV's core,
 #                                   imgproc and imgcodecs) into BUILD_DIR/deps, then cspn against them
-#   scripts/gpu_check.sh            --build, then the checks on the GPU; results in OUT
+#   scripts/gpu_check.sh --checks   the checks on the GPU (after --build); results in OUT
+#   scripts/gpu_check.sh            both
 # Environment: CSPN_DEPS_DIR (default ./gpu-deps), BUILD_DIR (build-gpu), OUT (gpu-out),
-#   PYTHON (python3: its torch gives LibTorch's CMake prefix), JOBS (all cores).
+#   PYTHON (python3: its torch gives LibTorch's CMake prefix), JOBS (all cores),
+#   TARGETS (default: the command, the core tests and the benchmark; "all" for the test suites too),
+#   DEVICE (cuda; cpu for a dry run of the checks), SCENES (synthetic scenes to train on, 1500).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deps=$(realpath -m "${CSPN_DEPS_DIR:-gpu-deps}")
@@ -97,7 +100,8 @@ build_all() {
     -DCMAKE_PREFIX_PATH="$prefix;$torch_prefix" ${nccl:+-DNCCL_INCLUDE_DIR="$nccl"} >"$build/cmake.log" 2>&1 ||
     { tail -40 "$build/cmake.log"; exit 1; }
   grep -E "warning|Warning" -A2 "$build/cmake.log" | head -20 || true
-  cmake --build "$build" -j "$jobs" >"$build/build.log" 2>&1 ||
+  # shellcheck disable=SC2086
+  cmake --build "$build" -j "$jobs" --target ${TARGETS:-cspn_cli cspn_core_tests cspn_bench} >"$build/build.log" 2>&1 ||
     { grep -m20 -E "error|Error" "$build/build.log"; exit 1; }
   echo "built $build/cspn"
 }
@@ -120,35 +124,40 @@ checks() {
   mkdir -p "$out"
   local cspn=$build/cspn work=$build/check
   rm -rf "$work" && mkdir -p "$work"
-  "$python" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0), torch.cuda.device_count(), "GPUs")' | tee "$out/device.txt"
-  step synth "$cspn" synth --out "$work/scenes" --scenes --count 1500 --seed 1
-  step data_pipeline "$cspn" bench --parts data --data "$work/scenes" --json "$out/data_pipeline.json"
-  # Both halves on the GPU, one minute each, in float32 and with autocast.
+  local device=${DEVICE:-cuda}
+  "$python" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.device_count(), "GPUs",
+    torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")' | tee "$out/device.txt"
+  step synth "$cspn" synth --out "$work/scenes" --scenes --count "${SCENES:-1500}" --seed 1
+  # Crops/s of the data pipeline on the calling thread and on 8 workers, against the training runs'
+  # examples/s below (which use 8 workers).
+  step data_pipeline "$cspn" bench --parts data --data "$work/scenes" --config configs/scenes.yaml \
+    --set data.workers=8 --json "$out/data_pipeline.json"
+  # Both halves on the GPU, half a minute each, in float32 and with autocast.
   local precision
   for precision in float32 bfloat16 float16; do
-    step "train_$precision" "$cspn" train --config configs/scenes.yaml --data "$work/scenes" --out "$work/run_$precision" \
-      --device cuda --set train.time_limit_minutes=1 --set train_detector.time_limit_minutes=1 \
+    step "train_$precision" "$cspn" train --config configs/scenes.yaml --data "$work/scenes" --out "$work/run_$precision" --set data.workers=8 \
+      --device "$device" --set train.time_limit_minutes=0.5 --set train_detector.time_limit_minutes=0.5 \
       --set train.precision=$precision --set train_detector.precision=$precision --quiet
     cp "$work/run_$precision/log.jsonl" "$out/train_$precision.jsonl" 2>/dev/null || true
   done
-  # NCCL: one rank per GPU under torchrun (PyTorch >= 2 spells the flags with dashes).
-  step "train_nccl" "$python" -m torch.distributed.run --no-python --nproc-per-node "$("$python" -c 'import torch; print(torch.cuda.device_count())')" \
-    "$cspn" train --config configs/scenes.yaml --data "$work/scenes" --out "$work/run_nccl" --device cuda \
+  # NCCL: one rank per GPU under torchrun (flags spelled as PyTorch 1.13 and 2 both take them).
+  step "train_nccl" "$python" -m torch.distributed.run --no_python --redirects 2 --tee 2 --nproc_per_node "$("$python" -c 'import torch; print(max(1, torch.cuda.device_count()))')" \
+    "$cspn" train --config configs/scenes.yaml --data "$work/scenes" --out "$work/run_nccl" --device "$device" \
     --set train.time_limit_minutes=0.5 --set model.detector.enabled=false --quiet
   cp "$work/run_nccl/log.jsonl" "$out/train_nccl.jsonl" 2>/dev/null || true
   # Killed mid-way (after the first epoch's checkpoint), then resumed on the GPU.
-  local landmarks_only=(--config configs/scenes.yaml --data "$work/scenes" --out "$work/run_resume" --device cuda
-    --set model.detector.enabled=false --set train.time_limit_minutes=1 --quiet)
-  step train_killed timeout -s KILL 40 "$cspn" train "${landmarks_only[@]}"
+  local landmarks_only=(--config configs/scenes.yaml --data "$work/scenes" --out "$work/run_resume" --device "$device"
+    --set model.detector.enabled=false --set train.time_limit_minutes=0.5 --quiet)
+  step train_killed timeout -s KILL 20 "$cspn" train "${landmarks_only[@]}"
   step train_resumed "$cspn" train "${landmarks_only[@]}" --resume
   local model=$work/run_float32/model.cspn
-  step eval_cuda "$cspn" eval --model "$model" --data "$work/scenes" --device cuda --json "$out/eval_cuda.json" --quiet
+  step eval_cuda "$cspn" eval --model "$model" --data "$work/scenes" --device "$device" --json "$out/eval_cuda.json" --quiet
   step eval_cpu "$cspn" eval --model "$model" --data "$work/scenes" --device cpu --json "$out/eval_cpu.json" --quiet
-  step eval_cuda_detector "$cspn" eval --model "$model" --data "$work/scenes" --device cuda --boxes detector \
+  step eval_cuda_detector "$cspn" eval --model "$model" --data "$work/scenes" --device "$device" --boxes detector \
     --json "$out/eval_cuda_detector.json"
-  step predict_cuda "$cspn" predict --model "$model" "$work/scenes/img" --out "$work/predictions" --device cuda --quiet
-  step bench_pipeline "$cspn" bench --parts pipeline --device cuda --model "$model" --json "$out/bench_pipeline.json"
-  step bench_landmarks "$build/cspn_bench" --device cuda --iters 10 --json "$out/bench_cuda.json"
+  step predict_cuda "$cspn" predict --model "$model" "$work/scenes/img" --out "$work/predictions" --device "$device" --quiet
+  step bench_pipeline "$cspn" bench --parts pipeline --device "$device" --model "$model" --json "$out/bench_pipeline.json"
+  step bench_landmarks "$build/cspn_bench" --device "$device" --iters 10 --json "$out/bench_cuda.json"
   step core_tests "$build/cspn_core_tests" --gtest_brief=1
   # Training examples/s per phase and precision (the median over the logged steps), and the NE.
   "$python" - "$out" <<'PY' | tee "$out/summary.txt"
@@ -171,6 +180,7 @@ PY
 case "$mode" in
   --prepare) prepare ;;
   --build) build_all ;;
+  --checks) checks ;;
   check) build_all && checks ;;
-  *) echo "unknown option '$mode' (--prepare | --build | nothing)" >&2; exit 2 ;;
+  *) echo "unknown option '$mode' (--prepare | --build | --checks | nothing)" >&2; exit 2 ;;
 esac

@@ -306,6 +306,29 @@ TEST(DetectOps, RoiPoolMatchesNaiveLoopWithGradient) {
   }
 }
 
+// Autocast hands the RoI ops bfloat16 or float16 maps; they pool in float32 (torchvision's autocast
+// rule) and answer in the map's type. The CPU's sparse product has no bfloat16 kernel: this threw.
+TEST(DetectOps, ReducedPrecisionMapsArePooledInFloat32) {
+  const int64_t B = 2, C = 4, H = 40, W = 50;
+  const auto rois = random_rois(20, B, H, W, 1.0 / 16, torch::kFloat);
+  for (const auto dtype : {torch::kBFloat16, torch::kHalf}) {
+    const auto x = torch::randn({B, C, H, W}).to(dtype).requires_grad_(true);
+    const auto widened = x.detach().to(torch::kFloat);
+    const auto a = roi_align(x, rois, {7, 7}, 1.0 / 16, 2, false);
+    EXPECT_EQ(a.scalar_type(), dtype);
+    expect_close(a.to(torch::kFloat), roi_align(widened, rois, {7, 7}, 1.0 / 16, 2, false).to(dtype).to(torch::kFloat),
+                 0.0, "roi_align reduced");
+    const auto p = roi_pool(x, rois, {7, 7}, 1.0 / 16);
+    EXPECT_EQ(p.scalar_type(), dtype);
+    expect_close(p.to(torch::kFloat), roi_pool(widened, rois, {7, 7}, 1.0 / 16).to(torch::kFloat), 0.0,
+                 "roi_pool reduced");
+    (a.sum() + p.sum()).backward();
+    ASSERT_TRUE(x.grad().defined());
+    EXPECT_EQ(x.grad().scalar_type(), dtype);
+    EXPECT_GT(x.grad().abs().sum().item<double>(), 0.0);
+  }
+}
+
 TEST(DetectOps, RoiPoolRoundsHalvesAwayFromZero) {
   // x1 = 2.5 cells rounds to 3 (C round), not to 2 (round half to even): the roi spans cells
   // 3..4 and its maximum is cell 3's value 5, not cell 2's 6.

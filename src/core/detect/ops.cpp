@@ -22,6 +22,18 @@ void check_boxes(const char* where, const char* name, const torch::Tensor& boxes
   cspn::check_boxes(std::string("cspn::detect::") + where, name, boxes, /*floating=*/true);
 }
 
+// float16 and bfloat16 maps (autocast) are pooled in float32, as torchvision's autocast wrappers of
+// these ops do: coordinates of several hundred pixels are off by whole pixels in those types, and
+// the CPU's sparse matrix product has no bfloat16 kernel.
+bool reduced_precision(const torch::Tensor& t) {
+  return t.scalar_type() == torch::kHalf || t.scalar_type() == torch::kBFloat16;
+}
+
+// Autocast off while it lives, so that the ops inside run in the types they are given.
+struct FloatRegion {
+  c10::impl::ExcludeDispatchKeyGuard no_autocast{c10::autocast_dispatch_keyset};
+};
+
 void check_roi_inputs(const char* where, const torch::Tensor& input, const torch::Tensor& rois,
                       std::array<int64_t, 2> output_size) {
   if (!input.defined() || input.dim() != 4)
@@ -172,6 +184,12 @@ torch::Tensor roi_align(const torch::Tensor& input, const torch::Tensor& rois,
                         std::array<int64_t, 2> output_size, double spatial_scale,
                         int64_t sampling_ratio, bool aligned) {
   check_roi_inputs("roi_align", input, rois, output_size);
+  if (reduced_precision(input)) {
+    const FloatRegion in_float;
+    return roi_align(input.to(torch::kFloat), rois.to(torch::kFloat), output_size, spatial_scale, sampling_ratio,
+                     aligned)
+        .to(input.scalar_type());
+  }
   if (sampling_ratio <= 0)
     fail("roi_align", "sampling_ratio should be > 0 (the adaptive mode is not supported), got " +
                           std::to_string(sampling_ratio));
@@ -225,6 +243,10 @@ torch::Tensor roi_align(const torch::Tensor& input, const torch::Tensor& rois,
 torch::Tensor roi_pool(const torch::Tensor& input, const torch::Tensor& rois,
                        std::array<int64_t, 2> output_size, double spatial_scale) {
   check_roi_inputs("roi_pool", input, rois, output_size);
+  if (reduced_precision(input)) {
+    const FloatRegion in_float;
+    return roi_pool(input.to(torch::kFloat), rois.to(torch::kFloat), output_size, spatial_scale).to(input.scalar_type());
+  }
   const int64_t B = input.size(0), C = input.size(1), H = input.size(2), W = input.size(3);
   const int64_t PH = output_size[0], PW = output_size[1], R = rois.size(0);
   if (R == 0) return torch::zeros({0, C, PH, PW}, input.options());
