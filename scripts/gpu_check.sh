@@ -120,6 +120,14 @@ step() {
   fi
 }
 
+# Runs a command and kills it after $1 seconds; succeeds only when it was still running by then.
+killed_after() {
+  local seconds=$1 status=0
+  shift
+  timeout -s KILL "$seconds" "$@" || status=$?
+  [ "$status" -eq 137 ]
+}
+
 checks() {
   mkdir -p "$out"
   local cspn=$build/cspn work=$build/check
@@ -148,7 +156,7 @@ checks() {
   # Killed mid-way (after the first epoch's checkpoint), then resumed on the GPU.
   local landmarks_only=(--config configs/scenes.yaml --data "$work/scenes" --out "$work/run_resume" --device "$device"
     --set model.detector.enabled=false --set train.time_limit_minutes=0.5 --quiet)
-  step train_killed timeout -s KILL 20 "$cspn" train "${landmarks_only[@]}"
+  step train_killed killed_after 20 "$cspn" train "${landmarks_only[@]}"
   step train_resumed "$cspn" train "${landmarks_only[@]}" --resume
   local model=$work/run_float32/model.cspn
   step eval_cuda "$cspn" eval --model "$model" --data "$work/scenes" --device "$device" --json "$out/eval_cuda.json" --quiet
