@@ -64,7 +64,7 @@ build_dep() {
   echo "building $name"
   cmake -S "$deps/$name" -B "$build/deps-build/$name" -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$prefix" \
     -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_INSTALL_LIBDIR=lib -DCMAKE_POLICY_VERSION_MINIMUM=3.5 \
-    -DCMAKE_POSITION_INDEPENDENT_CODE=ON -DBUILD_SHARED_LIBS=OFF "$@" >"$build/deps-build/$name.log" 2>&1 &&
+    -DCMAKE_POSITION_INDEPENDENT_CODE=ON -DBUILD_SHARED_LIBS=OFF -DCMAKE_C_FLAGS=-std=gnu17 "$@" >"$build/deps-build/$name.log" 2>&1 &&
     cmake --build "$build/deps-build/$name" -j "$jobs" >>"$build/deps-build/$name.log" 2>&1 &&
     cmake --install "$build/deps-build/$name" >>"$build/deps-build/$name.log" 2>&1 ||
     { tail -30 "$build/deps-build/$name.log"; echo "building $name failed: $build/deps-build/$name.log" >&2; exit 1; }
@@ -74,10 +74,14 @@ build_all() {
   [ -d "$deps/opencv" ] || { echo "no dependency sources in $deps: run scripts/gpu_check.sh --prepare on a Debian machine" >&2; exit 1; }
   prefix=$build/deps
   mkdir -p "$build/deps-build"
+  # OpenCV's functions take std::string: its C++ ABI must be LibTorch's (pip's 1.x wheels used the old).
+  local abi
+  abi=$("$python" -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))')
   if [ ! -f "$prefix/.complete" ]; then
     echo "building zlib"  # with its own configure: its CMake build needs files Debian's source lacks
     rm -rf "$build/deps-build/zlib" && cp -r "$deps/zlib" "$build/deps-build/zlib"
-    (cd "$build/deps-build/zlib" && CFLAGS="-O2 -fPIC" ./configure --static --prefix="$prefix" && make -j "$jobs" &&
+    # gnu17: zlib 1.2.13's old-style definitions are errors in C23, GCC 15's default.
+    (cd "$build/deps-build/zlib" && CFLAGS="-O2 -fPIC -std=gnu17" ./configure --static --prefix="$prefix" && make -j "$jobs" &&
       make install) >"$build/deps-build/zlib.log" 2>&1 || { tail -30 "$build/deps-build/zlib.log"; exit 1; }
     build_dep libpng -DPNG_SHARED=OFF -DPNG_TESTS=OFF -DPNG_EXECUTABLES=OFF
     # SIMD where nasm is installed; its install folders are relative to the build folder otherwise.
@@ -89,13 +93,17 @@ build_all() {
       -DWITH_GTK=OFF -DWITH_QT=OFF -DWITH_FFMPEG=OFF -DWITH_GSTREAMER=OFF -DWITH_V4L=OFF -DWITH_1394=OFF \
       -DWITH_VA=OFF -DWITH_VA_INTEL=OFF -DBUILD_TESTS=OFF -DBUILD_PERF_TESTS=OFF -DBUILD_opencv_apps=OFF \
       -DBUILD_DOCS=OFF -DBUILD_JAVA=OFF -DBUILD_opencv_python3=OFF -DOPENCV_GENERATE_PKGCONFIG=OFF \
-      -DCPU_DISPATCH=AVX2
+      -DCPU_DISPATCH=AVX2 -DCMAKE_CXX_FLAGS=-D_GLIBCXX_USE_CXX11_ABI="$abi"
     touch "$prefix/.complete"
   fi
   local torch_prefix nccl
   torch_prefix=$("$python" -c 'import torch; print(torch.utils.cmake_prefix_path)')
   # NCCL's header comes with pip's nvidia-nccl wheel, not with torch.
   nccl=$("$python" -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "include"))' 2>/dev/null || true)
+  if [ -n "$nccl" ] && [ ! -f "$nccl/nccl.h" ]; then
+    echo "warning: $nccl has no nccl.h: building without NCCL" >&2
+    nccl=""
+  fi
   cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_POLICY_VERSION_MINIMUM=3.5 -DCSPN_DEPS_DIR="$deps" \
     -DCMAKE_PREFIX_PATH="$prefix;$torch_prefix" ${nccl:+-DNCCL_INCLUDE_DIR="$nccl"} >"$build/cmake.log" 2>&1 ||
     { tail -40 "$build/cmake.log"; exit 1; }

@@ -7,6 +7,12 @@
 #include <thread>
 
 #include <spdlog/spdlog.h>
+#include <torch/version.h>
+#if TORCH_VERSION_MAJOR >= 2
+#include <torch/csrc/distributed/c10d/Backend.hpp>
+#else
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+#endif
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #ifdef USE_C10D_GLOO
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
@@ -18,6 +24,14 @@
 
 namespace cspn {
 namespace {
+
+// What Gloo's and NCCL's process groups derive from: c10d::ProcessGroup in LibTorch 1.x, c10d::Backend
+// (the same collectives) from 2.0 on.
+#if TORCH_VERSION_MAJOR >= 2
+using Collectives = c10d::Backend;
+#else
+using Collectives = c10d::ProcessGroup;
+#endif
 
 int integer_variable(const Environment& env, const std::string& name, int lo, int hi) {
   const auto text = env(name);
@@ -133,7 +147,7 @@ struct GradientAverager::Impl {
     c10::intrusive_ptr<c10d::Work> work;
   };
   Distributed* dist = nullptr;
-  c10::intrusive_ptr<c10d::ProcessGroup> group;
+  c10::intrusive_ptr<Collectives> group;
   std::vector<torch::Tensor> params;
   std::vector<unsigned> hooks;     // each parameter's hook handle
   std::vector<size_t> bucket_of, offset_of;
@@ -197,7 +211,7 @@ void GradientAverager::after_backward() {
 
 struct Distributed::Impl {
   c10::intrusive_ptr<c10d::Store> store;      // rendezvous keys and heartbeats are read here
-  c10::intrusive_ptr<c10d::ProcessGroup> group;
+  c10::intrusive_ptr<Collectives> group;
   torch::Device device{torch::kCPU};           // where the group's collectives take their tensors
   std::thread heartbeat;
   std::mutex mutex;
