@@ -320,7 +320,7 @@ Distributed::~Distributed() = default;
 
 torch::Tensor Distributed::sum(const torch::Tensor& t) {
   // On the group's device (NCCL reduces CUDA tensors only), back on t's.
-  std::vector<torch::Tensor> buffer{t.detach().to(impl_->device).clone().contiguous()};
+  std::vector<torch::Tensor> buffer{t.detach().to(impl_->device, t.scalar_type(), false, /*copy=*/true).contiguous()};
   try {
     impl_->group->allreduce(buffer)->wait();
   } catch (...) {

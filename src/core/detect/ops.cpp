@@ -29,11 +29,6 @@ bool reduced_precision(const torch::Tensor& t) {
   return t.scalar_type() == torch::kHalf || t.scalar_type() == torch::kBFloat16;
 }
 
-// Autocast off while it lives, so that the ops inside run in the types they are given.
-struct FloatRegion {
-  c10::impl::ExcludeDispatchKeyGuard no_autocast{c10::autocast_dispatch_keyset};
-};
-
 void check_roi_inputs(const char* where, const torch::Tensor& input, const torch::Tensor& rois,
                       std::array<int64_t, 2> output_size) {
   if (!input.defined() || input.dim() != 4)
@@ -185,7 +180,7 @@ torch::Tensor roi_align(const torch::Tensor& input, const torch::Tensor& rois,
                         int64_t sampling_ratio, bool aligned) {
   check_roi_inputs("roi_align", input, rois, output_size);
   if (reduced_precision(input)) {
-    const FloatRegion in_float;
+    const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);  // float32 inside
     return roi_align(input.to(torch::kFloat), rois.to(torch::kFloat), output_size, spatial_scale, sampling_ratio,
                      aligned)
         .to(input.scalar_type());
@@ -244,7 +239,7 @@ torch::Tensor roi_pool(const torch::Tensor& input, const torch::Tensor& rois,
                        std::array<int64_t, 2> output_size, double spatial_scale) {
   check_roi_inputs("roi_pool", input, rois, output_size);
   if (reduced_precision(input)) {
-    const FloatRegion in_float;
+    const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);  // float32 inside
     return roi_pool(input.to(torch::kFloat), rois.to(torch::kFloat), output_size, spatial_scale).to(input.scalar_type());
   }
   const int64_t B = input.size(0), C = input.size(1), H = input.size(2), W = input.size(3);
