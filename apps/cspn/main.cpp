@@ -440,7 +440,8 @@ int main(int argc, char** argv) {
   if (*serve) stop_signals = block_stop_signals();  // before LibTorch starts its threads
   try {
     use_threads(0);
-    keep_freed_memory(/*heap_only=*/*eval || *predict || *serve);  // inference: the same sizes again and again
+    // Inference: the same sizes again and again (bench's timed training step maps its large blocks).
+    keep_freed_memory(/*heap_only=*/*eval || *predict || *serve || *bench);
     if (*synth) return run_synth(synth_out, synth_opt, synth_schema);
     if (*train_cmd) {
       train_opt.progress = !quiet;

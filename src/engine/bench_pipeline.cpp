@@ -230,7 +230,9 @@ nlohmann::json bench_landmark_gflops(const PipelineBenchOptions& opt, std::ostre
                     {"ratio", network_rate / backbone_rate}});
   }
 
-  // One training step as `cspn train` takes it (float32, the config's loss and batch size, Adam).
+  // One training step as `cspn train` takes it (float32, the config's loss and batch size, Adam,
+  // glibc mapping its large blocks afresh as in `cspn train`).
+  keep_freed_memory(/*heap_only=*/false);
   CSPNNet net(k, file.schema.num_landmarks());
   load_state_dict(*net, file.tensors, "keypoints.");
   net->to(device);

@@ -35,7 +35,7 @@ void keep_freed_memory(bool heap_only) {
   // glibc's largest mmap threshold (32 MiB on 64-bit); larger blocks are mapped whatever is asked,
   // unless no block may be mapped at all.
   mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
-  if (heap_only) mallopt(M_MMAP_MAX, 0);
+  mallopt(M_MMAP_MAX, heap_only ? 0 : 65536);  // glibc's default count of mapped blocks
   mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
 }
 

@@ -1,12 +1,14 @@
 // Training end to end on a small synthetic set: it must learn (beat the mean-shape baseline), and a
 // run stopped after an epoch and resumed must end where an uninterrupted run ends. The evaluation
-// and the demo built on it.
+// and the demo built on it. The process's memory settings.
+#include <malloc.h>
 #include <signal.h>
 #include <unistd.h>
 #include <sys/wait.h>
 
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -19,6 +21,7 @@
 #include "cspn/data/synth.hpp"
 #include "cspn/engine/demo.hpp"
 #include "cspn/engine/evaluate.hpp"
+#include "cspn/engine/process.hpp"
 #include "cspn/engine/train.hpp"
 #include "cspn/io/model_file.hpp"
 #include "cspn/io/weights.hpp"
@@ -419,4 +422,22 @@ TEST(GradScaler, UnscalesSkipsOverflowsAndAdaptsTheScale) {
   p.mutable_grad().fill_(std::nanf(""));
   EXPECT_FALSE(scaler.unscale({p}));
   EXPECT_EQ(scaler.value(), 512.0);
+}
+
+TEST(Process, HeapOnlyKeepsLargeBlocksOffTheMapsUntilSwitchedBack) {
+  // Blocks above glibc's 32 MiB threshold are mapped unless the heap already has room for them.
+  const auto blocks_mapped_by_a_malloc_of = [](size_t mib) {
+    const size_t before = mallinfo2().hblks;
+    auto* block = static_cast<volatile char*>(std::malloc(mib << 20));
+    block[0] = 1;
+    const size_t during = mallinfo2().hblks;
+    std::free(const_cast<char*>(block));
+    return during - before;
+  };
+  keep_freed_memory(/*heap_only=*/false);
+  EXPECT_EQ(blocks_mapped_by_a_malloc_of(64), 1u);
+  keep_freed_memory(/*heap_only=*/true);
+  EXPECT_EQ(blocks_mapped_by_a_malloc_of(64), 0u);
+  keep_freed_memory(/*heap_only=*/false);  // more than the heap now holds free
+  EXPECT_EQ(blocks_mapped_by_a_malloc_of(256), 1u);
 }

@@ -39,6 +39,8 @@ nlohmann::json bench_pipeline(const PipelineBenchOptions& opt, std::ostream& out
 // "backbone_ms", "network_ms", "ms_per_crop", "backbone_gflops", "network_gflops",
 // "backbone_gflop_s", "network_gflop_s", "ratio" (network_gflop_s / backbone_gflop_s)}],
 // "train_step": {"batch" (train.batch_size), "ms", "crops_per_s"}} (float32, the config's loss, Adam).
+// The training step is timed as `cspn train` runs it: keep_freed_memory(false) first, so the process
+// maps large blocks afresh from then on.
 nlohmann::json bench_landmark_gflops(const PipelineBenchOptions& opt, std::ostream& out);
 
 // Crops per second that the training data pipeline (decode without the image cache, crop, the

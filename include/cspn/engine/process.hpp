@@ -19,7 +19,8 @@ int use_threads(int requested);
 // `heap_only` keeps the larger ones too (glibc maps every block above 32 MiB afresh otherwise): for
 // inference, where the same sizes come back batch after batch. The paper configuration's 50 MB
 // maps at batch 16: `cspn eval` 74.2 -> 23.1 s, peak memory 2.26 -> 2.86 GB. Not for training,
-// whose many sizes fragment such a heap (its step at batch 16 grew from 12.6 to 24 GB).
+// whose many sizes fragment such a heap (its step at batch 16 grew from 12.6 to 24 GB). Calling it
+// again switches: `heap_only` false maps the larger blocks again from then on.
 void keep_freed_memory(bool heap_only = false);
 
 // Bytes this process may still allocate: the kernel's MemAvailable, or less where a cgroup limit
