@@ -230,16 +230,17 @@ nlohmann::json bench_landmark_gflops(const PipelineBenchOptions& opt, std::ostre
                     {"ratio", network_rate / backbone_rate}});
   }
 
-  // One training step as `cspn train` takes it (float32, the config's loss and batch size, Adam,
-  // glibc mapping its large blocks afresh as in `cspn train`).
+  // One training step as `cspn train` takes it (float32, channels-last, the config's loss and batch
+  // size, Adam, glibc mapping its large blocks afresh).
   keep_freed_memory(/*heap_only=*/false);
   CSPNNet net(k, file.schema.num_landmarks());
   load_state_dict(*net, file.tensors, "keypoints.");
   net->to(device);
   net->train();
+  use_channels_last(*net);
   torch::optim::Adam optimizer(net->parameters(), torch::optim::AdamOptions(1e-4));
   const int64_t batch = file.config.train.batch_size;
-  const auto x = crops(batch);
+  const auto x = crops(batch).contiguous(torch::MemoryFormat::ChannelsLast);
   std::vector<torch::Tensor> targets;
   for (const auto& codec : HeatmapCodec::for_network(k))
     targets.push_back(torch::rand({batch, file.schema.num_landmarks(), codec.heatmap_h(), codec.heatmap_w()},
