@@ -13,6 +13,7 @@
 #include "cspn/engine/crop.hpp"
 #include "cspn/engine/process.hpp"
 #include "cspn/io/weights.hpp"
+#include "cspn/model/batch_norm.hpp"
 
 namespace cspn {
 namespace {
@@ -118,6 +119,7 @@ GarmentDetector GarmentDetector::from_model_file(const ModelFile& file, torch::D
   const LoadReport report = load_state_dict(*net, file.tensors, "detector.");
   if (!report.missing.empty() || !report.mismatched.empty())
     throw std::runtime_error("model file does not match its own detector config:\n" + report.summary());
+  fold_batch_norm(*net);
   use_channels_last(*net);
   return GarmentDetector(net, file.config, file.schema, device);
 }

@@ -2,6 +2,7 @@
 
 #include "cspn/engine/process.hpp"
 #include "cspn/io/weights.hpp"
+#include "cspn/model/batch_norm.hpp"
 
 namespace cspn {
 
@@ -49,6 +50,7 @@ LandmarkPredictor LandmarkPredictor::from_model_file(const ModelFile& file, torc
   const LoadReport report = load_state_dict(*net, file.tensors, "keypoints.");
   if (!report.missing.empty() || !report.mismatched.empty())
     throw std::runtime_error("model file does not match its own config:\n" + report.summary());
+  fold_batch_norm(*net);
   use_channels_last(*net);
   return LandmarkPredictor(net, file.config, file.schema, device);
 }

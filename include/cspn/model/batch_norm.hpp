@@ -25,8 +25,17 @@ class BatchNormImpl : public torch::nn::Module {
   torch::Tensor weight, bias, running_mean, running_var, num_batches_tracked;
   CrossProcessSum sum_across;  // empty: this process's batch alone
   double eps, momentum;
+  bool folded = false;  // by fold_batch_norm: the convolution before it does its work; inference only
 };
 TORCH_MODULE(BatchNorm);
+
+// For inference: folds each BatchNorm of `module` into the convolution that feeds it (its weights
+// scaled, the normalised shift as its bias) and makes the BatchNorm pass its input on, one pass over
+// the maps fewer per BatchNorm. The pairs are the structural ones of torchvision's layouts: in a
+// Sequential a BatchNorm right after a Conv2d, in another module "bnN" after "convN". Call it on
+// float32 weights before moving the module to its device and dtype (`to` reaches the new biases);
+// the module must not be trained or saved afterwards. Returns how many BatchNorms were folded.
+int fold_batch_norm(torch::nn::Module& module);
 
 // Sets (empty: clears) the cross-process sum of every BatchNorm in `module`; returns how many.
 int synchronise_batch_norm(torch::nn::Module& module, const CrossProcessSum& sum_across);
