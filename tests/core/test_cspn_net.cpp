@@ -310,9 +310,7 @@ TEST(BatchNormFolding, KeepsEveryStagesHeatmapsAndFollowsTheDtype) {
         bn->weight.uniform_(0.5, 1.5);
         bn->bias.normal_(0, 0.5);
       }
-    const auto params = net->named_parameters(), buffers = net->named_buffers();
-    for (auto& p : folded->named_parameters()) p.value().copy_(params[p.key()]);
-    for (auto& b : folded->named_buffers()) b.value().copy_(buffers[b.key()]);
+    cspn::load_state_dict(*folded, cspn::state_dict(*net));
     net->eval();
     folded->eval();
     EXPECT_EQ(cspn::fold_batch_norm(*folded), batch_norms);

@@ -59,7 +59,7 @@ void fold_into(torch::nn::Conv2dImpl& conv, BatchNormImpl& bn) {
   TORCH_CHECK(conv.weight.size(0) == bn.weight.size(0), "fold_batch_norm: the convolution gives ",
               conv.weight.size(0), " channels, its BatchNorm takes ", bn.weight.size(0));
   torch::NoGradGuard no_grad;
-  const auto scale = (bn.weight.to(torch::kDouble) * torch::rsqrt(bn.running_var.to(torch::kDouble) + bn.eps));
+  const auto scale = bn.weight.to(torch::kDouble) * torch::rsqrt(bn.running_var.to(torch::kDouble) + bn.eps);
   auto shift = bn.bias.to(torch::kDouble) - bn.running_mean.to(torch::kDouble) * scale;
   if (conv.bias.defined()) shift = shift + conv.bias.to(torch::kDouble) * scale;
   conv.weight.mul_(scale.view({-1, 1, 1, 1}).to(conv.weight.scalar_type()));
