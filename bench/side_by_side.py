@@ -350,7 +350,7 @@ def main():
                          "ratio": ours[b]["ratio"]})
         networks.append({"implementation": "C++ bfloat16", "batch": b, "ms_per_crop": bf16[b]["ms_per_crop"],
                          "network_gflop_s": bf16[b]["network_gflop_s"], "backbone_gflop_s": bf16[b]["backbone_gflop_s"],
-                         "ratio": bf16[b]["ratio"]})
+                         "ratio": bf16[b]["ratio"], "speedup_vs_float32": bf16[b]["speedup_vs_float32"]})
         backbone_rate = ours[b]["backbone_gflops"] / r["backbone_ms"] * 1e3
         network_rate = gflops / r["network_ms"] * 1e3
         networks.append({"implementation": "PyTorch", "batch": b, "ms_per_crop": r["ms_per_crop"],
@@ -377,6 +377,8 @@ def main():
     for r in networks:
         print(f"{r['implementation']:20} {r['batch']:5d} {r['ms_per_crop']:9.1f} {r['network_gflop_s']:9.1f} "
               f"{r['backbone_gflop_s']:17.1f} {r['ratio']:6.0%}")
+    print("bfloat16 against float32 timed in turn in one process: " + ", ".join(
+        f"batch {r['batch']} {r['speedup_vs_float32']:.2f}x" for r in networks if "speedup_vs_float32" in r))
     cpp_step, torch_step = summary["train_step"]["C++"], summary["train_step"]["PyTorch"]
     print(f"\ntraining step, batch {cpp_step['batch']}: C++ {cpp_step['ms']:.0f} ms, PyTorch {torch_step['ms']:.0f} ms "
           f"({torch_step['ms'] / cpp_step['ms']:.2f}x)")

@@ -25,6 +25,11 @@ struct BenchOptions {
 // waits for `device`.
 double median_ms(const std::function<void()>& fn, int iters, const c10::Device& device);
 
+// The same for several functions timed in turn, one run of each per round, so that a machine
+// whose speed drifts during the measurement slows them alike: one median per function.
+std::vector<double> median_ms_alternating(const std::vector<std::function<void()>>& fns, int iters,
+                                          const c10::Device& device);
+
 // Path of the BLAS library mapped into this process (LibTorch's matrix products), "" if none.
 std::string blas_library();
 

@@ -140,8 +140,11 @@ struct LossConfig {
                                   // and per coarser GlobalNet level: earlier stages and coarser levels
                                   // learn wider Gaussians (MSPN); 0: every output learns the same
                                   // targets (README: it makes stages refine, but by holding stage 1 back)
+  float same_stride_sigma = 1.0f; // a stage at the same stride as the one before learns Gaussians this
+                                  // many times as wide as that stage's (1: the same targets)
   template <class V> void visit(V& v) {
     v("ohkm_topk", ohkm_topk); v("global_weight", global_weight); v("coarse_to_fine", coarse_to_fine);
+    v("same_stride_sigma", same_stride_sigma);
   }
 };
 

@@ -258,6 +258,8 @@ void Config::validate() const {
           "finite and >= 0");
   require(loss.coarse_to_fine >= 0 && loss.coarse_to_fine <= 16, "loss.coarse_to_fine", loss.coarse_to_fine,
           "in [0, 16] (heatmap pixels)");
+  require(loss.same_stride_sigma >= 0.25 && loss.same_stride_sigma <= 1, "loss.same_stride_sigma",
+          loss.same_stride_sigma, "in [0.25, 1]");
   const auto& pi = data.pretrain_input_size;
   require(pi.empty() || (pi.size() == 2 && pi[0] % 32 == 0 && pi[1] % 32 == 0 && pi[0] > 0 && pi[1] > 0 &&
                           pi[0] <= 1024 && pi[1] <= 1024),

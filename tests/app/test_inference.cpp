@@ -6,6 +6,7 @@
 #include <opencv2/imgcodecs.hpp>
 
 #include "common.hpp"
+#include "cspn/bench.hpp"
 #include "cspn/cspn.hpp"
 #include "cspn/engine/landmarks_model.hpp"
 #include "cspn/engine/evaluate.hpp"
@@ -79,6 +80,15 @@ TEST(InferencePath, Bfloat16KeepsTheLandmarks) {
   EXPECT_LT(moved / count, 0.02 * box_width) << "mean landmark shift in bfloat16, px";
 }
 
+TEST(BenchCommand, AlternatingTimingRunsTheFunctionsInTurn) {
+  std::string order;
+  const auto medians = median_ms_alternating(
+      {[&] { order += 'a'; }, [&] { order += 'b'; }, [&] { order += 'c'; }}, 3, torch::Device(torch::kCPU));
+  EXPECT_EQ(order, "aabbcc" "abcabcabc");  // two warm-up runs each, then one of each per round
+  ASSERT_EQ(medians.size(), 3u);
+  for (double ms : medians) EXPECT_GE(ms, 0.0);
+}
+
 TEST(BenchCommand, PipelineJsonAndParityFile) {
   CSPN_REQUIRE_TINY_MODEL();
   const fs::path dir = test::scratch_dir("bench_pipeline");
@@ -112,6 +122,23 @@ TEST(BenchCommand, PipelineJsonAndParityFile) {
   EXPECT_EQ(net["precision"], "float32");
   EXPECT_GT(net["inference"][0]["network_gflops"].get<double>(), net["inference"][0]["backbone_gflops"].get<double>());
   EXPECT_GT(net["train_step"]["ms"].get<double>(), 0.0);
+  EXPECT_FALSE(net["inference"][0].contains("speedup_vs_float32"));
+
+  // In bfloat16 the float32 network is timed in turn with it, and each row says by how much.
+  const fs::path bf16_json = dir / "bench_bf16.json";
+  ASSERT_EQ(test::run_process({binary, "bench", "--parts", "pipeline", "--model", test::tiny_model().string(), "--images",
+                               photos.string(), "--iters", "1", "--image-sizes", "96", "--image-batches", "1", "--set",
+                               "test.precision=bfloat16", "--json", bf16_json.string()},
+                              (dir / "out.txt").string(), (dir / "err.txt").string()),
+            0)
+      << test::file_bytes(dir / "err.txt");
+  const auto bf16 = nlohmann::json::parse(test::file_bytes(bf16_json))["landmark_network"];
+  EXPECT_EQ(bf16["precision"], "bfloat16");
+  for (const auto& row : bf16["inference"]) {
+    const double ms = row["ms_per_crop"].get<double>(), float32_ms = row["float32_ms_per_crop"].get<double>();
+    EXPECT_GT(float32_ms, 0.0);
+    EXPECT_NEAR(row["speedup_vs_float32"].get<double>(), float32_ms / ms, 1e-9 * float32_ms / ms) << row.dump();
+  }
 
   const StateDict tensors = read_safetensors(io.string());
   std::map<std::string, torch::Tensor> by_name(tensors.begin(), tensors.end());

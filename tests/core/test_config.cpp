@@ -61,6 +61,9 @@ TEST(Config, BadValuesAreErrorsNamingTheKey) {
   EXPECT_NE(error_of([&] { transfer.validate(); }).find("model.detector.backbone_from_keypoints"), std::string::npos);
   transfer.set("model.keypoints.backbone=resnet18");
   EXPECT_EQ(error_of([&] { transfer.validate(); }), "");
+  Config narrowing;
+  narrowing.set("loss.same_stride_sigma=1.5");
+  EXPECT_NE(error_of([&] { narrowing.validate(); }).find("loss.same_stride_sigma"), std::string::npos);
   transfer.set("train_detector.batch_size=0");
   EXPECT_NE(error_of([&] { transfer.validate(); }).find("train_detector.batch_size"), std::string::npos);
 }

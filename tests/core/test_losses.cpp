@@ -165,6 +165,24 @@ TEST(Losses, CoarseToFineHoldsEarlierStagesToWiderTargets) {
   EXPECT_NEAR(parts.stages[1], 0.0, 1e-9);
 }
 
+TEST(Losses, SameStrideStagesLearnNarrowerGaussians) {
+  // Three stages at one stride, then one at a finer stride: with same_stride_sigma 0.8 the second
+  // and third learn Gaussians of 1.6 and 1.28 px, the fourth (first at its stride) of sigma again.
+  const double sigma = 2.0;
+  const auto coarse = gaussian_map(sigma, 20.4, 18.7).to(torch::kFloat);
+  const auto fine = gaussian_map(sigma, 41.3, 37.9, 82, 90).to(torch::kFloat);
+  cspn::LossConfig cfg;
+  cfg.same_stride_sigma = 0.8f;
+  cfg.ohkm_topk = 1;
+  cspn::CSPNOutput out;
+  const auto narrow = [&](double s) { return gaussian_map(s, 20.4, 18.7).to(torch::kFloat); };
+  out.stages = {narrow(1.6), narrow(1.6), narrow(1.28), fine};
+  const auto parts = cspn::cspn_loss(out, {coarse, fine}, torch::ones({1, 1}), cfg, sigma);
+  EXPECT_NEAR(parts.stages[0], cspn::landmark_l2(narrow(1.6), coarse).item<double>(), 1e-7);
+  EXPECT_GT(parts.stages[0], 1e-4);
+  for (int s = 1; s < 4; ++s) EXPECT_NEAR(parts.stages[s], 0.0, 1e-9) << "stage " << s + 1;
+}
+
 TEST(Losses, RejectBadShapes) {
   const auto a = torch::zeros({2, 3, 4, 4});
   EXPECT_THROW(cspn::landmark_l2(a, torch::zeros({2, 3, 4, 5})), std::invalid_argument);

@@ -42,7 +42,8 @@ struct LossParts {
 // answer; stages 2..: OHKM with loss.ohkm_topk. `targets` hold Gaussians of `sigma` (heatmap px),
 // [B,K,h,w] one per heatmap size the net outputs (stage 1's, and a later stage's where it answers at
 // another stride); each output learns the one of its size. With loss.coarse_to_fine earlier stages
-// and coarser levels learn wider ones (widen_targets).
+// and coarser levels learn wider ones (widen_targets); with loss.same_stride_sigma a stage at the
+// stride of the one before learns narrower ones.
 // In data-parallel training `mean_across` maps this batch's counts (present landmarks, samples with
 // one) to their mean per process, so that the gradients averaged over processes are those of one
 // process on the whole global batch; empty: this batch's counts.

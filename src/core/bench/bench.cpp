@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <fstream>
 #include <functional>
+#include <vector>
 
 #include <torch/torch.h>
 
@@ -16,18 +17,29 @@
 
 namespace cspn {
 double median_ms(const std::function<void()>& fn, int iters, const c10::Device& device) {
+  return median_ms_alternating({fn}, iters, device)[0];
+}
+
+std::vector<double> median_ms_alternating(const std::vector<std::function<void()>>& fns, int iters,
+                                          const c10::Device& device) {
   auto sync = [&] { synchronize(device); };
-  for (int i = 0; i < 2; ++i) fn();
+  for (const auto& fn : fns)
+    for (int i = 0; i < 2; ++i) fn();
   sync();
-  std::vector<double> times;
-  for (int i = 0; i < std::max(iters, 1); ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    fn();
-    sync();
-    times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  std::vector<std::vector<double>> times(fns.size());
+  for (int i = 0; i < std::max(iters, 1); ++i)
+    for (size_t f = 0; f < fns.size(); ++f) {
+      const auto t0 = std::chrono::steady_clock::now();
+      fns[f]();
+      sync();
+      times[f].push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    }
+  std::vector<double> medians;
+  for (auto& t : times) {
+    std::nth_element(t.begin(), t.begin() + t.size() / 2, t.end());
+    medians.push_back(t[t.size() / 2]);
   }
-  std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
-  return times[times.size() / 2];
+  return medians;
 }
 
 std::string blas_library() {

@@ -7,6 +7,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -95,8 +96,10 @@ LossParts cspn_loss(const CSPNOutput& out, const std::vector<torch::Tensor>& tar
   const auto n = static_cast<int64_t>(out.stages.size());
   // Coarse to fine: an output `steps` from the last stage's answer learns targets widened by
   // coarse_to_fine x steps pixels: stage s's answer n-1-s steps, GlobalNet level l n-1+l.
-  std::map<std::pair<size_t, int64_t>, torch::Tensor> widened;
-  const auto target_at = [&](const torch::Tensor& pred, int64_t steps) {
+  // A stage that answers at the stride of `repeats` stages before it learns Gaussians
+  // same_stride_sigma^repeats times as wide: a Gaussian's power a is the Gaussian 1/sqrt(a) as wide.
+  std::map<std::tuple<size_t, int64_t, int64_t>, torch::Tensor> widened;
+  const auto target_at = [&](const torch::Tensor& pred, int64_t steps, int64_t repeats) {
     size_t i = 0;
     while (i < targets.size() && !(targets[i].dim() == 4 && targets[i].sizes().slice(2) == pred.sizes().slice(2))) ++i;
     if (i == targets.size()) {
@@ -104,9 +107,12 @@ LossParts cspn_loss(const CSPNOutput& out, const std::vector<torch::Tensor>& tar
       for (const auto& t : targets) sizes += (sizes.empty() ? "" : ", ") + shape_of(t);
       throw std::invalid_argument("cspn_loss: no target of the size of output " + shape_of(pred) + " among " + sizes);
     }
-    auto it = widened.find({i, steps});
-    if (it == widened.end())
-      it = widened.emplace(std::make_pair(i, steps), widen_targets(targets[i], sigma, cfg.coarse_to_fine * steps)).first;
+    auto it = widened.find({i, steps, repeats});
+    if (it == widened.end()) {
+      auto t = widen_targets(targets[i], sigma, cfg.coarse_to_fine * steps);
+      if (repeats > 0 && cfg.same_stride_sigma != 1.0f) t = t.pow(std::pow(cfg.same_stride_sigma, -2.0 * repeats));
+      it = widened.emplace(std::make_tuple(i, steps, repeats), t).first;
+    }
     return it->second;
   };
   // The divisors of eq. 1 and eq. 2 depend on the weights alone: present landmarks, and samples
@@ -121,13 +127,15 @@ LossParts cspn_loss(const CSPNOutput& out, const std::vector<torch::Tensor>& tar
   LossParts parts;
   torch::Tensor global = torch::zeros({}, targets[0].options());
   for (size_t l = 0; l < out.global.size(); ++l)
-    global = global + heatmap_l2(out.global[l], target_at(out.global[l], n - 1 + static_cast<int64_t>(l)), weight, present);
+    global = global + heatmap_l2(out.global[l], target_at(out.global[l], n - 1 + static_cast<int64_t>(l), 0), weight, present);
   parts.global = global.item<double>();
   parts.total = cfg.global_weight * global;
   for (int64_t s = 0; s < n; ++s) {
     // Stage 1 supervises every present landmark (eq. 1), later stages the hardest ones (eq. 2).
     const auto& pred = out.stages[s];
-    const auto& t = target_at(pred, n - 1 - s);
+    int64_t repeats = 0;
+    while (repeats < s && out.stages[s - 1 - repeats].sizes().slice(2) == pred.sizes().slice(2)) ++repeats;
+    const auto& t = target_at(pred, n - 1 - s, repeats);
     const auto loss = s == 0 ? heatmap_l2(pred, t, weight, present) : ohkm_l2(pred, t, weight, cfg.ohkm_topk, samples);
     parts.stages.push_back(loss.item<double>());
     parts.total = parts.total + loss;
