@@ -6,8 +6,10 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <optional>
 #include <stdexcept>
+#include <vector>
 
 #include <opencv2/imgproc.hpp>
 
@@ -192,11 +194,12 @@ nlohmann::json bench_landmark_gflops(const PipelineBenchOptions& opt, std::ostre
   LandmarkPredictor predictor = LandmarkPredictor::from_model_file(file, device);
   // In a lower precision, the same network in float32 is timed in turn with it: their ratio then
   // does not depend on how the machine's speed drifts between two runs.
-  const bool compare = file.config.test.precision != "float32";
-  ModelFile float32_file = file;
-  float32_file.config.test.precision = "float32";
   std::optional<LandmarkPredictor> float32;
-  if (compare) float32.emplace(LandmarkPredictor::from_model_file(float32_file, device));
+  if (file.config.test.precision != "float32") {
+    ModelFile float32_file = file;
+    float32_file.config.test.precision = "float32";
+    float32.emplace(LandmarkPredictor::from_model_file(float32_file, device));
+  }
   const auto& k = file.config.model.keypoints;
   const auto crops = [&](int64_t batch) {
     return torch::randn({batch, 3, k.input_size[0], k.input_size[1]}, torch::TensorOptions().device(device));
@@ -219,16 +222,11 @@ nlohmann::json bench_landmark_gflops(const PipelineBenchOptions& opt, std::ostre
       c10::InferenceMode inference;
       predictor.net()->backbone->features(input);
     }, opt.iters, device);
-    double network_ms = 0, float32_ms = 0;
-    if (compare) {
-      const auto float32_input = float32->network_input(x);
-      const auto ms = median_ms_alternating(
-          {[&] { predictor.run_network(input); }, [&] { float32->run_network(float32_input); }}, opt.iters, device);
-      network_ms = ms[0];
-      float32_ms = ms[1];
-    } else {
-      network_ms = median_ms([&] { predictor.run_network(input); }, opt.iters, device);
-    }
+    std::vector<std::function<void()>> timed{[&] { predictor.run_network(input); }};
+    const auto float32_input = float32 ? float32->network_input(x) : torch::Tensor();
+    if (float32) timed.push_back([&] { float32->run_network(float32_input); });
+    const auto ms = median_ms_alternating(timed, opt.iters, device);
+    const double network_ms = ms.front(), float32_ms = ms.back();
     const double backbone_rate = backbone_flops / backbone_ms / 1e6, network_rate = network_flops / network_ms / 1e6;
     std::snprintf(line, sizeof line,
                   "landmark network, batch %2lld, %s: backbone %7.1f ms %6.1f GFLOP/s | whole network %7.1f ms "
@@ -236,7 +234,7 @@ nlohmann::json bench_landmark_gflops(const PipelineBenchOptions& opt, std::ostre
                   static_cast<long long>(batch), file.config.test.precision.c_str(), backbone_ms, backbone_rate,
                   network_ms, network_ms / batch, network_rate, 100.0 * network_rate / backbone_rate);
     out << line;
-    if (compare) {
+    if (float32) {
       std::snprintf(line, sizeof line, "  float32 timed in turn with it: %7.1f ms (%6.1f ms/crop), %s %.2fx faster\n",
                     float32_ms, float32_ms / batch, file.config.test.precision.c_str(), float32_ms / network_ms);
       out << line;
@@ -251,7 +249,7 @@ nlohmann::json bench_landmark_gflops(const PipelineBenchOptions& opt, std::ostre
                        {"backbone_gflop_s", backbone_rate},
                        {"network_gflop_s", network_rate},
                        {"ratio", network_rate / backbone_rate}};
-    if (compare) {
+    if (float32) {
       row["float32_ms_per_crop"] = float32_ms / batch;
       row["speedup_vs_float32"] = float32_ms / network_ms;
     }

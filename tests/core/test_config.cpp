@@ -55,15 +55,15 @@ TEST(Config, BadValuesAreErrorsNamingTheKey) {
   Config ok;
   ok.set("model.keypoints.input_size=[100, 96]");
   EXPECT_NE(error_of([&] { ok.validate(); }).find("multiples of 32"), std::string::npos);
+  Config narrowing;
+  narrowing.set("loss.same_stride_sigma=1.5");
+  EXPECT_NE(error_of([&] { narrowing.validate(); }).find("loss.same_stride_sigma"), std::string::npos);
   Config transfer;  // the detector can start from the landmark network's backbone only if they match
   transfer.set("model.detector.enabled=true");
   transfer.set("model.detector.backbone_from_keypoints=true");
   EXPECT_NE(error_of([&] { transfer.validate(); }).find("model.detector.backbone_from_keypoints"), std::string::npos);
   transfer.set("model.keypoints.backbone=resnet18");
   EXPECT_EQ(error_of([&] { transfer.validate(); }), "");
-  Config narrowing;
-  narrowing.set("loss.same_stride_sigma=1.5");
-  EXPECT_NE(error_of([&] { narrowing.validate(); }).find("loss.same_stride_sigma"), std::string::npos);
   transfer.set("train_detector.batch_size=0");
   EXPECT_NE(error_of([&] { transfer.validate(); }).find("train_detector.batch_size"), std::string::npos);
 }

@@ -98,7 +98,7 @@ LossParts cspn_loss(const CSPNOutput& out, const std::vector<torch::Tensor>& tar
   // coarse_to_fine x steps pixels: stage s's answer n-1-s steps, GlobalNet level l n-1+l.
   // A stage that answers at the stride of `repeats` stages before it learns Gaussians
   // same_stride_sigma^repeats times as wide: a Gaussian's power a is the Gaussian 1/sqrt(a) as wide.
-  std::map<std::tuple<size_t, int64_t, int64_t>, torch::Tensor> widened;
+  std::map<std::tuple<size_t, int64_t, int64_t>, torch::Tensor> shaped;  // targets as each output learns them
   const auto target_at = [&](const torch::Tensor& pred, int64_t steps, int64_t repeats) {
     size_t i = 0;
     while (i < targets.size() && !(targets[i].dim() == 4 && targets[i].sizes().slice(2) == pred.sizes().slice(2))) ++i;
@@ -107,11 +107,11 @@ LossParts cspn_loss(const CSPNOutput& out, const std::vector<torch::Tensor>& tar
       for (const auto& t : targets) sizes += (sizes.empty() ? "" : ", ") + shape_of(t);
       throw std::invalid_argument("cspn_loss: no target of the size of output " + shape_of(pred) + " among " + sizes);
     }
-    auto it = widened.find({i, steps, repeats});
-    if (it == widened.end()) {
+    auto it = shaped.find({i, steps, repeats});
+    if (it == shaped.end()) {
       auto t = widen_targets(targets[i], sigma, cfg.coarse_to_fine * steps);
       if (repeats > 0 && cfg.same_stride_sigma != 1.0f) t = t.pow(std::pow(cfg.same_stride_sigma, -2.0 * repeats));
-      it = widened.emplace(std::make_tuple(i, steps, repeats), t).first;
+      it = shaped.emplace(std::make_tuple(i, steps, repeats), t).first;
     }
     return it->second;
   };
