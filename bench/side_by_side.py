@@ -10,10 +10,12 @@ the same detector input, with the same thread count:
   - our landmark network written in PyTorch (bench/cspn_torch.py), loaded with the same weights; its
     outputs must match the C++ network's (checked first), and its time is the baseline.
 
-Prints the tables, writes OUT/side_by_side.json and OUT/side_by_side.png. Run it with the system
-Python, which has Debian's torch and torchvision:
+Every contender runs once per round, in turn (--rounds, default 3): the figures are medians over the
+rounds, and each ratio is also printed round by round, since this kind of machine drifts by a third
+between runs minutes apart. Prints the tables, writes OUT/side_by_side.json and
+OUT/side_by_side.png. Run it with the system Python, which has Debian's torch and torchvision:
 
-  /usr/bin/python3 bench/side_by_side.py [--fast-model run/model.cspn] [--out bench-results]
+  /usr/bin/python3 bench/side_by_side.py [--fast-model run/model.cspn] [--rounds 3] [--out bench-results]
   /usr/bin/python3 bench/side_by_side.py --check-io FILE     (parity of `cspn bench --io FILE` only)
 """
 import argparse
@@ -39,15 +41,23 @@ def percentile(values, q):
     return values[min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))]
 
 
-def timed(fn, iters, warmup=2):
-    for _ in range(warmup):
-        fn()
-    times = []
+def timed_in_turn(fns, iters, warmup=2):
+    """Median ms of each function, one call of each per round (as `cspn bench` times its cases), so
+    that their ratios do not depend on how the machine's speed drifts."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times = [[] for _ in fns]
     for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+        for fn, t in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            t.append((time.perf_counter() - start) * 1000)
+    return [statistics.median(t) for t in times]
+
+
+def timed(fn, iters, warmup=2):
+    return timed_in_turn([fn], iters, warmup)[0]
 
 
 def peak_rss_mb():
@@ -147,10 +157,11 @@ def part_torch_cspn(args):
     h, w = config["model"]["keypoints"]["input_size"]
     result = {"parity_max_relative_error": errors, "inference": []}
     with torch.inference_mode():
-        for batch in (1, 16):
-            x = torch.randn(batch, 3, h, w)
-            backbone_ms = timed(lambda: net.features(x), args.iters)
-            network_ms = timed(lambda: net(x), args.iters)
+        inputs = {batch: torch.randn(batch, 3, h, w) for batch in (1, 16)}
+        ms = timed_in_turn([f for x in inputs.values() for f in (lambda x=x: net.features(x), lambda x=x: net(x))],
+                           args.iters)
+        for i, batch in enumerate(inputs):
+            backbone_ms, network_ms = ms[2 * i], ms[2 * i + 1]
             result["inference"].append({"batch": batch, "backbone_ms": backbone_ms, "network_ms": network_ms,
                                         "ms_per_crop": network_ms / batch})
     # A training step as a PyTorch user would write it: L2 on stage 1, L2 with online hard keypoint
@@ -241,7 +252,8 @@ def chart(summary, path):
     right.set_xlabel("ms per crop")
     right.set_title("landmark network")
     right.invert_yaxis()
-    fig.suptitle(f"{summary['threads']} CPU threads, {summary['photos']} photos")
+    fig.suptitle(f"{summary['threads']} CPU threads, {summary['photos']} photos, "
+                 f"medians over {summary['rounds']} round(s)")
     fig.tight_layout()
     fig.savefig(path + ".tmp.png", dpi=110)
     os.replace(path + ".tmp.png", path)
@@ -259,6 +271,8 @@ def main():
                         help="with --fast-model: the photos' split scored in float32 and bfloat16 (all | test)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--iters", type=int, default=3, help="timed passes over the photos")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="every contender runs once per round, in turn (medians over rounds reported)")
     parser.add_argument("--size", type=int, default=240, help="detector input, shorter side (longer: 4/3 of it)")
     parser.add_argument("--garments", type=int, default=1, help="garments per image, for every contender")
     parser.add_argument("--out", default="bench-results")
@@ -268,6 +282,8 @@ def main():
     parser.add_argument("--io", help=argparse.SUPPRESS)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
 
     if args.check_io:
         try:
@@ -300,14 +316,27 @@ def main():
     fast = (["--model", args.fast_model] if args.fast_model else ["--config", os.path.join(ROOT, "configs", "robot.yaml")]) \
         + fast_sets
     io = os.path.join(args.out, "fast-io.safetensors")
+    paper_photos = None if args.skip_paper else \
+        photo_folder(args.photos, min(args.count, 8), os.path.join(args.out, "photos-paper"))
 
-    runs = {"fast": run_cspn(args, "fast", fast + ["--image-batches", "1", "4", "16", "--io", io], photos),
-            "fast-bf16": run_cspn(args, "fast-bf16", fast + ["--image-batches", "1", "--set", "test.precision=bfloat16"],
-                                  photos)}
-    if not args.skip_paper:
-        paper_photos = photo_folder(args.photos, min(args.count, 8), os.path.join(args.out, "photos-paper"))
-        runs["paper"] = run_cspn(args, "paper", ["--config", os.path.join(ROOT, "configs", "paper.yaml"),
-                                                 "--image-batches", "1", "4"], paper_photos)
+    # Every contender runs once per round, in turn: on a machine whose speed drifts, a ratio taken
+    # within one round compares like with like, and the median over rounds drops the odd round.
+    rounds = []
+    for r in range(1, args.rounds + 1):
+        log(f"round {r} of {args.rounds}")
+        one = {"fast": run_cspn(args, f"fast-{r}", fast + ["--image-batches", "1", "4", "16"]
+                                + (["--io", io] if r == 1 else []), photos),
+               "fast-bf16": run_cspn(args, f"fast-bf16-{r}", fast + ["--image-batches", "1", "--no-train-step", "--set",
+                                                                     "test.precision=bfloat16"], photos)}
+        if paper_photos:
+            one["paper"] = run_cspn(args, f"paper-{r}", ["--config", os.path.join(ROOT, "configs", "paper.yaml"),
+                                                         "--image-batches", "1", "4", "--no-train-step"], paper_photos)
+        log("Keypoint R-CNN ...")
+        one["krcnn"] = run_part("krcnn", args, ["--photos", photos])
+        log("PyTorch CSPN ...")
+        one["torch-cspn"] = run_part("torch-cspn", args, ["--io", io])
+        rounds.append(one)
+
     data_json = os.path.join(args.out, "cspn-data.json")
     subprocess.run([args.cspn, "bench", "--parts", "data", "--threads", str(args.threads), "--data", args.photos,
                     "--json", data_json] + fast, check=True, stdout=sys.stderr)
@@ -322,66 +351,103 @@ def main():
                             args.eval_split, "--quiet", "--json", out] + sets, check=True, stdout=sys.stderr)
             with open(out) as f:
                 ne[name] = json.load(f)["ne_image"]["avg"]
-    log("Keypoint R-CNN ...")
-    krcnn = run_part("krcnn", args, ["--photos", photos])
-    log("PyTorch CSPN ...")
-    torch_cspn = run_part("torch-cspn", args, ["--io", io])
 
-    detector_input = runs["fast"]["pipeline"][0]["detector_input"]
+    def across(values):
+        """The median over rounds, and the rounds' own values."""
+        return {"median": statistics.median(values), "rounds": values}
+
+    def pipeline_row(one, name):
+        return one["krcnn"] if name == "krcnn" else one[name]["pipeline"][0]
+
     pipeline = []
     for name, label in (("fast", "CSPN fast (robot.yaml, no flip tests)"), ("fast-bf16", "CSPN fast, bfloat16"),
-                        ("paper", "CSPN paper (VGG16 + ResNet-101, 4 stages)")):
-        if name in runs:
-            row = runs[name]["pipeline"][0]
-            pipeline.append({"name": label, **{k: row[k] for k in ("pipeline_ms", "pipeline_p90_ms", "garments",
-                                                                   "best_images_per_s", "best_batch", "peak_rss_mb")}})
-    pipeline.append({"name": "Keypoint R-CNN R50-FPN (torchvision)", "best_batch": max(
-        krcnn["throughput"], key=lambda t: t["images_per_s"])["batch"], **{k: krcnn[k] for k in (
-            "pipeline_ms", "pipeline_p90_ms", "garments", "best_images_per_s", "peak_rss_mb")}})
+                        ("paper", "CSPN paper (VGG16 + ResNet-101, 4 stages)"),
+                        ("krcnn", "Keypoint R-CNN R50-FPN (torchvision)")):
+        if name not in rounds[0]:
+            continue
+        rows = [pipeline_row(one, name) for one in rounds]
+        per_batch = {}
+        for row in rows:
+            for t in row["throughput"]:
+                per_batch.setdefault(t["batch"], []).append(t["images_per_s"])
+        best_batch = max(per_batch, key=lambda b: statistics.median(per_batch[b]))
+        vs_krcnn = across([pipeline_row(one, "krcnn")["pipeline_ms"] / row["pipeline_ms"] for one, row in zip(rounds, rows)])
+        pipeline.append({"name": label, "pipeline_ms": statistics.median(r["pipeline_ms"] for r in rows),
+                         "pipeline_p90_ms": statistics.median(r["pipeline_p90_ms"] for r in rows),
+                         "garments": rows[0]["garments"], "best_batch": best_batch,
+                         "best_images_per_s": statistics.median(per_batch[best_batch]),
+                         "peak_rss_mb": max(r["peak_rss_mb"] for r in rows),
+                         "speedup_vs_krcnn": vs_krcnn["median"], "speedup_vs_krcnn_rounds": vs_krcnn["rounds"]})
 
-    ours = {r["batch"]: r for r in runs["fast"]["landmark_network"]["inference"]}
-    bf16 = {r["batch"]: r for r in runs["fast-bf16"]["landmark_network"]["inference"]}
+    def cpp_rows(one, name):
+        return {r["batch"]: r for r in one[name]["landmark_network"]["inference"]}
+
     networks = []
-    for r in torch_cspn["inference"]:
-        b = r["batch"]
-        gflops = ours[b]["network_gflops"]
-        networks.append({"implementation": "C++ (cspn)", "batch": b, "ms_per_crop": ours[b]["ms_per_crop"],
-                         "network_gflop_s": ours[b]["network_gflop_s"], "backbone_gflop_s": ours[b]["backbone_gflop_s"],
-                         "ratio": ours[b]["ratio"]})
-        networks.append({"implementation": "C++ bfloat16", "batch": b, "ms_per_crop": bf16[b]["ms_per_crop"],
-                         "network_gflop_s": bf16[b]["network_gflop_s"], "backbone_gflop_s": bf16[b]["backbone_gflop_s"],
-                         "ratio": bf16[b]["ratio"], "speedup_vs_float32": bf16[b]["speedup_vs_float32"]})
-        backbone_rate = ours[b]["backbone_gflops"] / r["backbone_ms"] * 1e3
-        network_rate = gflops / r["network_ms"] * 1e3
-        networks.append({"implementation": "PyTorch", "batch": b, "ms_per_crop": r["ms_per_crop"],
-                         "network_gflop_s": network_rate, "backbone_gflop_s": backbone_rate,
-                         "ratio": network_rate / backbone_rate})
-    summary = {"threads": args.threads, "photos": len(os.listdir(photos)), "detector_input": detector_input,
-               "blas": blas, "blas_core": blas_core, "pipeline": pipeline, "landmark_network": networks,
-               "train_step": {"C++": runs["fast"]["landmark_network"]["train_step"], "PyTorch": torch_cspn["train_step"]},
-               "parity_max_relative_error": torch_cspn["parity_max_relative_error"],
-               "data_crops_per_s": data_rate, "ne_image": ne,
-               "raw": {"cspn": runs, "krcnn": krcnn, "torch_cspn": torch_cspn}}
+    for b in (1, 16):
+        per_round = []  # per round: C++ float32, C++ bfloat16 and PyTorch rows of batch b
+        for one in rounds:
+            ours, bf16 = cpp_rows(one, "fast")[b], cpp_rows(one, "fast-bf16")[b]
+            torch_row = next(r for r in one["torch-cspn"]["inference"] if r["batch"] == b)
+            backbone_rate = ours["backbone_gflops"] / torch_row["backbone_ms"] * 1e3
+            network_rate = ours["network_gflops"] / torch_row["network_ms"] * 1e3
+            torch_row = {"ms_per_crop": torch_row["ms_per_crop"], "network_gflop_s": network_rate,
+                         "backbone_gflop_s": backbone_rate, "ratio": network_rate / backbone_rate}
+            per_round.append((ours, bf16, torch_row))
+        for i, implementation in enumerate(("C++ (cspn)", "C++ bfloat16", "PyTorch")):
+            rows = [r[i] for r in per_round]
+            row = {"implementation": implementation, "batch": b}
+            for key in ("ms_per_crop", "network_gflop_s", "backbone_gflop_s", "ratio", "speedup_vs_float32"):
+                if key in rows[0]:
+                    row[key] = statistics.median(r[key] for r in rows)
+            row["ratio_rounds"] = [r["ratio"] for r in rows]
+            if i == 0:
+                vs_torch = across([t["ms_per_crop"] / c["ms_per_crop"] for c, _, t in per_round])
+                row["speedup_vs_pytorch"], row["speedup_vs_pytorch_rounds"] = vs_torch["median"], vs_torch["rounds"]
+            networks.append(row)
+    batch16_vs_1 = across([cpp_rows(one, "fast")[1]["ms_per_crop"] / cpp_rows(one, "fast")[16]["ms_per_crop"]
+                           for one in rounds])
+    cpp_steps = [one["fast"]["landmark_network"]["train_step"] for one in rounds]
+    torch_steps = [one["torch-cspn"]["train_step"] for one in rounds]
+    step_ratio = across([t["ms"] / c["ms"] for c, t in zip(cpp_steps, torch_steps)])
+    train_step = {"C++": {"batch": cpp_steps[0]["batch"], "ms": statistics.median(s["ms"] for s in cpp_steps)},
+                  "PyTorch": {"batch": torch_steps[0]["batch"], "ms": statistics.median(s["ms"] for s in torch_steps)},
+                  "speedup": step_ratio["median"], "speedup_rounds": step_ratio["rounds"]}
+    parity = [max(e) for e in zip(*(one["torch-cspn"]["parity_max_relative_error"] for one in rounds))]
+    detector_input = rounds[0]["fast"]["pipeline"][0]["detector_input"]
+    summary = {"threads": args.threads, "photos": len(os.listdir(photos)), "rounds": args.rounds,
+               "detector_input": detector_input, "blas": blas, "blas_core": blas_core, "pipeline": pipeline,
+               "landmark_network": networks, "batch16_vs_batch1_per_crop": batch16_vs_1, "train_step": train_step,
+               "parity_max_relative_error": parity, "data_crops_per_s": data_rate, "ne_image": ne, "raw": rounds}
+
+    def listed(values):
+        return " ".join(f"{v:.2f}" for v in values)
 
     print(f"\nSide by side: {summary['photos']} photos, detector input {detector_input[0]}x{detector_input[1]}, "
           f"{args.garments} garment(s) per image, {args.threads} threads, BLAS {os.path.basename(blas) or '?'} "
-          f"({blas_core or '?'} kernel)")
-    print(f"PyTorch port vs C++ outputs, max relative error per stage: "
-          + ", ".join(f"{e:.1e}" for e in summary["parity_max_relative_error"]))
-    print(f"\n{'pipeline':44} {'ms/img':>8} {'p90':>8} {'best img/s':>14} {'peak MB':>8} {'vs KRCNN':>9}")
-    krcnn_ms = pipeline[-1]["pipeline_ms"]
+          f"({blas_core or '?'} kernel); medians over {args.rounds} round(s), every contender once per round")
+    print("PyTorch port vs C++ outputs, max relative error per stage: "
+          + ", ".join(f"{e:.1e}" for e in parity))
+    print(f"\n{'pipeline':44} {'ms/img':>8} {'p90':>8} {'best img/s':>14} {'peak MB':>8} {'vs KRCNN':>9}  per round")
     for r in pipeline:
         print(f"{r['name']:44} {r['pipeline_ms']:8.1f} {r['pipeline_p90_ms']:8.1f} "
-              f"{r['best_images_per_s']:8.2f} (b{r['best_batch']:<2}) {r['peak_rss_mb']:8.0f} {krcnn_ms / r['pipeline_ms']:8.2f}x")
-    print(f"\n{'landmark network':20} {'batch':>5} {'ms/crop':>9} {'GFLOP/s':>9} {'backbone GFLOP/s':>17} {'ratio':>6}")
+              f"{r['best_images_per_s']:8.2f} (b{r['best_batch']:<2}) {r['peak_rss_mb']:8.0f} "
+              f"{r['speedup_vs_krcnn']:8.2f}x  {listed(r['speedup_vs_krcnn_rounds'])}")
+    print(f"\n{'landmark network':20} {'batch':>5} {'ms/crop':>9} {'GFLOP/s':>9} {'backbone GFLOP/s':>17} {'ratio':>6}"
+          f"  ratio per round")
     for r in networks:
         print(f"{r['implementation']:20} {r['batch']:5d} {r['ms_per_crop']:9.1f} {r['network_gflop_s']:9.1f} "
-              f"{r['backbone_gflop_s']:17.1f} {r['ratio']:6.0%}")
+              f"{r['backbone_gflop_s']:17.1f} {r['ratio']:6.0%}  {' '.join(f'{v:.0%}' for v in r['ratio_rounds'])}")
+    for r in networks:
+        if "speedup_vs_pytorch" in r:
+            print(f"C++ against PyTorch at batch {r['batch']}: {r['speedup_vs_pytorch']:.2f}x faster per crop "
+                  f"(per round {listed(r['speedup_vs_pytorch_rounds'])})")
     print("bfloat16 against float32 timed in turn in one process: " + ", ".join(
         f"batch {r['batch']} {r['speedup_vs_float32']:.2f}x" for r in networks if "speedup_vs_float32" in r))
-    cpp_step, torch_step = summary["train_step"]["C++"], summary["train_step"]["PyTorch"]
+    print(f"C++ float32, batch 16 against batch 1 per crop (timed in turn): {batch16_vs_1['median']:.2f}x as fast "
+          f"(per round {listed(batch16_vs_1['rounds'])})")
+    cpp_step, torch_step = train_step["C++"], train_step["PyTorch"]
     print(f"\ntraining step, batch {cpp_step['batch']}: C++ {cpp_step['ms']:.0f} ms, PyTorch {torch_step['ms']:.0f} ms "
-          f"({torch_step['ms'] / cpp_step['ms']:.2f}x)")
+          f"({step_ratio['median']:.2f}x; per round {listed(step_ratio['rounds'])})")
     train_rate = cpp_step["batch"] * 1000 / cpp_step["ms"]
     print(f"data pipeline {data_rate:.0f} crops/s against {train_rate:.1f} crops/s trained: {data_rate / train_rate:.1f}x")
     if ne:

@@ -419,6 +419,8 @@ int main(int argc, char** argv) {
   bench->add_option("--image-batches", pipeline_opt.batches, "pipeline: images per call for the throughput column")
       ->check(CLI::Range(1, 256));
   bench->add_option("--garments", pipeline_opt.garments, "pipeline: garments per image")->check(CLI::PositiveNumber);
+  bool bench_no_train_step = false;
+  bench->add_flag("--no-train-step", bench_no_train_step, "pipeline: leave out the landmark network's training step");
   bench->add_option("--data", bench_data_path, "data: an annotated data set (its photos are decoded, cropped, augmented)");
   bench->add_option("--format", bench_format, "data: fld | coco | csv | auto");
   bench->add_option("--io", bench_io, "pipeline: write a seeded crop batch and the landmark network's heatmaps per "
@@ -471,6 +473,7 @@ int main(int argc, char** argv) {
       if (wants("landmarks")) result = run_bench(bench_opt, std::cout);
       pipeline_opt.device = bench_opt.device;
       pipeline_opt.iters = bench_opt.iters;
+      pipeline_opt.train_step = !bench_no_train_step;
       pipeline_opt.input_size = bench_opt.input_size;
       if (wants("pipeline") || wants("data")) use_threads(bench_opt.threads);
       if (wants("pipeline")) {

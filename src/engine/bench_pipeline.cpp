@@ -204,30 +204,50 @@ nlohmann::json bench_landmark_gflops(const PipelineBenchOptions& opt, std::ostre
   const auto crops = [&](int64_t batch) {
     return torch::randn({batch, 3, k.input_size[0], k.input_size[1]}, torch::TensorOptions().device(device));
   };
-  nlohmann::json rows = nlohmann::json::array();
-  char line[320];
+  // Every batch's backbone, network (and float32 network) timed in turn, one call of each per round:
+  // the network-to-backbone and batch-to-batch ratios then do not depend on the machine's drift.
+  struct Case {
+    int64_t batch = 0;
+    torch::Tensor input, float32_input;
+    double backbone_flops = 0, network_flops = 0;
+  };
+  std::vector<Case> cases;
   CSPNNet counted(k, file.schema.num_landmarks());  // float32 on the CPU, for the FLOP counter
   counted->eval();
   for (const int64_t batch : {int64_t{1}, int64_t{2}, int64_t{16}}) {
+    Case c;
+    c.batch = batch;
     const auto x = crops(batch);
-    double backbone_flops = 0, network_flops = 0;
     {
       torch::NoGradGuard no_grad;  // the FLOP counter observes ATen calls in float32
       CSPNNet& net = counted;
-      backbone_flops = count_flops([&] { net->backbone->features(x.cpu()); });
-      network_flops = count_flops([&] { net->forward(x.cpu()); });
+      c.backbone_flops = count_flops([&] { net->backbone->features(x.cpu()); });
+      c.network_flops = count_flops([&] { net->forward(x.cpu()); });
     }
-    const auto input = predictor.network_input(x);
-    const double backbone_ms = median_ms([&] {
+    c.input = predictor.network_input(x);
+    if (float32) c.float32_input = float32->network_input(x);
+    cases.push_back(c);
+  }
+  std::vector<std::function<void()>> timed;
+  for (const auto& c : cases) {
+    timed.push_back([&] {
       c10::InferenceMode inference;
-      predictor.net()->backbone->features(input);
-    }, opt.iters, device);
-    std::vector<std::function<void()>> timed{[&] { predictor.run_network(input); }};
-    const auto float32_input = float32 ? float32->network_input(x) : torch::Tensor();
-    if (float32) timed.push_back([&] { float32->run_network(float32_input); });
-    const auto ms = median_ms_alternating(timed, opt.iters, device);
-    const double network_ms = ms.front(), float32_ms = ms.back();
-    const double backbone_rate = backbone_flops / backbone_ms / 1e6, network_rate = network_flops / network_ms / 1e6;
+      predictor.net()->backbone->features(c.input);
+    });
+    timed.push_back([&] { predictor.run_network(c.input); });
+    if (float32) timed.push_back([&] { float32->run_network(c.float32_input); });
+  }
+  const auto ms = median_ms_alternating(timed, opt.iters, device);
+
+  nlohmann::json rows = nlohmann::json::array();
+  char line[320];
+  const size_t per_case = float32 ? 3 : 2;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const Case& c = cases[i];
+    const int64_t batch = c.batch;
+    const double backbone_ms = ms[i * per_case], network_ms = ms[i * per_case + 1];
+    const double float32_ms = float32 ? ms[i * per_case + 2] : network_ms;
+    const double backbone_rate = c.backbone_flops / backbone_ms / 1e6, network_rate = c.network_flops / network_ms / 1e6;
     std::snprintf(line, sizeof line,
                   "landmark network, batch %2lld, %s: backbone %7.1f ms %6.1f GFLOP/s | whole network %7.1f ms "
                   "(%6.1f ms/crop) %6.1f GFLOP/s = %3.0f%% of the backbone's rate\n",
@@ -244,8 +264,8 @@ nlohmann::json bench_landmark_gflops(const PipelineBenchOptions& opt, std::ostre
                        {"backbone_ms", backbone_ms},
                        {"network_ms", network_ms},
                        {"ms_per_crop", network_ms / batch},
-                       {"backbone_gflops", backbone_flops / 1e9},
-                       {"network_gflops", network_flops / 1e9},
+                       {"backbone_gflops", c.backbone_flops / 1e9},
+                       {"network_gflops", c.network_flops / 1e9},
                        {"backbone_gflop_s", backbone_rate},
                        {"network_gflop_s", network_rate},
                        {"ratio", network_rate / backbone_rate}};
@@ -255,6 +275,8 @@ nlohmann::json bench_landmark_gflops(const PipelineBenchOptions& opt, std::ostre
     }
     rows.push_back(row);
   }
+  nlohmann::json result{{"precision", file.config.test.precision}, {"inference", rows}};
+  if (!opt.train_step) return result;
   float32.reset();  // its memory is not the training step's
 
   // One training step as `cspn train` takes it (float32, channels-last, the config's loss and batch
@@ -281,9 +303,8 @@ nlohmann::json bench_landmark_gflops(const PipelineBenchOptions& opt, std::ostre
   std::snprintf(line, sizeof line, "training step, batch %lld (float32, Adam): %.1f ms, %.1f crops/s\n",
                 static_cast<long long>(batch), step_ms, batch * 1000.0 / step_ms);
   out << line << std::flush;
-  return {{"precision", file.config.test.precision},
-          {"inference", rows},
-          {"train_step", {{"batch", batch}, {"ms", step_ms}, {"crops_per_s", batch * 1000.0 / step_ms}}}};
+  result["train_step"] = {{"batch", batch}, {"ms", step_ms}, {"crops_per_s", batch * 1000.0 / step_ms}};
+  return result;
 }
 
 void write_landmark_io(const PipelineBenchOptions& opt, const std::string& path) {

@@ -124,16 +124,18 @@ TEST(BenchCommand, PipelineJsonAndParityFile) {
   EXPECT_GT(net["train_step"]["ms"].get<double>(), 0.0);
   EXPECT_FALSE(net["inference"][0].contains("speedup_vs_float32"));
 
-  // In bfloat16 the float32 network is timed in turn with it, and each row says by how much.
+  // In bfloat16 the float32 network is timed in turn with it, and each row says by how much; the
+  // training step can be left out.
   const fs::path bf16_json = dir / "bench_bf16.json";
   ASSERT_EQ(test::run_process({binary, "bench", "--parts", "pipeline", "--model", test::tiny_model().string(), "--images",
                                photos.string(), "--iters", "1", "--image-sizes", "96", "--image-batches", "1", "--set",
-                               "test.precision=bfloat16", "--json", bf16_json.string()},
+                               "test.precision=bfloat16", "--no-train-step", "--json", bf16_json.string()},
                               (dir / "out.txt").string(), (dir / "err.txt").string()),
             0)
       << test::file_bytes(dir / "err.txt");
   const auto bf16 = nlohmann::json::parse(test::file_bytes(bf16_json))["landmark_network"];
   EXPECT_EQ(bf16["precision"], "bfloat16");
+  EXPECT_FALSE(bf16.contains("train_step")) << "--no-train-step";
   for (const auto& row : bf16["inference"]) {
     const double ms = row["ms_per_crop"].get<double>(), float32_ms = row["float32_ms_per_crop"].get<double>();
     EXPECT_GT(float32_ms, 0.0);

@@ -26,6 +26,7 @@ struct PipelineBenchOptions {
   std::vector<int> input_size{256, 192};
   std::string device = "cpu";
   int iters = 5;  // timed passes over the images (batch 1) or timed calls (larger batches)
+  bool train_step = true;  // also time the landmark network's training step
 };
 
 // One row per detector input size: {"image" [w,h] of the (first) source image, "images",
@@ -35,11 +36,12 @@ struct PipelineBenchOptions {
 nlohmann::json bench_pipeline(const PipelineBenchOptions& opt, std::ostream& out);
 
 // The pipeline's landmark network (same model, config or built-in case as above) alone, in
-// test.precision, against its bare backbone: {"precision", "inference": [{"batch" (1, 2, 16),
+// test.precision, against its bare backbone, every batch's backbone and network timed in turn
+// (median_ms_alternating): {"precision", "inference": [{"batch" (1, 2, 16),
 // "backbone_ms", "network_ms", "ms_per_crop", "backbone_gflops", "network_gflops",
 // "backbone_gflop_s", "network_gflop_s", "ratio" (network_gflop_s / backbone_gflop_s); in a precision
 // other than float32 also "float32_ms_per_crop" and "speedup_vs_float32", the same network in float32
-// timed in turn with it (median_ms_alternating)}],
+// timed in turn with them}], and with opt.train_step
 // "train_step": {"batch" (train.batch_size), "ms", "crops_per_s"}} (float32, the config's loss, Adam).
 // The training step is timed as `cspn train` runs it: keep_freed_memory(false) first, so the process
 // maps large blocks afresh from then on.
