@@ -121,6 +121,7 @@ GarmentDetector GarmentDetector::from_model_file(const ModelFile& file, torch::D
     throw std::runtime_error("model file does not match its own detector config:\n" + report.summary());
   fold_batch_norm(*net);
   use_channels_last(*net);
+  if (device.is_cpu()) net->backbone()->box_head_for_inference();  // measured on the CPU only
   return GarmentDetector(net, file.config, file.schema, device);
 }
 

@@ -25,17 +25,23 @@ bool has_key(const torch::nn::Module& m, const std::string& key) {
   return m.named_parameters().contains(key) || m.named_buffers().contains(key);
 }
 
+// VGG16 as the detector builds it (to stride 16, with fc6/fc7), in eval mode.
+cspn::VGG16 detector_vgg16() {
+  cspn::BackboneOptions trunk;
+  trunk.classifier = true;
+  trunk.last_stride = 16;
+  cspn::VGG16 vgg(trunk);
+  vgg->eval();
+  return vgg;
+}
+
 TEST(DetectVGG16, MatchesTorchvisionFeatures) {
   CSPN_REQUIRE_TORCHVISION();
   const auto dir = cspn::test::scratch_dir("detect_vgg16_torchvision");
   cspn::test::run_reference_script("torchvision_ops_reference.py", "vgg16 '" + dir.string() + "'",
                                    dir);
   const auto ref = cspn::test::read_tensors(dir, "outputs.json");
-  cspn::BackboneOptions trunk;  // as the detector builds it
-  trunk.classifier = true;
-  trunk.last_stride = 16;
-  cspn::VGG16 vgg(trunk);
-  vgg->eval();
+  cspn::VGG16 vgg = detector_vgg16();
   {
     torch::NoGradGuard no_grad;
     for (auto& p : vgg->named_parameters()) {
@@ -60,6 +66,24 @@ TEST(DetectVGG16, MatchesTorchvisionFeatures) {
     EXPECT_EQ(p.value().sizes().vec(), shapes[p.key()].get<std::vector<int64_t>>()) << p.key();
   }
   EXPECT_EQ(vgg->named_parameters().size(), 13u * 2 + 2 * 2);  // 13 convs, fc6, fc7
+}
+
+// fc6 run as a 7x7 convolution (channels-last) gives fc7's activations of the matrix product, up
+// to rounding; the relaid module refuses to train and handles no RoIs.
+TEST(DetectVGG16, BoxHeadForInferenceKeepsTheActivations) {
+  cspn::VGG16 vgg = detector_vgg16();
+  torch::NoGradGuard no_grad;
+  const auto rois = torch::randn({6, vgg->box_head_input()}).relu();  // RoI features follow a ReLU
+  const auto before = vgg->box_head(rois);
+  ASSERT_GT(before.abs().max().item<double>(), 0.0);
+  vgg->box_head_for_inference();
+  EXPECT_EQ(vgg->named_parameters()["classifier.0.weight"].sizes(), torch::IntArrayRef({4096, 512, 7, 7}));
+  const auto after = vgg->box_head(rois);
+  ASSERT_EQ(after.sizes(), before.sizes());
+  EXPECT_LT((after - before).abs().max().item<double>(), 1e-5 * before.abs().max().item<double>());
+  EXPECT_EQ(vgg->box_head(torch::zeros({0, vgg->box_head_input()})).sizes(), torch::IntArrayRef({0, 4096}));
+  vgg->train();
+  EXPECT_THROW(vgg->box_head(rois), std::logic_error);
 }
 
 DetectorModelConfig small_config() {

@@ -61,7 +61,9 @@ struct DetectedGarment {
 class GarmentDetector {
  public:
   GarmentDetector(FasterRCNN net, const Config& cfg, LandmarkSchema schema, torch::Device device);
-  // From a model file's "detector.*" tensors; throws when the file has no detector.
+  // From a model file's "detector.*" tensors, readied for inference (BatchNorm folded, channels-last,
+  // on the CPU VGG16's fc6 as a convolution), so net() is not for training or saving. Throws when
+  // the file has no detector.
   static GarmentDetector from_model_file(const ModelFile& file, torch::Device device);
 
   // Per image, garments by decreasing score, in batches of test.detector_batch_size images.

@@ -37,6 +37,10 @@ class BackboneImpl : public torch::nn::Module {
   virtual torch::Tensor box_head(const torch::Tensor& rois);
   virtual int64_t box_head_dim() const { return 0; }
   virtual int64_t box_head_input() const { return 0; }
+  // For inference only, once the weights are loaded (as fold_batch_norm): puts the box head's
+  // parameters in the layout its fastest form needs. The module is then neither trained nor saved
+  // (its parameters may change shape). Default: nothing to do.
+  virtual void box_head_for_inference() {}
 
  protected:
   explicit BackboneImpl(const std::string& name) : torch::nn::Module(name) {}

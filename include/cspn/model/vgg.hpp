@@ -24,6 +24,11 @@ class VGG16Impl : public BackboneImpl {
   std::vector<torch::Tensor> features(const torch::Tensor& x) override;
   // RoI features flattened [R,512*7*7] -> fc7 activations [R,4096]; needs the classifier.
   torch::Tensor box_head(const torch::Tensor& rois) override;
+  // fc6's weight becomes the 7x7 convolution over the RoI's 512x7x7 features that it is, in
+  // channels-last layout ([4096,512,7,7]). On the CPU oneDNN runs that convolution about 2x as fast
+  // as OpenBLAS's Haswell kernel runs the matrix product, and level with its SkylakeX kernel (300
+  // RoIs, 2 threads, AVX-512: 192 ms against 360-394 and 206 ms).
+  void box_head_for_inference() override;
   int64_t box_head_dim() const override { return classifier ? kFcDim : 0; }
   int64_t box_head_input() const override { return kChannels * kFcRoiSize * kFcRoiSize; }
   // The five conv blocks (features.0-4, 5-9, 10-16, 17-23, 24-30): 0..4; classifier: 5.

@@ -70,7 +70,23 @@ torch::Tensor VGG16Impl::box_head(const torch::Tensor& rois) {
   if (rois.dim() != 2 || rois.size(1) != in)
     throw std::invalid_argument("cspn::VGG16::box_head: input should be [R," + std::to_string(in) +
                                 "] (512x7x7 RoI features), got " + shape_of(rois));
-  return classifier->forward(rois);
+  auto& fc6 = *classifier->ptr(0)->as<torch::nn::LinearImpl>();
+  if (fc6.weight.dim() == 2) return classifier->forward(rois);
+  if (is_training())
+    throw std::logic_error("cspn::VGG16::box_head: fc6 is laid out for inference (box_head_for_inference); "
+                           "build a new module to train");
+  auto& fc7 = *classifier->ptr(3)->as<torch::nn::LinearImpl>();
+  if (rois.size(0) == 0) return torch::empty({0, kFcDim}, rois.options());
+  const auto x = torch::conv2d(rois.view({-1, kChannels, kFcRoiSize, kFcRoiSize}), fc6.weight, fc6.bias);
+  return torch::relu(fc7.forward(torch::relu(x.flatten(1))));  // the Dropouts pass all at inference
+}
+
+void VGG16Impl::box_head_for_inference() {
+  if (!classifier) return;
+  auto& weight = classifier->ptr(0)->as<torch::nn::LinearImpl>()->weight;
+  if (weight.dim() == 4) return;
+  torch::NoGradGuard no_grad;
+  weight.set_data(weight.view({kFcDim, kChannels, kFcRoiSize, kFcRoiSize}).contiguous(torch::MemoryFormat::ChannelsLast));
 }
 
 int VGG16Impl::part_of(const std::string& key) const {
