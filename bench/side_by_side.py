@@ -10,9 +10,9 @@ the same detector input, with the same thread count:
   - our landmark network written in PyTorch (bench/cspn_torch.py), loaded with the same weights; its
     outputs must match the C++ network's (checked first), and its time is the baseline.
 
-Every contender runs once per round, in turn (--rounds, default 3): the figures are medians over the
-rounds, and each ratio is also printed round by round, since this kind of machine drifts by a third
-between runs minutes apart. Prints the tables, writes OUT/side_by_side.json and
+Every contender runs once per round, in turn, the order reversed every other round (--rounds,
+default 3): the figures are medians over the rounds, and each ratio is also printed round by round,
+since this kind of machine drifts by a third between runs minutes apart. Prints the tables, writes OUT/side_by_side.json and
 OUT/side_by_side.png. Run it with the system Python, which has Debian's torch and torchvision:
 
   /usr/bin/python3 bench/side_by_side.py [--fast-model run/model.cspn] [--rounds 3] [--out bench-results]
@@ -319,23 +319,28 @@ def main():
     paper_photos = None if args.skip_paper else \
         photo_folder(args.photos, min(args.count, 8), os.path.join(args.out, "photos-paper"))
 
-    # Every contender runs once per round, in turn: on a machine whose speed drifts, a ratio taken
-    # within one round compares like with like, and the median over rounds drops the odd round.
+    # Every contender runs once per round, in turn, the order reversed every other round: on a
+    # machine whose speed drifts, contenders of one round ran minutes apart rather than a quarter of
+    # an hour, a steady drift favours none of them over two rounds, and the median over rounds drops
+    # the odd round. The first round starts with the fast pipeline, which writes the PyTorch port's
+    # weights (--io).
+    contenders = {
+        "fast": lambda r: run_cspn(args, f"fast-{r}", fast + ["--image-batches", "1", "4", "16"]
+                                   + (["--io", io] if r == 1 else []), photos),
+        "fast-bf16": lambda r: run_cspn(args, f"fast-bf16-{r}", fast + ["--image-batches", "1", "--no-train-step",
+                                                                        "--set", "test.precision=bfloat16"], photos),
+        "paper": lambda r: run_cspn(args, f"paper-{r}", ["--config", os.path.join(ROOT, "configs", "paper.yaml"),
+                                                         "--image-batches", "1", "4", "--no-train-step"], paper_photos),
+        "krcnn": lambda r: run_part("krcnn", args, ["--photos", photos]),
+        "torch-cspn": lambda r: run_part("torch-cspn", args, ["--io", io]),
+    }
+    if not paper_photos:
+        del contenders["paper"]
     rounds = []
     for r in range(1, args.rounds + 1):
-        log(f"round {r} of {args.rounds}")
-        one = {"fast": run_cspn(args, f"fast-{r}", fast + ["--image-batches", "1", "4", "16"]
-                                + (["--io", io] if r == 1 else []), photos),
-               "fast-bf16": run_cspn(args, f"fast-bf16-{r}", fast + ["--image-batches", "1", "--no-train-step", "--set",
-                                                                     "test.precision=bfloat16"], photos)}
-        if paper_photos:
-            one["paper"] = run_cspn(args, f"paper-{r}", ["--config", os.path.join(ROOT, "configs", "paper.yaml"),
-                                                         "--image-batches", "1", "4", "--no-train-step"], paper_photos)
-        log("Keypoint R-CNN ...")
-        one["krcnn"] = run_part("krcnn", args, ["--photos", photos])
-        log("PyTorch CSPN ...")
-        one["torch-cspn"] = run_part("torch-cspn", args, ["--io", io])
-        rounds.append(one)
+        order = list(contenders) if r % 2 else list(reversed(contenders))
+        log(f"round {r} of {args.rounds}: " + ", ".join(order))
+        rounds.append({name: contenders[name](r) for name in order})
 
     data_json = os.path.join(args.out, "cspn-data.json")
     subprocess.run([args.cspn, "bench", "--parts", "data", "--threads", str(args.threads), "--data", args.photos,

@@ -12,6 +12,7 @@
 #include "common.hpp"
 #include "cspn/detect/faster_rcnn.hpp"
 #include "cspn/detect/ops.hpp"
+#include "cspn/io/weights.hpp"
 #include "cspn/model/vgg.hpp"
 #include "tensor_exchange.hpp"
 
@@ -101,6 +102,15 @@ DetectorModelConfig small_config() {
   return cfg;
 }
 
+// The paper's detector at small_config's sizes: VGG16, RoI pooling, fc6/fc7 as the box head.
+DetectorModelConfig vgg_config() {
+  auto cfg = small_config();
+  cfg.backbone = "vgg16";
+  cfg.box_head = "vgg";
+  cfg.roi_op = "pool";
+  return cfg;
+}
+
 TEST(DetectFasterRCNN, ParameterNamesFollowTorchvision) {
   FasterRCNN model(small_config(), 3);
   for (const char* key : {"backbone.conv1.weight", "backbone.bn1.running_mean",
@@ -138,6 +148,27 @@ TEST(DetectFasterRCNN, RejectsBadConfigAndInputs) {
   EXPECT_THROW(model->losses(images, {DetTarget{torch::zeros({1, 4}), torch::tensor({3L})}}),
                std::invalid_argument);  // label 3 with 3 classes (0..2)
   EXPECT_THROW(model->detect(torch::randn({1, 64, 64})), std::invalid_argument);
+}
+
+// The paper's detector (VGG16, RoI pooling, fc6/fc7) finds the same top boxes with fc6 relaid as
+// a convolution: the RPN is untouched, the box head's scores and deltas move by rounding only.
+TEST(DetectFasterRCNN, VggBoxHeadForInferenceKeepsTheDetections) {
+  auto cfg = vgg_config();
+  cfg.score_thresh = 0.0f;
+  cfg.detections_per_image = 3;
+  FasterRCNN plain(cfg, 4), relaid(cfg, 4);
+  cspn::load_state_dict(*relaid, cspn::state_dict(*plain), "");
+  plain->eval();
+  relaid->eval();
+  relaid->backbone()->box_head_for_inference();
+  torch::NoGradGuard no_grad;
+  const auto images = torch::randn({1, 3, 96, 128});
+  const auto a = plain->detect(images)[0], b = relaid->detect(images)[0];
+  ASSERT_EQ(a.boxes.size(0), 3);
+  ASSERT_EQ(b.boxes.sizes(), a.boxes.sizes());
+  EXPECT_TRUE(torch::equal(a.labels, b.labels));
+  EXPECT_LT((a.boxes - b.boxes).abs().max().item<double>(), 1e-3);  // pixels
+  EXPECT_LT((a.scores - b.scores).abs().max().item<double>(), 1e-5);
 }
 
 TEST(DetectFasterRCNN, LossesAndDetectionsHaveTheRightShapes) {
@@ -247,10 +278,7 @@ TEST(DetectFasterRCNN, TrainableLayersFreezeTheRest) {
 }
 
 TEST(DetectFasterRCNN, Vgg16BackboneWithItsFcHead) {
-  auto cfg = small_config();
-  cfg.backbone = "vgg16";
-  cfg.box_head = "vgg";
-  cfg.roi_op = "pool";
+  auto cfg = vgg_config();
   cfg.rpn_post_nms_train = 8;
   cfg.box_batch = 8;
   cfg.rpn_post_nms_test = 8;

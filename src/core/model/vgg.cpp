@@ -77,7 +77,7 @@ torch::Tensor VGG16Impl::box_head(const torch::Tensor& rois) {
                            "build a new module to train");
   auto& fc7 = *classifier->ptr(3)->as<torch::nn::LinearImpl>();
   if (rois.size(0) == 0) return torch::empty({0, kFcDim}, rois.options());
-  const auto x = torch::conv2d(rois.view({-1, kChannels, kFcRoiSize, kFcRoiSize}), fc6.weight, fc6.bias);
+  const auto x = torch::conv2d(rois.reshape({-1, kChannels, kFcRoiSize, kFcRoiSize}), fc6.weight, fc6.bias);
   return torch::relu(fc7.forward(torch::relu(x.flatten(1))));  // the Dropouts pass all at inference
 }
 
