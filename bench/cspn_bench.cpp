@@ -4,7 +4,7 @@
 #include <fstream>
 #include <iostream>
 
-#include "cspn/bench.hpp"
+#include "cspn/core/bench.hpp"
 
 int main(int argc, char** argv) {
   cspn::BenchOptions opt;

@@ -85,7 +85,7 @@ def blas_library():
 
 def better_blas_core(core):
     """The OPENBLAS_CORETYPE `cspn` itself chooses where OpenBLAS fell back to a generic kernel (see
-    better_blas_core in include/cspn/bench.hpp), so that both sides get the same BLAS."""
+    better_blas_core in include/cspn/core/runtime.hpp), so that both sides get the same BLAS."""
     with open("/proc/cpuinfo") as f:
         flags = next((line.split() for line in f if line.startswith("flags")), [])
     core = core.lower()

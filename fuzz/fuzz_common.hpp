@@ -10,7 +10,7 @@
 #include <fstream>
 #include <string>
 
-#include "cspn/errors.hpp"
+#include "cspn/core/errors.hpp"
 
 namespace cspn::fuzz {
 

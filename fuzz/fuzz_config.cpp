@@ -1,5 +1,5 @@
 // The YAML config (file text, then validation) on arbitrary bytes.
-#include "cspn/config.hpp"
+#include "cspn/core/config.hpp"
 #include "fuzz_common.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

@@ -1,7 +1,7 @@
 // The model-file loader (safetensors container, metadata, checksum, stored config) on arbitrary
 // bytes, and the plain safetensors reader under it.
-#include "cspn/io/model_file.hpp"
-#include "cspn/io/weights.hpp"
+#include "cspn/core/io/model_file.hpp"
+#include "cspn/core/io/weights.hpp"
 #include "fuzz_common.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

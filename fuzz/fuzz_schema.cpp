@@ -1,5 +1,5 @@
 // Landmark schema files (schemas/*.yaml, or a user's own) on arbitrary bytes.
-#include "cspn/landmarks.hpp"
+#include "cspn/core/schema.hpp"
 #include "fuzz_common.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""torchvision reference outputs for the C++ detection tests (tests/core/test_detect_*.cpp).
+"""torchvision reference outputs for the C++ detection tests (tests/core/test_ops.cpp, test_box_coder.cpp, test_vgg.cpp).
 
 Usage: torchvision_ops_reference.py {ops|boxes|vgg16} DIR
 

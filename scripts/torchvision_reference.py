@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Reference data for the C++ backbone parity tests (tests/core/test_backbones.cpp).
+"""Reference data for the C++ backbone parity tests (tests/core/test_backbone.cpp, test_resnet.cpp).
 
 Builds a seeded, randomly initialised torchvision ResNet or MobileNetV2 with non-trivial BatchNorm parameters and
 running statistics, and writes to --out:

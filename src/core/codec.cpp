@@ -1,5 +1,5 @@
-#include "cspn/codec.hpp"
-#include "cspn/util.hpp"
+#include "cspn/core/codec.hpp"
+#include "cspn/core/util.hpp"
 
 #include <cmath>
 #include <sstream>

@@ -1,4 +1,4 @@
-#include "cspn/config.hpp"
+#include "cspn/core/config.hpp"
 
 #include <cmath>
 #include <fstream>
@@ -9,7 +9,9 @@
 
 #include <yaml-cpp/yaml.h>
 
-#include "cspn/model/backbone.hpp"
+#include "yaml_text.hpp"
+
+#include "cspn/core/model/backbone.hpp"
 
 namespace cspn {
 namespace {
@@ -148,12 +150,7 @@ void Config::load_yaml_file(const std::string& path) {
 }
 
 void Config::load_yaml_string(const std::string& text, const std::string& origin) {
-  YAML::Node root;
-  try {
-    root = YAML::Load(text);
-  } catch (const YAML::ParserException& e) {
-    throw std::invalid_argument(origin + ":" + std::to_string(e.mark.line + 1) + ": " + e.msg);
-  }
+  YAML::Node root = parse_yaml(text, origin);
   try {
     FromYaml::apply(root, *this, "", origin);
   } catch (const YAML::Exception& e) {  // a node of an unexpected shape that the checks above let through
@@ -235,6 +232,17 @@ void DetectorModelConfig::validate() const {
                                    {"rpn_batch", d.rpn_batch},
                                    {"box_batch", d.box_batch}})
     require(value > 0 && value <= 1000000, std::string("model.detector.") + key, value, "1 to 1000000");
+}
+
+Config Config::resolve(const std::string& yaml_file, const std::vector<std::string>& sets, Config base) {
+  if (!yaml_file.empty()) base.load_yaml_file(yaml_file);
+  for (const auto& s : sets) base.set(s);
+  base.validate();
+  return base;
+}
+
+Config Config::resolve(const std::string& yaml_file, const std::vector<std::string>& sets) {
+  return resolve(yaml_file, sets, Config());
 }
 
 void Config::validate() const {

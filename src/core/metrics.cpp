@@ -1,5 +1,5 @@
-#include "cspn/metrics.hpp"
-#include "cspn/util.hpp"
+#include "cspn/core/metrics.hpp"
+#include "cspn/core/util.hpp"
 
 #include <algorithm>
 #include <iomanip>

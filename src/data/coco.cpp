@@ -14,8 +14,8 @@
 #include <unordered_set>
 #include <vector>
 
+#include "cspn/core/io/atomic_file.hpp"
 #include "cspn/data/readers.hpp"
-#include "cspn/io/atomic_file.hpp"
 #include "reader_common.hpp"
 
 namespace cspn {
@@ -135,8 +135,7 @@ Garment parse_annotation(const json& a, const std::string& where, const Landmark
 
 Dataset read_coco(const std::string& path, const ReadOptions& opt) {
   const std::string file = file_or_only_child(path, "json");
-  Dataset data;
-  data.schema = opt.schema;
+  Dataset data{opt.schema, {}, {}};
   const LandmarkSchema& schema = data.schema;
   const json j = read_json_file(file);
   const fs::path dir = fs::path(file).parent_path();
@@ -214,11 +213,9 @@ Dataset read_coco(const std::string& path, const ReadOptions& opt) {
       for (std::size_t a : image_annotations[i]) {
         const std::string where = file + ":annotations[" + std::to_string(a) + "]";
         Garment g = parse_annotation(annotations[a], where, schema, category_names);
-        if (opt.garment_left.value_or(false)) mirror_left_right(g, schema);
-        s.garments.push_back(std::move(g));
+        add_garment(s, std::move(g), schema, opt);
       }
-      finish_sample(s, schema, opt);
-      data.samples.push_back(std::move(s));
+      add_sample(data, std::move(s), opt);
     });
   }
   return data;

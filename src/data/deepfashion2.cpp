@@ -68,8 +68,7 @@ Garment parse_item(const json& item, const std::string& where, const LandmarkSch
 }  // namespace
 
 Dataset read_deepfashion2(const std::string& root, const ReadOptions& opt) {
-  Dataset data;
-  data.schema = opt.schema;
+  Dataset data{opt.schema, {}, {}};
   const LandmarkSchema& schema = data.schema;
   const fs::path base(root), annos = base / "annos";
   if (!fs::is_directory(annos)) throw DataError(root + ": no annos/ folder (DeepFashion2 layout: image/, annos/)");
@@ -103,11 +102,9 @@ Dataset read_deepfashion2(const std::string& root, const ReadOptions& opt) {
       std::sort(items.begin(), items.end());
       for (const auto& [number, key] : items) {
         Garment g = parse_item(j[key], where + ":" + key, schema);
-        if (opt.garment_left.value_or(false)) mirror_left_right(g, schema);
-        s.garments.push_back(std::move(g));
+        add_garment(s, std::move(g), schema, opt);
       }
-      finish_sample(s, schema, opt);
-      data.samples.push_back(std::move(s));
+      add_sample(data, std::move(s), opt);
     });
   }
   return data;

@@ -16,8 +16,8 @@
 #include <utility>
 #include <vector>
 
+#include "cspn/core/io/atomic_file.hpp"
 #include "cspn/data/readers.hpp"
-#include "cspn/io/atomic_file.hpp"
 #include "reader_common.hpp"
 
 namespace cspn {
@@ -81,8 +81,7 @@ std::unordered_map<std::string_view, const Row*> index_rows(const ListFile& f, s
 }  // namespace
 
 Dataset read_fld(const std::string& root, const ReadOptions& opt) {
-  Dataset data;
-  data.schema = opt.schema;
+  Dataset data{opt.schema, {}, {}};
   const LandmarkSchema& schema = data.schema;
   if (std::none_of(schema.categories.begin(), schema.categories.end(), [](const Category& c) { return c.id > 0; }))
     throw DataError(root + ": the DeepFashion layout names categories by clothes_type, and schema " + schema.name +
@@ -148,14 +147,12 @@ Dataset read_fld(const std::string& root, const ReadOptions& opt) {
         fail(at(partition.path, p.line),
              "evaluation_status: expected train, val or test, got '" + std::string(split) + "'");
 
-      if (opt.garment_left.value_or(false)) mirror_left_right(g, schema);
       Sample s;
       s.image = (base / name).string();
       s.split = std::string(split);
       s.where = where;
-      s.garments.push_back(std::move(g));
-      finish_sample(s, schema, opt, box_where);
-      data.samples.push_back(std::move(s));
+      add_garment(s, std::move(g), schema, opt);
+      add_sample(data, std::move(s), opt, box_where);
     });
   }
   return data;

@@ -44,6 +44,23 @@ class CsvHeader {
   std::unordered_map<std::string_view, std::size_t> index_;
 };
 
+// A CSV file's lines and its header row (the first line): `path` is the file or a folder holding
+// exactly one *.csv. Throws DataError naming the file when it is empty.
+struct CsvTable {
+  std::string file;
+  std::vector<std::string> lines;
+  CsvHeader header;  // views lines[0], which stays in place while the table lives
+  CsvTable(const CsvTable&) = delete;  // a copy's header would view the original's lines
+  CsvTable& operator=(const CsvTable&) = delete;
+};
+CsvTable read_csv_table(const std::string& path);
+
+// Mirrors `g` where the file's left is the garment's own (ReadOptions::garment_left), then adds it
+// to `s`.
+void add_garment(Sample& s, Garment g, const LandmarkSchema& schema, const ReadOptions& opt);
+// finish_sample, then the sample joins `data`.
+void add_sample(Dataset& data, Sample s, const ReadOptions& opt, const std::string& box_where = "");
+
 // A whole JSON file; throws DataError naming it when it cannot be opened or parsed (syntax errors,
 // and numbers out of range such as 1e999).
 nlohmann::json read_json_file(const std::string& path);
@@ -91,6 +108,22 @@ bool guarded(const ReadOptions& opt, Dataset& data, Fn&& fn) {
     if (!opt.skip_bad) throw;
     data.skipped.emplace_back(e.what());
     return false;
+  }
+}
+
+// Runs row(where, line index, fields) for each non-blank data row of `table`, guarded, once the row
+// has the header's number of comma-separated fields; else the error says "expected N `unit`, got M".
+template <class Fn>
+void for_each_csv_row(const CsvTable& table, const ReadOptions& opt, Dataset& data, const std::string& unit, Fn&& row) {
+  for (std::size_t i = 1; i < table.lines.size(); ++i) {
+    if (table.lines[i].find_first_not_of(" \t\r") == std::string::npos) continue;
+    guarded(opt, data, [&] {
+      const std::string where = at(table.file, i + 1);
+      const auto fields = split_char(table.lines[i], ',');
+      if (fields.size() != table.header.size())
+        fail(where, "expected " + std::to_string(table.header.size()) + " " + unit + ", got " + std::to_string(fields.size()));
+      row(where, i, fields);
+    });
   }
 }
 

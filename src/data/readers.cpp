@@ -1,6 +1,8 @@
-// Reader plumbing shared by all formats (parsing, per-sample checks), format dispatch and splits.
+// Reader plumbing shared by all formats: parsing helpers and the per-sample checks.
 #include "cspn/data/readers.hpp"
-#include "cspn/util.hpp"
+
+#include "cspn/core/util.hpp"
+#include "cspn/data/image.hpp"
 
 #include <charconv>
 #include <cmath>
@@ -155,6 +157,23 @@ std::string file_or_only_child(const std::string& path, const std::string& ext) 
                   " files, expected exactly one (found:" + names + "); pass the file itself");
 }
 
+CsvTable read_csv_table(const std::string& path) {
+  std::vector<std::string> lines = read_lines(path);
+  if (lines.empty()) throw DataError(path + ": empty file, expected a header row");
+  CsvHeader header(path, lines[0]);
+  return {path, std::move(lines), std::move(header)};
+}
+
+void add_garment(Sample& s, Garment g, const LandmarkSchema& schema, const ReadOptions& opt) {
+  if (opt.garment_left.value_or(false)) mirror_left_right(g, schema);
+  s.garments.push_back(std::move(g));
+}
+
+void add_sample(Dataset& data, Sample s, const ReadOptions& opt, const std::string& box_where) {
+  finish_sample(s, data.schema, opt, box_where);
+  data.samples.push_back(std::move(s));
+}
+
 void mirror_left_right(Garment& g, const LandmarkSchema& schema) {
   std::vector<Keypoint> mirrored(g.keypoints.size());
   for (std::size_t k = 0; k < g.keypoints.size(); ++k) mirrored[schema.flip[k]] = g.keypoints[k];
@@ -213,75 +232,5 @@ void finish_sample(Sample& s, const LandmarkSchema& schema, const ReadOptions& o
 }
 
 }  // namespace data_detail
-
-Dataset read_dataset(const std::string& path, const std::string& format, const ReadOptions& opt) {
-  if (format == "fld" || format == "deepfashion-c") return read_fld(path, opt);
-  if (format == "coco") return read_coco(path, opt);
-  if (format == "csv") return read_csv(path, opt);
-  if (format == "fashionai") return read_fashionai(path, opt);
-  if (format == "deepfashion2") {
-    // The original layout, or its COCO conversion (deepfashion2_to_coco).
-    if (fs::is_directory(fs::path(path) / "annos")) return read_deepfashion2(path, opt);
-    return read_coco(path, opt);
-  }
-  if (format != "auto")
-    throw std::invalid_argument("unknown data set format '" + format +
-                                "' (expected fld, deepfashion-c, coco, csv, fashionai, deepfashion2 or auto)");
-  const fs::path p(path);
-  if (fs::is_directory(p)) {
-    if (fs::exists(p / "Anno" / "list_landmarks.txt")) return read_fld(path, opt);
-    if (fs::is_directory(p / "annos")) return read_deepfashion2(path, opt);
-    bool json = false, csv = false;
-    for (const auto& entry : fs::directory_iterator(p)) {
-      json = json || entry.path().extension() == ".json";
-      csv = csv || entry.path().extension() == ".csv";
-    }
-    if (json) return read_coco(path, opt);
-    if (csv) return read_csv(path, opt);
-  } else if (fs::is_regular_file(p)) {
-    if (p.extension() == ".json") return read_coco(path, opt);
-    if (p.extension() == ".csv") return read_csv(path, opt);
-  } else {
-    throw DataError(path + ": no such file or folder");
-  }
-  throw DataError(path +
-                  ": cannot tell the data set format (looked for Anno/list_landmarks.txt -> fld, annos/ -> deepfashion2, "
-                  "*.json -> coco, *.csv -> csv); pass the format explicitly");
-}
-
-namespace {
-
-std::uint64_t fnv1a64(const std::string& s) {
-  std::uint64_t h = 0xCBF29CE484222325ull;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 0x100000001B3ull;
-  }
-  return h;
-}
-
-}  // namespace
-
-void assign_holdout(Dataset& data, double fraction, std::uint64_t seed) {
-  if (!(fraction >= 0.0 && fraction <= 1.0))
-    throw std::invalid_argument("assign_holdout: fraction should be in [0, 1], got " + std::to_string(fraction));
-  for (Sample& s : data.samples) {
-    // The file name only, so that moving the data set does not change the split.
-    const std::uint64_t h = splitmix64(fnv1a64(fs::path(s.image).filename().string()) ^ splitmix64(seed));
-    const double u = static_cast<double>(h >> 11) * 0x1.0p-53;  // uniform in [0, 1)
-    s.split = u < fraction ? "test" : "train";
-  }
-}
-
-Dataset select_split(const Dataset& data, const std::string& split) {
-  if (split != "train" && split != "val" && split != "test" && split != "all")
-    throw std::invalid_argument("unknown split '" + split + "' (expected train, val, test or all)");
-  Dataset out;
-  out.schema = data.schema;
-  out.skipped = data.skipped;
-  for (const Sample& s : data.samples)
-    if (split == "all" || s.split == split) out.samples.push_back(s);
-  return out;
-}
 
 }  // namespace cspn

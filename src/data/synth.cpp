@@ -6,8 +6,8 @@
 // the image, so labels and pixels agree. Visibility follows the drawing: landmarks under a later
 // layer (another garment, an occluder) are Occluded, landmarks outside the image Absent, the box is
 // clipped to the image.
+#include "cspn/core/util.hpp"
 #include "cspn/data/synth.hpp"
-#include "cspn/util.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -25,10 +25,10 @@
 #include <thread>
 #include <vector>
 
-#include "cspn/cspn.hpp"
+#include "cspn/core/sample.hpp"
+#include "cspn/core/schema.hpp"
+#include "cspn/data/image.hpp"
 #include "cspn/data/readers.hpp"
-#include "cspn/landmarks.hpp"
-#include "cspn/sample.hpp"
 #include "synth/geometry.hpp"
 #include "synth/paint.hpp"
 
@@ -314,6 +314,12 @@ void synthesize(const std::string& out_dir, const SynthOptions& opt, const std::
     write_coco(out_dir, data, "CSPN synthetic garment scenes", opt.seed);
   else
     write_fld(out_dir, data);
+}
+
+void require_synthesizable(const LandmarkSchema& schema, const std::string& what, const std::string& remedy) {
+  if (schema.name != LandmarkSchema::deepfashion().name)
+    throw std::invalid_argument(what + ": synthetic garments carry DeepFashion's 8 landmarks only, not schema " +
+                                schema.name + "'s: " + remedy);
 }
 
 }  // namespace cspn

@@ -5,11 +5,14 @@
 #include <cstdio>
 #include <stdexcept>
 
+#include "cspn/core/detect/ap.hpp"
+#include "cspn/core/runtime.hpp"
 #include "cspn/data/readers.hpp"
-#include "cspn/detect/ap.hpp"
-#include "cspn/device.hpp"
-#include "cspn/engine/detection.hpp"
-#include "cspn/engine/landmarks_model.hpp"
+#include "cspn/engine/detector_ap.hpp"
+#include "cspn/engine/garment_detector.hpp"
+#include "cspn/engine/landmark_predictor.hpp"
+#include "cspn/engine/loader.hpp"
+#include "cspn/engine/mean_shape.hpp"
 #include "cspn/engine/progress.hpp"
 
 namespace cspn {
@@ -89,28 +92,6 @@ Box whole_image(const Sample& s) {
 }
 
 }  // namespace
-
-Dataset load_split(const std::string& path, const std::string& format, const std::string& split,
-                   const Config& cfg, bool skip_bad, const LandmarkSchema* schema) {
-  ReadOptions ro;
-  ro.schema = schema ? *schema : LandmarkSchema::load(cfg.data.schema);
-  ro.skip_bad = skip_bad;
-  Dataset data = read_dataset(path, format, ro);
-  const bool has_splits = std::any_of(data.samples.begin(), data.samples.end(),
-                                      [](const Sample& s) { return s.split != "train"; });
-  if (!has_splits && cfg.data.holdout > 0) assign_holdout(data, cfg.data.holdout, cfg.data.holdout_seed);
-  Dataset out = select_split(data, split);
-  if (out.samples.empty() && data.samples.empty() && !data.skipped.empty())
-    throw DataError(path + ": all " + std::to_string(data.skipped.size()) +
-                    " records were malformed and skipped; the first: " + data.skipped.front());
-  if (out.samples.empty())
-    throw std::invalid_argument(path + ": no images in split '" + split + "'" +
-                                (has_splits || cfg.data.holdout > 0
-                                     ? std::string()
-                                     : std::string(" (this data has no splits: use --split all, or hold images "
-                                                   "out with --set data.holdout=0.3)")));
-  return out;
-}
 
 EvalResult evaluate_model(const ModelFile& model, const Dataset& test, const EvalOptions& opt) {
   const torch::Device device = parse_device(opt.device);

@@ -1,79 +1,14 @@
 #include "cspn/engine/loader.hpp"
 
 #include <filesystem>
-#include <fstream>
-#include <istream>
 #include <random>
 
-#include <opencv2/imgcodecs.hpp>
-
-#include "cspn/data/jpeg.hpp"
+#include "cspn/data/image.hpp"
 #include "cspn/data/readers.hpp"
 #include "cspn/engine/crop.hpp"
-#include "cspn/io/atomic_file.hpp"
+#include "cspn/engine/garment_detector.hpp"
 
 namespace cspn {
-
-namespace {
-
-// A read-only, seekable stream over bytes held elsewhere (the header checks seek within it).
-class ByteStream : public std::streambuf {
- public:
-  ByteStream(const char* data, size_t size) {
-    char* p = const_cast<char*>(data);
-    setg(p, p, p + size);
-  }
-
- protected:
-  pos_type seekoff(off_type off, std::ios_base::seekdir dir, std::ios_base::openmode) override {
-    const off_type base = dir == std::ios_base::beg ? 0 : dir == std::ios_base::cur ? gptr() - eback() : egptr() - eback();
-    return seekpos(pos_type(base + off), std::ios_base::in);
-  }
-  pos_type seekpos(pos_type pos, std::ios_base::openmode) override {
-    if (pos < 0 || pos > egptr() - eback()) return pos_type(off_type(-1));
-    setg(eback(), eback() + static_cast<off_type>(pos), egptr());
-    return pos;
-  }
-};
-
-void check_pixels(std::pair<int, int> size, const std::string& name, long max_pixels) {
-  const auto [w, h] = size;
-  if (static_cast<long>(w) * h > max_pixels)
-    throw ImageError(ImageError::Kind::TooLarge, name + ": image is " + std::to_string(w) + "x" + std::to_string(h) +
-                                                     ", more than the " + std::to_string(max_pixels) +
-                                                     " pixels allowed");
-}
-
-}  // namespace
-
-cv::Mat decode_image(const std::string& bytes, const std::string& name, long max_pixels) {
-  ByteStream buffer(bytes.data(), bytes.size());
-  std::istream in(&buffer);
-  check_pixels(image_size(in, name), name, max_pixels);  // throws ImageError on empty, unknown or corrupt headers
-  check_complete(in, name);
-  if (bytes.size() >= 2 && static_cast<unsigned char>(bytes[0]) == 0xFF && static_cast<unsigned char>(bytes[1]) == 0xD8)
-    return decode_jpeg(bytes, name);  // refuses damaged data that cv::imdecode would pass with a warning
-  const cv::Mat encoded(1, static_cast<int>(bytes.size()), CV_8U, const_cast<char*>(bytes.data()));
-  cv::Mat image = cv::imdecode(encoded, cv::IMREAD_COLOR);
-  if (image.empty()) throw ImageError(ImageError::Kind::Corrupt, name + ": cannot decode image (corrupt or truncated file?)");
-  return image;
-}
-
-void write_image(const std::string& path, const cv::Mat& bgr, const std::vector<int>& params) {
-  std::vector<uchar> encoded;
-  const std::string ext = std::filesystem::path(path).extension().string();
-  if (!cv::imencode(ext.empty() ? ".png" : ext, bgr, encoded, params))
-    throw std::runtime_error("cannot encode " + path + " as '" + ext + "'");
-  write_file_atomically(path, std::string_view(reinterpret_cast<const char*>(encoded.data()), encoded.size()));
-}
-
-cv::Mat read_image(const std::string& path, long max_pixels) {
-  check_pixels(image_size(path), path, max_pixels);  // before reading a huge file whole; refuses FIFOs
-  std::ifstream in(path, std::ios::binary);
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) throw ImageError(ImageError::Kind::Unreadable, path + ": cannot read image file");
-  return decode_image(bytes, path, max_pixels);
-}
 
 ImageStore::ImageStore(const Dataset& data, bool cache, std::map<int, cv::Mat> decoded)
     : data_(data), cache_enabled_(cache), cache_(std::move(decoded)) {}
@@ -148,6 +83,48 @@ KeypointBatch CropBatcher::make(const std::vector<size_t>& job_indices, std::uin
       batch.weights[i] = supervised;
     }
   }
+  return batch;
+}
+
+DetectionBatcher::DetectionBatcher(const Dataset& data, const Config& cfg, bool augment)
+    : data_(data), cfg_(cfg), augment_(augment), images_(data, cfg.data.cache_images) {
+  for (size_t s = 0; s < data.samples.size(); ++s)
+    if (!data.samples[s].garments.empty()) samples_.push_back(static_cast<int>(s));
+}
+
+DetectorBatch DetectionBatcher::make(const std::vector<size_t>& indices, std::uint64_t seed) const {
+  std::mt19937 rng(static_cast<std::uint32_t>(seed * 0x9E3779B97F4A7C15ULL >> 32));
+  std::uniform_real_distribution<float> unit(0.0f, 1.0f);
+  std::vector<cv::Mat> images;
+  std::vector<float> scales;
+  DetectorBatch batch;
+  for (size_t index : indices) {
+    const Sample& sample = data_.samples[samples_.at(index)];
+    cv::Mat image = images_.get(samples_[index]);
+    float scale = detector_scale(image.cols, image.rows, cfg_.model.detector);
+    bool flip = false;
+    if (augment_) {
+      scale *= 1.0f + cfg_.data.scale_aug * (2 * unit(rng) - 1);
+      flip = cfg_.data.flip_aug && unit(rng) < 0.5f;
+      image = image.clone();
+      jitter_colour(image, cfg_.data.color_aug, rng);
+      if (flip) cv::flip(image, image, 1);
+    }
+    const auto n = static_cast<int64_t>(sample.garments.size());
+    auto boxes = torch::empty({n, 4});
+    auto labels = torch::empty({n}, torch::kLong);
+    const float w = static_cast<float>(image.cols);
+    for (int64_t g = 0; g < n; ++g) {
+      const Box& b = sample.garments[g].box;
+      const float x1 = flip ? w - b.x2 : b.x1, x2 = flip ? w - b.x1 : b.x2;
+      boxes[g] = torch::tensor({x1 * scale, b.y1 * scale, x2 * scale, b.y2 * scale});
+      labels[g] = sample.garments[g].category + 1;
+    }
+    batch.targets.push_back({boxes, labels});
+    images.push_back(image);
+    scales.push_back(scale);
+  }
+  batch.images = detector_input(images, scales);
   return batch;
 }
 

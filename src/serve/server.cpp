@@ -1,4 +1,4 @@
-#include "cspn/serve.hpp"
+#include "cspn/serve/server.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <deque>
 #include <filesystem>
+#include <fstream>
 #include <future>
 #include <map>
 #include <mutex>
@@ -18,6 +19,9 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <spdlog/spdlog.h>
+
+#include "cspn/api/json.hpp"
+#include "cspn/data/image.hpp"
 
 namespace cspn {
 namespace {
@@ -462,6 +466,16 @@ void Server::run() {
 
 void Server::stop() {
   impl_->http.stop();
+}
+
+std::string read_token_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::invalid_argument("--token-file " + path + ": cannot read");
+  std::string token;
+  std::getline(in, token);
+  while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back()))) token.pop_back();
+  if (token.empty()) throw std::invalid_argument("--token-file " + path + ": the first line is empty");
+  return token;
 }
 
 }  // namespace cspn

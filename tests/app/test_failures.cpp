@@ -1,5 +1,6 @@
-// Bad input, full disks and careless commands (issue 14): each case reproduced as a user would meet
-// it, through the library or the real `cspn` command, with the exit codes the README documents.
+// Tests the `cspn` command (apps/cspn/main.cpp) and the library under it on bad input, full disks and
+// careless commands (issue 14): each case reproduced as a user would meet it, through the library or
+// the real command, with the exit codes docs/failures.md documents.
 #include <sys/mount.h>
 #include <sys/stat.h>
 
@@ -11,10 +12,10 @@
 #include <opencv2/imgcodecs.hpp>
 #include <torch/cuda.h>
 
-#include "common.hpp"
+#include "cspn/core/io/atomic_file.hpp"
 #include "cspn/cspn.hpp"
 #include "cspn/data/readers.hpp"
-#include "cspn/io/atomic_file.hpp"
+#include "common.hpp"
 
 namespace fs = std::filesystem;
 using namespace cspn;

@@ -1,5 +1,5 @@
-// The HTTP service against a running server (in this process, on a free loopback port), and the
-// `cspn serve` command's clean shutdown on SIGTERM.
+// Tests src/serve/server.cpp: the HTTP service against a running server (in this process, on a free
+// loopback port), and the `cspn serve` command's clean shutdown on SIGTERM.
 #include <csignal>
 #include <fstream>
 #include <future>
@@ -8,9 +8,9 @@
 #include <httplib.h>
 #include <opencv2/imgcodecs.hpp>
 
-#include "common.hpp"
 #include "cspn/cspn.hpp"
-#include "cspn/serve.hpp"
+#include "cspn/serve/server.hpp"
+#include "common.hpp"
 
 namespace fs = std::filesystem;
 using namespace cspn;

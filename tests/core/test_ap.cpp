@@ -1,8 +1,8 @@
-// COCO-style detection AP on hand-computed cases.
+// Tests src/core/detect/ap.cpp: COCO-style detection AP on hand-computed cases.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "cspn/detect/ap.hpp"
+#include "cspn/core/detect/ap.hpp"
 
 namespace {
 

@@ -1,5 +1,6 @@
-// HeatmapCodec: targets against a naive per-pixel loop, encode -> decode round trips (argmax,
-// quarter shift, Taylor step), the quarter shift on hand-made maps, flip consistency and the crop -> image affine.
+// Tests src/core/codec.cpp: HeatmapCodec's targets against a naive per-pixel loop, encode -> decode
+// round trips (argmax, quarter shift, Taylor step), the quarter shift on hand-made maps, flip
+// consistency and the crop -> image affine, and the same results on CUDA.
 #include <cmath>
 #include <stdexcept>
 #include <tuple>
@@ -8,12 +9,15 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "cspn/codec.hpp"
-#include "cspn/config.hpp"
-#include "cspn/landmarks.hpp"
+#include "cspn/core/codec.hpp"
+#include "cspn/core/config.hpp"
+#include "cspn/core/schema.hpp"
+#include "cuda.hpp"
 
 namespace cspn {
 namespace {
+
+using test::max_diff;
 
 constexpr int kH = 64, kW = 48, kStride = 4;  // input 256x192, heatmap 64x48
 constexpr float kSigma = 2.0f;
@@ -306,6 +310,17 @@ TEST(HeatmapCodec, CudaMatchesCpu) {
   const auto& flip = LandmarkSchema::deepfashion().flip;
   auto hm = torch::rand({2, 8, kH, kW});
   EXPECT_TRUE(torch::equal(HeatmapCodec::unflip(hm.cuda(), flip).cpu(), HeatmapCodec::unflip(hm, flip)));
+}
+
+TEST(Cuda, CodecDecodeMatchesCpu) {
+  CSPN_REQUIRE_CUDA();
+  cspn::HeatmapCodec codec(256, 192, 4, 2.0f);
+  const auto maps = torch::rand({3, 8, 64, 48});
+  auto [xy_c, s_c] = codec.decode(maps);
+  auto [xy_g, s_g] = codec.decode(maps.cuda());
+  EXPECT_TRUE(xy_g.is_cuda());
+  EXPECT_LT(max_diff(xy_c, xy_g), 1e-4);
+  EXPECT_LT(max_diff(s_c, s_g), 1e-6);
 }
 
 }  // namespace

@@ -1,9 +1,16 @@
-#include <gtest/gtest.h>
+// Tests src/core/config.cpp: YAML and --set overrides, errors naming the key, the bounds and model
+// rules of validate(), and the JSON round trip.
+#include <fstream>
+#include <functional>
+#include <string>
+#include <vector>
 
-#include "cspn/config.hpp"
-#include "cspn/detect/faster_rcnn.hpp"
-#include "cspn/model/cspn_net.hpp"
-#include "cspn/landmarks.hpp"
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "cspn/core/config.hpp"
+#include "cspn/core/detect/faster_rcnn.hpp"
+#include "cspn/core/model/cspn_net.hpp"
 
 using cspn::Config;
 
@@ -132,24 +139,23 @@ TEST(Config, JsonRoundTripKeepsEveryValue) {
   EXPECT_EQ(Config::from_json(nlohmann::json::parse(cfg.to_json().dump())).to_yaml(), cfg.to_yaml());
 }
 
-TEST(LandmarkSchema, DeepFashionIsConsistentData) {
-  const auto& s = cspn::LandmarkSchema::deepfashion();
-  ASSERT_EQ(s.num_landmarks(), 8);
-  for (int k = 0; k < 8; ++k) {
-    EXPECT_EQ(s.flip[s.flip[k]], k);
-    // Partners differ only in their side prefix.
-    const auto a = s.landmarks[k], b = s.landmarks[s.flip[k]];
-    EXPECT_EQ(a.substr(a.find('_')), b.substr(b.find('_')));
+TEST(Config, ResolveTakesTheBaseThenTheFileThenTheSets) {
+  const std::string path = ::testing::TempDir() + "/resolve.yaml";
+  {
+    std::ofstream out(path);
+    out << "model:\n  keypoints:\n    stages: 2\ntrain:\n  lr: 0.01\n";
   }
-  EXPECT_EQ(s.categories[s.category_index("upper")].landmarks.size(), 6u);
-  EXPECT_EQ(s.categories[s.category_index("lower")].landmarks.size(), 4u);
-  EXPECT_EQ(s.categories[s.category_index("full")].landmarks.size(), 8u);
-  EXPECT_THROW(s.category_index("hat"), std::invalid_argument);
-  auto mask = s.category_mask(torch::tensor({1, 0}, torch::kLong));
-  EXPECT_EQ(mask[0].sum().item<float>(), 4.0f);
-  EXPECT_EQ(mask[0][0].item<float>(), 0.0f);  // lower body has no collar
-  EXPECT_EQ(mask[1][0].item<float>(), 1.0f);
-  auto j = s.to_json();
-  j["flip"][0] = 2;  // left collar <-> right sleeve is not an involution with the rest
-  EXPECT_THROW(cspn::LandmarkSchema::from_json(j), std::invalid_argument);
+  Config base;
+  base.test.flip = false;
+  base.train.lr = 0.3f;
+  const Config cfg = Config::resolve(path, {"train.lr=0.02"}, base);
+  EXPECT_FALSE(cfg.test.flip);  // from the base, untouched by the file
+  EXPECT_EQ(cfg.model.keypoints.stages, 2);  // from the file
+  EXPECT_FLOAT_EQ(cfg.train.lr, 0.02f);  // the set wins over the file and the base
+  EXPECT_TRUE(Config::resolve("", {}).test.flip);  // the defaults
+  // Each layer's errors name where they come from, and the result is validated.
+  EXPECT_NE(error_of([&] { Config::resolve(path, {"train.no_such_key=1"}); }).find("train.no_such_key"), std::string::npos);
+  EXPECT_NE(error_of([&] { Config::resolve("", {"model.keypoints.stages=9"}); }).find("model.keypoints.stages"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { Config::resolve(path + ".missing", {}); }).find("resolve.yaml.missing"), std::string::npos);
 }

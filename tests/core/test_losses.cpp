@@ -1,11 +1,11 @@
-// Heatmap losses against naive loops and hand-computed values.
+// Tests src/core/model/losses.cpp: heatmap losses against naive loops and hand-computed values.
 #include <cmath>
 #include <vector>
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "cspn/model/losses.hpp"
+#include "cspn/core/model/losses.hpp"
 
 namespace {
 

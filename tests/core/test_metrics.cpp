@@ -1,4 +1,5 @@
-// LandmarkMetrics against values worked out by hand on a three-garment example.
+// Tests src/core/metrics.cpp: LandmarkMetrics against values worked out by hand on a three-garment
+// example.
 #include <array>
 #include <cmath>
 #include <sstream>
@@ -9,8 +10,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "cspn/landmarks.hpp"
-#include "cspn/metrics.hpp"
+#include "cspn/core/metrics.hpp"
+#include "cspn/core/schema.hpp"
 
 namespace cspn {
 namespace {

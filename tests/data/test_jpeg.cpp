@@ -1,5 +1,5 @@
-// JPEG decoding through libjpeg (src/data/jpeg.cpp) against OpenCV's decoder, and damaged JPEGs that
-// OpenCV would pass as good images.
+// Tests src/data/image/jpeg.cpp: JPEG decoding through libjpeg against OpenCV's decoder, and damaged
+// JPEGs that OpenCV would pass as good images.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -13,9 +13,9 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
-#include "common.hpp"
 #include "cspn/cspn.hpp"
-#include "cspn/data/jpeg.hpp"
+#include "cspn/data/image.hpp"
+#include "common.hpp"
 
 namespace cspn {
 namespace {

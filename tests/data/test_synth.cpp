@@ -1,5 +1,5 @@
-// The synthetic data set: determinism, annotation files readable by the readers, and labels that
-// agree with the pixels.
+// Tests src/data/synth.cpp: the synthetic data set's determinism, annotation files readable by the
+// readers, and labels that agree with the pixels.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -12,9 +12,9 @@
 #include <string>
 #include <vector>
 
-#include "common.hpp"
 #include "cspn/data/readers.hpp"
 #include "cspn/data/synth.hpp"
+#include "common.hpp"
 
 namespace cspn {
 namespace {
@@ -206,6 +206,19 @@ TEST(Synth, RejectsBadOptions) {
   opt = small_options(10, 0);
   opt.max_garments = 0;
   EXPECT_THROW(synthesize(dir, opt), std::invalid_argument);
+}
+
+TEST(Synth, OnlyDeepFashionSchemasCanBeSynthesized) {
+  EXPECT_NO_THROW(require_synthesizable(LandmarkSchema::deepfashion(), "--schema deepfashion", "unused"));
+  try {
+    require_synthesizable(LandmarkSchema::load("fashionai"), "data.pretrain_synthetic", "set data.pretrain_synthetic=0");
+    FAIL() << "fashionai was accepted";
+  } catch (const std::invalid_argument& e) {
+    const std::string msg = e.what();
+    EXPECT_EQ(msg.rfind("data.pretrain_synthetic: ", 0), 0u) << msg;
+    EXPECT_NE(msg.find("fashionai"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("set data.pretrain_synthetic=0"), std::string::npos) << msg;
+  }
 }
 
 }  // namespace

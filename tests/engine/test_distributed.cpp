@@ -1,6 +1,6 @@
-// Data-parallel training: the launch variables of torchrun and Slurm, and the real command run as
-// two ranks over loopback (Gloo, one thread each): against one process on the same global batch,
-// and when a rank dies, stops or never comes.
+// Tests src/engine/distributed.cpp, data-parallel training: the launch variables of torchrun and
+// Slurm, and the real command run as two ranks over loopback (Gloo, one thread each): against one
+// process on the same global batch, and when a rank dies, stops or never comes.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -15,12 +15,13 @@
 #include <map>
 #include <thread>
 
-#include "common.hpp"
+#include "cspn/core/io/model_file.hpp"
+#include "cspn/core/model/batch_norm.hpp"
+#include "cspn/core/model/cspn_net.hpp"
 #include "cspn/data/synth.hpp"
 #include "cspn/engine/distributed.hpp"
-#include "cspn/io/model_file.hpp"
-#include "cspn/model/batch_norm.hpp"
-#include "cspn/model/cspn_net.hpp"
+#include "common.hpp"
+#include "train_fixtures.hpp"
 
 using namespace cspn;
 namespace fs = std::filesystem;
@@ -50,15 +51,7 @@ int free_port() {
 
 // 100 synthetic 128x128 images, made once per test process.
 const std::string& synthetic_set() {
-  static const std::string dir = [] {
-    const auto d = test::scratch_dir("dist-synth-" + std::to_string(getpid()));
-    SynthOptions opt;
-    opt.count = 100;
-    opt.seed = 5;
-    opt.width = opt.height = 128;
-    synthesize(d.string(), opt);
-    return d.string();
-  }();
+  static const std::string dir = test::make_synthetic_set("dist-synth", 100, 5);
   return dir;
 }
 

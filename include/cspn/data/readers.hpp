@@ -5,13 +5,16 @@
 // Malformed input throws cspn::DataError naming file and line (or JSON path) unless
 // ReadOptions::skip_bad, which records a message in Dataset::skipped and goes on.
 #include <cstdint>
-#include <iosfwd>
+#include <filesystem>
+#include <functional>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
-#include "cspn/errors.hpp"
-#include "cspn/sample.hpp"
+#include "cspn/core/config.hpp"
+#include "cspn/core/errors.hpp"
+#include "cspn/core/sample.hpp"
 
 namespace cspn {
 
@@ -46,7 +49,22 @@ constexpr double kFashionAIBoxMargin = 0.1;
 // landmarks as a flat [x, y, v] list. `root` may also be the annos folder's parent of a split
 // (train/, validation/). Images of the validation folder are split "val", of the test folder "test".
 Dataset read_deepfashion2(const std::string& root, const ReadOptions& opt = {});
-// format: fld|deepfashion-c|coco|csv|fashionai|deepfashion2|auto (auto looks at what `path` holds).
+// One data-set format: its --format name, a line on what it is, what --format auto looks for
+// (empty: auto never picks it), and the reader.
+struct DataFormat {
+  std::string name;
+  std::string description;
+  std::string marker;  // e.g. "Anno/list_landmarks.txt", "*.json"
+  std::function<Dataset(const std::string&, const ReadOptions&)> read;
+  std::function<bool(const std::filesystem::path&)> looks_like;  // null where marker is empty
+};
+// Every format, in the order --format auto tries them.
+const std::vector<DataFormat>& data_formats();
+// Their names, then "auto": the choices of --format.
+std::vector<std::string> data_format_names();
+// "fld | deepfashion-c | ... | auto (auto: Anno/list_landmarks.txt -> fld, ...)", for help texts.
+std::string data_format_help();
+// Reads `path` in `format`, or with "auto" in the first format whose looks_like(path) holds.
 Dataset read_dataset(const std::string& path, const std::string& format, const ReadOptions& opt = {});
 
 // Writers, the inverses of read_fld and read_coco: what they write reads back as the same samples
@@ -60,23 +78,30 @@ void write_fld(const std::string& root, const Dataset& data);
 // with their ids (position + 1 where they have none), `description` and `seed` under "info".
 void write_coco(const std::string& root, const Dataset& data, const std::string& description, std::uint64_t seed);
 
-// Width and height from the image file's header (JPEG, PNG, WebP, BMP); throws DataError naming the
-// path when the file is missing, not a regular file (a FIFO, a folder), empty or not a readable
-// image.
-std::pair<int, int> image_size(const std::string& path);
-// The same from a stream positioned at the start of the image; `name` goes into the errors.
-std::pair<int, int> image_size(std::istream& in, const std::string& name);
-
-// Throws DataError when a JPEG file lacks its end-of-image marker or a PNG file its IEND chunk
-// near the end: a truncated copy, which decoders would otherwise fill in silently.
-void check_complete(const std::string& path);
-void check_complete(std::istream& in, const std::string& name);
-
 // Marks a deterministic fraction of samples (by a hash of the image file name and seed) as split
 // "test" and the rest "train". For formats without a split of their own and for holdout training.
 void assign_holdout(Dataset& data, double fraction, std::uint64_t seed);
 
 // Samples of one split ("train", "val", "test"; "all" keeps every sample).
 Dataset select_split(const Dataset& data, const std::string& split);
+
+// A data set read once, by split. Formats without splits of their own (csv) are split by
+// cfg.data.holdout: held-out images are "test", the rest "train".
+struct Splits {
+  Dataset train, val, test, all;
+  std::string path;
+  bool own_splits = false;  // the data came with splits other than "train"
+  bool held_out = false;    // split here by data.holdout
+  // One split by name ("train", "val", "test", "all"); throws std::invalid_argument naming the path
+  // when it has no images, with what to do where the data has no splits at all.
+  const Dataset& get(const std::string& split) const;
+};
+// Landmarks are read into `schema`, by default cfg.data.schema's (a model's own, to evaluate it).
+// Throws DataError when every record was malformed and skipped.
+Splits read_splits(const std::string& path, const std::string& format, const Config& cfg, bool skip_bad,
+                   const LandmarkSchema* schema = nullptr);
+// read_splits(...).get(split).
+Dataset read_split(const std::string& path, const std::string& format, const std::string& split, const Config& cfg,
+                   bool skip_bad, const LandmarkSchema* schema = nullptr);
 
 }  // namespace cspn

@@ -5,6 +5,8 @@
 #include <functional>
 #include <string>
 
+#include "cspn/core/schema.hpp"
+
 namespace cspn {
 
 struct SynthOptions {
@@ -22,5 +24,9 @@ struct SynthOptions {
 // progress(done, total) is called from the writing thread.
 void synthesize(const std::string& out_dir, const SynthOptions& opt,
                 const std::function<void(int, int)>& progress = {});
+
+// Synthetic garments carry DeepFashion's 8 landmarks: for any other schema, throws
+// std::invalid_argument starting with `what` (the flag or key that asked) and ending with `remedy`.
+void require_synthesizable(const LandmarkSchema& schema, const std::string& what, const std::string& remedy);
 
 }  // namespace cspn

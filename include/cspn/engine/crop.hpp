@@ -7,10 +7,18 @@
 #include <opencv2/core.hpp>
 #include <torch/types.h>
 
-#include "cspn/config.hpp"
-#include "cspn/sample.hpp"
+#include "cspn/core/config.hpp"
+#include "cspn/core/sample.hpp"
 
 namespace cspn {
+
+// One crop to make: a box of a sample's image, the ground-truth garment it belongs to (or -1).
+struct CropJob {
+  int sample = 0;
+  int garment = -1;
+  int category = 0;
+  Box box;
+};
 
 // A crop window in image pixels: centre, size, rotation (degrees, counter-clockwise) and mirroring.
 struct CropWindow {

@@ -1,5 +1,5 @@
 #pragma once
-// Evaluation: reading a split, running a model or the mean-shape baseline on it, and scoring
+// Evaluation: running a model or the mean-shape baseline on a data set's split, and scoring
 // landmark predictions against the ground truth (both NE protocols, PCK, EPE, AUC).
 #include <string>
 #include <vector>
@@ -7,10 +7,10 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
-#include "cspn/config.hpp"
+#include "cspn/core/config.hpp"
+#include "cspn/core/io/model_file.hpp"
+#include "cspn/core/metrics.hpp"
 #include "cspn/engine/loader.hpp"
-#include "cspn/io/model_file.hpp"
-#include "cspn/metrics.hpp"
 
 namespace cspn {
 
@@ -34,12 +34,6 @@ class StageMetrics {
  private:
   std::vector<LandmarkMetrics> stages_;
 };
-
-// Reads a dataset and keeps one split. Formats without splits of their own (csv) are split by
-// cfg.data.holdout (held-out images are "test", the rest "train"); "all" keeps everything.
-// Landmarks are read into `schema`, by default cfg.data.schema's (a model's own, to evaluate it).
-Dataset load_split(const std::string& path, const std::string& format, const std::string& split,
-                   const Config& cfg, bool skip_bad, const LandmarkSchema* schema = nullptr);
 
 struct EvalOptions {
   std::string boxes = "gt";     // gt: ground-truth boxes

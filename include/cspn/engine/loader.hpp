@@ -15,10 +15,11 @@
 #include <opencv2/core.hpp>
 #include <torch/torch.h>
 
-#include "cspn/codec.hpp"
-#include "cspn/config.hpp"
-#include "cspn/cspn.hpp"
-#include "cspn/sample.hpp"
+#include "cspn/core/codec.hpp"
+#include "cspn/core/config.hpp"
+#include "cspn/core/detect/faster_rcnn.hpp"
+#include "cspn/core/sample.hpp"
+#include "cspn/engine/crop.hpp"
 
 namespace cspn {
 
@@ -34,14 +35,6 @@ class ImageStore {
   bool cache_enabled_;
   mutable std::mutex mutex_;
   mutable std::map<int, cv::Mat> cache_;
-};
-
-// One crop to make: a box of a sample's image, the ground-truth garment it belongs to (or -1).
-struct CropJob {
-  int sample = 0;
-  int garment = -1;
-  int category = 0;
-  Box box;
 };
 
 struct KeypointBatch {
@@ -76,6 +69,27 @@ class CropBatcher {
   Config cfg_;
   std::vector<HeatmapCodec> codecs_;  // HeatmapCodec::for_network
   bool augment_;
+  ImageStore images_;
+};
+
+struct DetectorBatch {
+  torch::Tensor images;            // [B,3,H,W]
+  std::vector<DetTarget> targets;  // boxes in network-input pixels, label = category + 1
+};
+
+// Whole training images with at least one garment; augmented with a random horizontal flip, scale
+// jitter (data.scale_aug around detector_scale) and colour jitter.
+class DetectionBatcher {
+ public:
+  DetectionBatcher(const Dataset& data, const Config& cfg, bool augment);
+  size_t size() const { return samples_.size(); }
+  DetectorBatch make(const std::vector<size_t>& indices, std::uint64_t seed) const;
+
+ private:
+  const Dataset& data_;
+  Config cfg_;
+  bool augment_;
+  std::vector<int> samples_;
   ImageStore images_;
 };
 

@@ -1,6 +1,7 @@
 #pragma once
 // Training: the landmark network on garment crops (and, when enabled, the detector on whole
 // images), with periodic validation, a JSON-lines log, atomic checkpoints and resume.
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -8,8 +9,8 @@
 #include <nlohmann/json.hpp>
 #include <torch/types.h>
 
-#include "cspn/config.hpp"
-#include "cspn/sample.hpp"
+#include "cspn/core/config.hpp"
+#include "cspn/core/sample.hpp"
 
 namespace cspn {
 
@@ -25,6 +26,12 @@ struct TrainOptions {
   // rank reads its share of each global batch (train.batch_size per rank); rank 0 alone writes the
   // run folder.
   std::shared_ptr<Distributed> distributed;
+  // Gets every record as it is written to log.jsonl (rank 0 only): progress for callers that draw
+  // their own (the Python module). Called on the training thread.
+  std::function<void(const nlohmann::json&)> on_record;
+  // Asked after every iteration: true stops the run there. The phase's checkpoint is written first,
+  // then train() throws cspn::Interrupted; --resume (resume = true) continues from that checkpoint.
+  std::function<bool()> stop_requested;
 };
 
 struct TrainSummary {

@@ -1,5 +1,5 @@
-#include "cspn/detect/ap.hpp"
-#include "cspn/util.hpp"
+#include "cspn/core/detect/ap.hpp"
+#include "cspn/core/util.hpp"
 
 #include <algorithm>
 #include <limits>
@@ -10,7 +10,7 @@
 
 #include <torch/torch.h>
 
-#include "cspn/detect/ops.hpp"
+#include "cspn/core/detect/ops.hpp"
 
 namespace cspn::detect {
 namespace {

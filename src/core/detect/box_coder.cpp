@@ -1,5 +1,5 @@
-#include "cspn/detect/box_coder.hpp"
-#include "cspn/util.hpp"
+#include "cspn/core/detect/box_coder.hpp"
+#include "cspn/core/util.hpp"
 
 #include <sstream>
 #include <stdexcept>

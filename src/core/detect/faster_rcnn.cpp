@@ -1,5 +1,5 @@
-#include "cspn/detect/faster_rcnn.hpp"
-#include "cspn/util.hpp"
+#include "cspn/core/detect/faster_rcnn.hpp"
+#include "cspn/core/util.hpp"
 
 #include <algorithm>
 #include <array>
@@ -7,7 +7,7 @@
 #include <stdexcept>
 #include <utility>
 
-#include "cspn/detect/ops.hpp"
+#include "cspn/core/detect/ops.hpp"
 
 namespace cspn {
 namespace {

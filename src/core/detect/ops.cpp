@@ -1,5 +1,5 @@
-#include "cspn/detect/ops.hpp"
-#include "cspn/util.hpp"
+#include "cspn/core/detect/ops.hpp"
+#include "cspn/core/util.hpp"
 
 #include <algorithm>
 #include <map>

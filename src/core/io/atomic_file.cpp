@@ -1,4 +1,4 @@
-#include "cspn/io/atomic_file.hpp"
+#include "cspn/core/io/atomic_file.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>

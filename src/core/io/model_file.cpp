@@ -1,4 +1,4 @@
-#include "cspn/io/model_file.hpp"
+#include "cspn/core/io/model_file.hpp"
 
 #include <cstdint>
 #include <cstdio>
@@ -6,7 +6,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "cspn/errors.hpp"
+#include "cspn/core/errors.hpp"
 
 namespace cspn {
 

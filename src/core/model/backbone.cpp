@@ -1,6 +1,6 @@
-#include "cspn/model/backbone.hpp"
-#include "cspn/model/batch_norm.hpp"
-#include "cspn/util.hpp"
+#include "cspn/core/model/backbone.hpp"
+#include "cspn/core/model/batch_norm.hpp"
+#include "cspn/core/util.hpp"
 
 #include <algorithm>
 #include <functional>

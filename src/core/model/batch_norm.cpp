@@ -1,4 +1,4 @@
-#include "cspn/model/batch_norm.hpp"
+#include "cspn/core/model/batch_norm.hpp"
 
 #include <string>
 

@@ -1,5 +1,5 @@
-#include "cspn/model/cspn_net.hpp"
-#include "cspn/util.hpp"
+#include "cspn/core/model/cspn_net.hpp"
+#include "cspn/core/util.hpp"
 
 #include <algorithm>
 #include <sstream>

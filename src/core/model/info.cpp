@@ -1,4 +1,4 @@
-#include "cspn/model/info.hpp"
+#include "cspn/core/model/info.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -11,7 +11,7 @@
 
 #include <ATen/record_function.h>
 
-#include "cspn/detect/faster_rcnn.hpp"
+#include "cspn/core/detect/faster_rcnn.hpp"
 
 namespace cspn {
 

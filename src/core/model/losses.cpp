@@ -1,5 +1,5 @@
-#include "cspn/model/losses.hpp"
-#include "cspn/util.hpp"
+#include "cspn/core/model/losses.hpp"
+#include "cspn/core/util.hpp"
 
 #include <algorithm>
 #include <cmath>

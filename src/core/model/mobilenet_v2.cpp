@@ -5,8 +5,8 @@
 #include <array>
 #include <cstdlib>
 
-#include "cspn/model/backbone.hpp"
-#include "cspn/model/batch_norm.hpp"
+#include "cspn/core/model/backbone.hpp"
+#include "cspn/core/model/batch_norm.hpp"
 
 namespace cspn {
 namespace {

@@ -1,5 +1,5 @@
-#include "cspn/model/resnet.hpp"
-#include "cspn/util.hpp"
+#include "cspn/core/model/resnet.hpp"
+#include "cspn/core/util.hpp"
 
 #include <array>
 #include <sstream>
@@ -20,6 +20,25 @@ nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride) {
 // torchvision's shortcut projection: "downsample.0" 1x1 conv (stride), "downsample.1" BN.
 nn::Sequential projection(int64_t in, int64_t out, int64_t stride) {
   return nn::Sequential(conv(in, out, 1, stride), BatchNorm(out));
+}
+
+// conv{i}, a kernel x kernel convolution without bias, and bn{i} after it, registered on `block`
+// under torchvision's names.
+void add_conv_bn(nn::Module& block, int i, nn::Conv2d& c, BatchNorm& bn, int64_t in, int64_t out, int64_t kernel,
+                 int64_t stride) {
+  c = block.register_module("conv" + std::to_string(i), conv(in, out, kernel, stride));
+  bn = block.register_module("bn" + std::to_string(i), BatchNorm(out));
+}
+
+// The shortcut "downsample" where a block changes its channels or stride; none otherwise.
+nn::Sequential add_downsample(nn::Module& block, int64_t in, int64_t out, int64_t stride) {
+  if (stride == 1 && in == out) return nn::Sequential(nullptr);
+  return block.register_module("downsample", projection(in, out, stride));
+}
+
+// A block's output: relu of its residual branch `y` plus the input, through the shortcut if any.
+torch::Tensor add_shortcut(const torch::Tensor& y, const torch::Tensor& x, nn::Sequential& downsample) {
+  return torch::relu(y + (downsample ? downsample->forward(x) : x));
 }
 
 struct DepthSpec {
@@ -43,37 +62,30 @@ const DepthSpec& depth_spec(int depth) {
 }  // namespace
 
 BasicBlockImpl::BasicBlockImpl(int64_t in_channels, int64_t out_channels, int64_t stride) {
-  conv1 = register_module("conv1", conv(in_channels, out_channels, 3, stride));
-  bn1 = register_module("bn1", BatchNorm(out_channels));
-  conv2 = register_module("conv2", conv(out_channels, out_channels, 3, 1));
-  bn2 = register_module("bn2", BatchNorm(out_channels));
-  if (stride != 1 || in_channels != out_channels)
-    downsample = register_module("downsample", projection(in_channels, out_channels, stride));
+  add_conv_bn(*this, 1, conv1, bn1, in_channels, out_channels, 3, stride);
+  add_conv_bn(*this, 2, conv2, bn2, out_channels, out_channels, 3, 1);
+  downsample = add_downsample(*this, in_channels, out_channels, stride);
 }
 
 torch::Tensor BasicBlockImpl::forward(const torch::Tensor& x) {
   auto y = torch::relu(bn1(conv1(x)));
   y = bn2(conv2(y));
-  return torch::relu(y + (downsample ? downsample->forward(x) : x));
+  return add_shortcut(y, x, downsample);
 }
 
 BottleneckImpl::BottleneckImpl(int64_t in_channels, int64_t width, int64_t out_channels,
                                int64_t stride) {
-  conv1 = register_module("conv1", conv(in_channels, width, 1, 1));
-  bn1 = register_module("bn1", BatchNorm(width));
-  conv2 = register_module("conv2", conv(width, width, 3, stride));
-  bn2 = register_module("bn2", BatchNorm(width));
-  conv3 = register_module("conv3", conv(width, out_channels, 1, 1));
-  bn3 = register_module("bn3", BatchNorm(out_channels));
-  if (stride != 1 || in_channels != out_channels)
-    downsample = register_module("downsample", projection(in_channels, out_channels, stride));
+  add_conv_bn(*this, 1, conv1, bn1, in_channels, width, 1, 1);
+  add_conv_bn(*this, 2, conv2, bn2, width, width, 3, stride);
+  add_conv_bn(*this, 3, conv3, bn3, width, out_channels, 1, 1);
+  downsample = add_downsample(*this, in_channels, out_channels, stride);
 }
 
 torch::Tensor BottleneckImpl::forward(const torch::Tensor& x) {
   auto y = torch::relu(bn1(conv1(x)));
   y = torch::relu(bn2(conv2(y)));
   y = bn3(conv3(y));
-  return torch::relu(y + (downsample ? downsample->forward(x) : x));
+  return add_shortcut(y, x, downsample);
 }
 
 void use_channels_last(nn::Module& module) {

@@ -1,5 +1,5 @@
-#include "cspn/model/vgg.hpp"
-#include "cspn/util.hpp"
+#include "cspn/core/model/vgg.hpp"
+#include "cspn/core/util.hpp"
 
 #include <array>
 #include <cstdlib>

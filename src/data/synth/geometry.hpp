@@ -11,7 +11,7 @@
 
 #include <opencv2/core.hpp>
 
-#include "cspn/util.hpp"
+#include "cspn/core/util.hpp"
 
 namespace cspn::synth {
 
