@@ -80,6 +80,12 @@ class Pipeline:
         """The detection score a garment needs, unless predict is given another."""
         return self._pipeline.min_score
 
+    @property
+    def last_timings(self):
+        """Where the last predict call spent its time in the C++ library: {"predict_ms" (the whole
+        call), "detector_ms", "landmarks_ms", "crops"}. The rest of the call's time is Python's."""
+        return self._pipeline.last_timings
+
     def predict(self, images, min_score=None, max_garments=0, flip=None, color="bgr"):
         """Garments in one image (an H x W x 3 uint8 array) or in each of a list of them.
 

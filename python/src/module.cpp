@@ -3,6 +3,7 @@
 // keys of the cspn command's JSON, errors as cspn's exception kinds. The GIL is released while the
 // networks run. python/cspn/__init__.py wraps this module into the documented API.
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <memory>
 #include <mutex>
@@ -123,6 +124,7 @@ struct Pipeline {
   std::shared_ptr<const cspn::ModelFile> file;
   std::unique_ptr<cspn::Pipeline> pipeline;
   std::unique_ptr<std::mutex> busy = std::make_unique<std::mutex>();
+  nlohmann::json last_timings;  // the last predict call's, in the C++ library
 };
 
 py::list predict(Pipeline& self, const std::vector<py::array>& images, const std::string& color,
@@ -137,7 +139,12 @@ py::list predict(Pipeline& self, const std::vector<py::array>& images, const std
   {
     py::gil_scoped_release release;
     std::lock_guard<std::mutex> lock(*self.busy);
-    garments = self.pipeline->predict(bgr, options);
+    cspn::PredictTimings timings;
+    const auto start = std::chrono::steady_clock::now();
+    garments = self.pipeline->predict(bgr, options, &timings);
+    self.last_timings = {
+        {"predict_ms", std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count()},
+        {"detector_ms", timings.detector_ms}, {"landmarks_ms", timings.landmarks_ms}, {"crops", timings.crops}};
   }
   py::list out;
   const cspn::LandmarkSchema& schema = self.pipeline->schema();
@@ -249,7 +256,8 @@ PYBIND11_MODULE(_cspn, m) {
 
   py::class_<Pipeline>(m, "Pipeline")
       .def(py::init([](const Model& model, const std::string& device) {
-             Pipeline p{model.file, nullptr};
+             Pipeline p;
+             p.file = model.file;
              p.pipeline = std::make_unique<cspn::Pipeline>(*model.file, cspn::parse_device(device));
              return p;
            }),
@@ -257,6 +265,7 @@ PYBIND11_MODULE(_cspn, m) {
       .def("predict", &predict, py::arg("images"), py::arg("color") = "bgr", py::arg("min_score") = py::none(),
            py::arg("max_garments") = 0, py::arg("flip") = py::none())
       .def_property_readonly("min_score", [](const Pipeline& self) { return self.pipeline->min_score(); })
+      .def_property_readonly("last_timings", [](const Pipeline& self) { return self.last_timings; })
       .def_property_readonly("schema", [](const Pipeline& self) { return self.pipeline->schema().to_json(); });
 
   m.def("read_image", [](const std::string& path) {

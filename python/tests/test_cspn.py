@@ -71,6 +71,9 @@ def test_predictions_equal_the_cli(tmp_path, pipeline):
         theirs = [a for a in expected["annotations"] if a["image_id"] == by_image[f]]
         same_garments(garments, theirs)
     assert sum(len(g) for g in got) > 0, "the fixture model should find garments in the photos"
+    timings = pipeline.last_timings
+    assert timings["crops"] == sum(len(g) for g in got)
+    assert timings["predict_ms"] >= timings["detector_ms"] + timings["landmarks_ms"] > 0
 
 
 def test_bgr_and_rgb_give_the_same_answer(pipeline):
