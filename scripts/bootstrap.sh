@@ -13,7 +13,7 @@ jobs=${JOBS:-2}
 packages=(cmake ninja-build g++ ccache pkg-config
   libtorch-dev libgloo-dev libopenblas0-openmp libopencv-dev libjpeg-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
   libspdlog-dev libcpp-httplib-dev libgtest-dev libbenchmark-dev
-  chromium chromium-driver python3-selenium wrk clang libclang-rt-dev
+  chromium chromium-driver python3-selenium wrk curl clang libclang-rt-dev
   python3-torch python3-torchvision python3-matplotlib python3-numpy python3-dev python3-pytest python3-venv
   pybind11-dev pybind11-json-dev)
 missing=()

@@ -89,7 +89,8 @@ int main(int argc, char** argv) {
   spdlog::set_default_logger(spdlog::stderr_color_mt("cspn"));
   spdlog::set_pattern("[%H:%M:%S] %v");
 
-  const std::string format_help = data_format_help() + "; landmarks in the schema of data.schema";
+  const std::string format_help =
+      data_format_help() + "; landmarks in the schema of data.schema (unset: the format's own, else deepfashion)";
   auto* synth = app.add_subcommand("synth", "write a synthetic garment data set (FLD layout, or COCO scenes)");
   std::string synth_out;
   SynthOptions synth_opt;
@@ -114,6 +115,10 @@ int main(int argc, char** argv) {
   train_cmd->add_option("--out", tc.options.out_dir, "run folder (model.cspn, checkpoint-<phase>.pt, log.jsonl, config.yaml)")->required();
   train_cmd->add_option("--device", tc.options.device, "cpu | cuda | cuda:N");
   train_cmd->add_flag("--resume", tc.options.resume, "continue the run in --out from its last checkpoint");
+  train_cmd->add_option("--unlabelled", tc.unlabelled,
+                        "a folder of photos without labels (searched recursively): after the labelled data, both "
+                        "halves train on it too, with the model's confident predictions as labels (data.unlabelled, "
+                        "section semi)");
   train_cmd->add_flag("--skip-bad", tc.skip_bad, "report and skip malformed records instead of failing");
   train_cmd->add_flag("--quiet", quiet, "no progress bar");
 

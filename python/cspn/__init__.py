@@ -60,7 +60,7 @@ def write_image(path, image, color="bgr"):
 
 class Garment(dict):
     """One garment: a dict with the keys of `cspn predict`'s JSON (category_id, category, bbox,
-    score, keypoints, landmarks). `schema` is the model's schema, which `draw` uses."""
+    score, keypoints, landmarks, uncertainty). `schema` is the model's schema, which `draw` uses."""
 
     def __init__(self, values, schema):
         super().__init__(values)
@@ -175,18 +175,21 @@ def _tqdm_progress():
     return on_record
 
 
-def train(config, data, format="auto", out="runs/model", resume=False, device="cpu", skip_bad=False,
+def train(config, data, format="auto", out="runs/model", unlabelled=None, resume=False, device="cpu", skip_bad=False,
           progress=None, **sets):
     """Trains a model as `cspn train` does and returns the model file's path.
 
-    `config` is a YAML file (or None for the defaults), `out` the run folder. Every log record
+    `config` is a YAML file (or None for the defaults), `out` the run folder. `unlabelled`, a folder
+    of photos without labels, joins both halves' training as `cspn train --unlabelled` does (the
+    model's confident predictions on them become labels; out/teacher.cspn is the model before
+    them). Every log record
     (the lines of log.jsonl, as dicts) goes to `progress(record)`; without one, a tqdm bar is drawn
     where tqdm is installed. Ctrl-C stops the run with its checkpoint written and raises
     KeyboardInterrupt; train(..., resume=True) continues it. One process: for data-parallel
     training launch `cspn train` under torchrun or srun."""
     on_record = progress if progress is not None else _tqdm_progress()
     return _cspn.train("" if config is None else str(config), str(data), format, str(out), resume, _sets(sets),
-                       device, skip_bad, on_record)
+                       device, skip_bad, "" if unlabelled is None else str(unlabelled), on_record)
 
 
 def data_formats():

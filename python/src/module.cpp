@@ -189,9 +189,11 @@ nlohmann::json evaluate(const std::string& model, const std::string& data, const
 // between iterations: the run stops with its checkpoint written and KeyboardInterrupt is raised.
 std::string train(const std::string& config, const std::string& data, const std::string& format,
                   const std::string& out, bool resume, const std::vector<std::string>& sets, const std::string& device,
-                  bool skip_bad, const std::function<void(const nlohmann::json&)>& on_record) {
+                  bool skip_bad, const std::string& unlabelled,
+                  const std::function<void(const nlohmann::json&)>& on_record) {
   cspn::TrainCommand cmd;
   cmd.config = config;
+  cmd.unlabelled = unlabelled;
   cmd.sets = sets;
   cmd.data = data;
   cmd.format = format;
@@ -294,6 +296,6 @@ PYBIND11_MODULE(_cspn, m) {
   m.def("evaluate", &evaluate, py::arg("model"), py::arg("data"), py::arg("format"), py::arg("split"), py::arg("boxes"),
         py::arg("sets"), py::arg("device"), py::arg("skip_bad"));
   m.def("train", &train, py::arg("config"), py::arg("data"), py::arg("format"), py::arg("out"), py::arg("resume"),
-        py::arg("sets"), py::arg("device"), py::arg("skip_bad"), py::arg("on_record"));
+        py::arg("sets"), py::arg("device"), py::arg("skip_bad"), py::arg("unlabelled"), py::arg("on_record"));
   m.def("data_formats", &cspn::data_format_names);
 }

@@ -139,6 +139,18 @@ def test_train_writes_a_model_that_load_reads(tmp_path):
     assert records[-1]["type"] == "epoch"
 
 
+def test_train_with_unlabelled_photos(tmp_path):
+    records = []
+    path = cspn.train(TINY_CONFIG, SCENES, "coco", tmp_path / "run", unlabelled=SCENES / "img", progress=records.append,
+                      train__iters=2, train_detector__iters=2, semi__keypoint_iters=1, semi__detector_iters=1,
+                      semi__min_score=0)
+    pseudo = [r for r in records if r["type"] == "pseudo_labels"]
+    assert len(pseudo) == 1 and pseudo[0]["images"] > 0
+    assert {"keypoints-round1", "detector-round1"} <= {r.get("phase") for r in records if r["type"] == "train"}
+    assert (tmp_path / "run" / "teacher.cspn").exists()
+    assert cspn.load(path).config["data"]["unlabelled"] == os.path.abspath(SCENES / "img")
+
+
 def test_evaluate_is_the_json_of_cspn_eval(tmp_path):
     metrics = cspn.evaluate(MODEL, SCENES, "coco", split="test")
     out = tmp_path / "metrics.json"

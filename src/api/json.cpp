@@ -4,6 +4,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "cspn/core/util.hpp"
+
 namespace cspn {
 
 nlohmann::json garment_json(const GarmentPrediction& g, const LandmarkSchema& schema) {
@@ -13,13 +15,16 @@ nlohmann::json garment_json(const GarmentPrediction& g, const LandmarkSchema& sc
     const LandmarkPoint& p = g.landmarks[k];
     const bool ours = std::find(in_category.begin(), in_category.end(), k) != in_category.end();
     // COCO visibility: 2 visible, 1 predicted but below test.visible_score, 0 not in the category.
-    keypoints.insert(keypoints.end(), {ours ? p.x : 0.0f, ours ? p.y : 0.0f, ours ? (p.visible ? 2 : 1) : 0});
-    if (ours) named[schema.landmarks[k]] = {{"x", p.x}, {"y", p.y}, {"score", p.score}, {"visible", p.visible}};
+    keypoints.insert(keypoints.end(), {ours ? decimal(p.x) : 0.0, ours ? decimal(p.y) : 0.0, ours ? (p.visible ? 2 : 1) : 0});
+    if (ours)
+      named[schema.landmarks[k]] = {
+          {"x", decimal(p.x)}, {"y", decimal(p.y)}, {"score", decimal(p.score)}, {"visible", p.visible}};
   }
   return {{"category_id", g.category + 1},
           {"category", schema.categories[g.category].name},
-          {"bbox", {g.box.x1, g.box.y1, g.box.width(), g.box.height()}},
-          {"score", g.score},
+          {"bbox", {decimal(g.box.x1), decimal(g.box.y1), decimal(g.box.width()), decimal(g.box.height())}},
+          {"score", decimal(g.score)},
+          {"uncertainty", g.uncertainty ? nlohmann::json(decimal(*g.uncertainty)) : nlohmann::json()},
           {"keypoints", keypoints},
           {"landmarks", named}};
 }
@@ -36,6 +41,7 @@ GarmentPrediction garment_from_json(const nlohmann::json& j, const LandmarkSchem
       throw std::invalid_argument("category_id " + std::to_string(g.category + 1) + " is not one of schema " +
                                   schema.name + "'s 1.." + std::to_string(schema.num_categories()));
     g.score = field("score").get<float>();
+    if (j.contains("uncertainty") && !j.at("uncertainty").is_null()) g.uncertainty = j.at("uncertainty").get<float>();
     const auto bbox = field("bbox").get<std::vector<float>>();
     if (bbox.size() != 4) throw std::invalid_argument("bbox should be [x, y, w, h]");
     g.box = {bbox[0], bbox[1], bbox[0] + bbox[2], bbox[1] + bbox[3]};

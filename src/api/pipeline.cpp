@@ -4,6 +4,7 @@
 #include <map>
 #include <stdexcept>
 
+#include "cspn/core/metrics.hpp"
 #include "cspn/core/runtime.hpp"
 #include "cspn/engine/garment_detector.hpp"
 #include "cspn/engine/landmark_predictor.hpp"
@@ -89,9 +90,13 @@ std::vector<std::vector<GarmentPrediction>> Pipeline::predict(const std::vector<
     auto s = predictions.scores.accessor<float, 2>();
     for (size_t j = 0; j < jobs.size(); ++j) {
       const DetectedGarment& d = *garment_of_job[j];
-      GarmentPrediction g{d.category, d.score, d.box, std::vector<LandmarkPoint>(schema.num_landmarks())};
-      for (int k : schema.categories[d.category].landmarks)
-        g.landmarks[k] = {c[j][k][0], c[j][k][1], s[j][k], s[j][k] >= cfg.test.visible_score};
+      GarmentPrediction g{d.category, d.score, d.box, std::vector<LandmarkPoint>(schema.num_landmarks()), {}};
+      const auto& ours = schema.categories[d.category].landmarks;
+      for (int k : ours) g.landmarks[k] = {c[j][k][0], c[j][k][1], s[j][k], s[j][k] >= cfg.test.visible_score};
+      if (predictions.flip_offsets.defined()) {
+        const cv::Mat& image = images[jobs[j].sample];
+        g.uncertainty = static_cast<float>(flip_uncertainty(predictions.flip_offsets[j], ours, image.cols, image.rows));
+      }
       out[jobs[j].sample].push_back(std::move(g));
     }
   }

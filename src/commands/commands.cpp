@@ -56,7 +56,11 @@ int launch_rank() {
 }
 
 TrainSummary train_command(TrainCommand cmd) {
-  const Config cfg = Config::resolve(cmd.config, cmd.sets);
+  Config cfg = Config::resolve(cmd.config, cmd.sets);
+  if (!cmd.unlabelled.empty()) {
+    cfg.data.unlabelled = fs::absolute(cmd.unlabelled).string();
+    cfg.validate();
+  }
   const bool skip_bad = cmd.skip_bad || cfg.data.skip_bad;
   const Splits splits = read_splits(cmd.data, cmd.format, cfg, skip_bad);
   const Dataset& train_set = splits.get("train");
@@ -115,26 +119,34 @@ void predict_command(const PredictCommand& cmd, std::ostream& out, std::ostream&
   if (std::isnan(cmd.min_score)) throw std::invalid_argument("--min-score nan: expected a number from 0 to 1");
   for (const std::string& path : {cmd.json, cmd.jsonl})
     if (!path.empty()) check_writable(path);
-  const ModelFile model = load_model_with(cmd.model, cmd.sets);
-  Pipeline pipeline(model, parse_device(cmd.device));
-  if (cmd.min_score >= 0) pipeline.set_min_score(cmd.min_score);
   std::vector<std::string> files = image_files(cmd.inputs);
   if (!cmd.list.empty()) {
     const auto listed = read_list_file(cmd.list);
     files.insert(files.end(), listed.begin(), listed.end());
   }
+  if (files.empty()) throw std::invalid_argument("no image files found in the given inputs");
+  const size_t duplicates = drop_duplicates(files);
+  const std::string duplicates_note =
+      duplicates ? ", " + std::to_string(duplicates) + " repeated paths skipped (each image is predicted once)" : "";
   if (!cmd.shard.empty()) {
     int index = -1, count = 0;
     char slash = 0, rest = 0;
     if (std::sscanf(cmd.shard.c_str(), "%d%c%d%c", &index, &slash, &count, &rest) != 3 || slash != '/')
       throw std::invalid_argument("--shard " + cmd.shard + ": expected I/N, e.g. 0/4");
+    const size_t all = files.size();
     files = shard_files(files, index, count);
+    if (files.empty()) {  // normal in a large job array: this job has nothing to do
+      log << "shard " << cmd.shard << " of " << all << " images is empty: nothing to predict, nothing written\n";
+      return;
+    }
   }
-  if (files.empty()) throw std::invalid_argument("no image files found in the given inputs");
+  const ModelFile model = load_model_with(cmd.model, cmd.sets);
+  Pipeline pipeline(model, parse_device(cmd.device));
+  if (cmd.min_score >= 0) pipeline.set_min_score(cmd.min_score);
   if (!cmd.jsonl.empty()) {
     const JsonlSummary s = predict_jsonl(pipeline, files, cmd.jsonl, cmd.options);
     log << s.written << " images written (" << s.errors << " unreadable), " << s.done_before << " already in "
-        << cmd.jsonl << "\n";
+        << cmd.jsonl << duplicates_note << "\n";
     if (s.written > 0 && s.errors == s.written)
       throw DataError("none of the " + std::to_string(s.written) + " images could be read");
     return;
@@ -142,6 +154,7 @@ void predict_command(const PredictCommand& cmd, std::ostream& out, std::ostream&
   auto result = predict_files(pipeline, files, cmd.options);
   result["model"] = cmd.model;
   result["min_score"] = pipeline.min_score();
+  result["duplicates_skipped"] = duplicates;
   for (const auto& e : result["errors"]) spdlog::warn("{}", e["error"].get<std::string>());
   if (result["images"].empty()) throw DataError("none of the " + std::to_string(files.size()) + " images could be read");
   std::string target = cmd.json;
@@ -152,7 +165,7 @@ void predict_command(const PredictCommand& cmd, std::ostream& out, std::ostream&
   } else {
     write_json(target, result);
     log << result["images"].size() << " images, " << result["annotations"].size() << " garments, "
-        << result["errors"].size() << " unreadable files: " << target << "\n";
+        << result["errors"].size() << " unreadable files" << duplicates_note << ": " << target << "\n";
   }
 }
 
@@ -168,7 +181,7 @@ void info_command(const std::string& model_path, const std::string& config, cons
     out << "model file " << model_path << "\n" << model.extra.dump(2) << "\n";
   } else {
     cfg = Config::resolve(config, sets);
-    schema = LandmarkSchema::load(cfg.data.schema);
+    schema = LandmarkSchema::load(cfg.data.schema_or_default());
   }
   require_memory(cfg, /*training=*/false, torch::kCPU, "cspn info");
   out << describe_model(cfg, schema);

@@ -21,13 +21,6 @@ namespace fs = std::filesystem;
 namespace cspn {
 namespace {
 
-bool has_image_extension(const fs::path& p) {
-  static const std::set<std::string> known{".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"};
-  std::string ext = p.extension().string();
-  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
-  return known.count(ext) > 0;
-}
-
 cv::Scalar category_colour(int c) {
   static const cv::Scalar palette[] = {{40, 40, 230}, {230, 120, 30}, {40, 180, 40}, {200, 40, 200}, {30, 200, 220}};
   return palette[c % 5];
@@ -151,6 +144,20 @@ std::vector<std::string> read_list_file(const std::string& path) {
   return files;
 }
 
+size_t drop_duplicates(std::vector<std::string>& files) {
+  std::set<std::string> seen;
+  std::vector<std::string> kept;
+  for (auto& f : files) {
+    std::error_code error;  // a missing file: its path as given (predict reports it)
+    fs::path key = fs::weakly_canonical(fs::absolute(f), error);
+    if (error) key = fs::absolute(f).lexically_normal();
+    if (seen.insert(key.string()).second) kept.push_back(std::move(f));
+  }
+  const size_t dropped = files.size() - kept.size();
+  files = std::move(kept);
+  return dropped;
+}
+
 std::vector<std::string> shard_files(const std::vector<std::string>& files, int index, int count) {
   if (count < 1 || index < 0 || index >= count)
     throw std::invalid_argument("--shard " + std::to_string(index) + "/" + std::to_string(count) +
@@ -162,27 +169,6 @@ std::vector<std::string> shard_files(const std::vector<std::string>& files, int 
     if (h % static_cast<std::uint64_t>(count) == static_cast<std::uint64_t>(index)) mine.push_back(f);
   }
   return mine;
-}
-
-std::vector<std::string> image_files(const std::vector<std::string>& inputs) {
-  std::vector<std::string> files;
-  for (const auto& input : inputs) {
-    const fs::path p(input);
-    std::error_code error;  // a looping link: not a folder, and reported as an unreadable image
-    if (fs::is_directory(p, error)) {
-      std::vector<std::string> found;
-      // Broken or looping links, FIFOs and sockets are not images: skipped, and the walk goes on.
-      std::error_code ec;
-      for (const auto& entry : fs::recursive_directory_iterator(p, fs::directory_options::skip_permission_denied)) {
-        if (entry.is_regular_file(ec) && has_image_extension(entry.path())) found.push_back(entry.path().string());
-      }
-      std::sort(found.begin(), found.end());
-      files.insert(files.end(), found.begin(), found.end());
-    } else {
-      files.push_back(input);  // a missing or unreadable file is reported by predict_files
-    }
-  }
-  return files;
 }
 
 void render_garments(cv::Mat& bgr, const std::vector<GarmentPrediction>& garments, const LandmarkSchema& schema) {

@@ -1,4 +1,5 @@
 #include "cspn/core/config.hpp"
+#include "cspn/core/util.hpp"
 
 #include <cmath>
 #include <fstream>
@@ -121,6 +122,12 @@ struct ToJson {
       ToJson sub{child};
       value.visit(sub);
       out[key] = child;
+    } else if constexpr (std::is_same_v<T, float>) {
+      out[key] = decimal(value);
+    } else if constexpr (std::is_same_v<T, std::vector<float>>) {
+      nlohmann::json list = nlohmann::json::array();
+      for (float v : value) list.push_back(decimal(v));
+      out[key] = list;
     } else {
       out[key] = value;
     }
@@ -274,6 +281,19 @@ void Config::validate() const {
           "data.pretrain_input_size", pi, "empty or [height, width], both multiples of 32 from 32 to 1024");
   require(data.pretrain_synthetic >= 0 && data.pretrain_synthetic <= 1000000, "data.pretrain_synthetic",
           data.pretrain_synthetic, "0 (none) to 1000000");
+  require(semi.rounds >= 1 && semi.rounds <= 10, "semi.rounds", semi.rounds, "1 to 10");
+  require(semi.min_score >= 0 && semi.min_score <= 1, "semi.min_score", semi.min_score, "in [0, 1]");
+  require(semi.max_disagreement > 0 && semi.max_disagreement <= 1, "semi.max_disagreement", semi.max_disagreement,
+          "in (0, 1] (ne_image units)");
+  require(semi.scale_jitter >= 0 && semi.scale_jitter < 1, "semi.scale_jitter", semi.scale_jitter, "in [0, 1)");
+  require(semi.min_landmark_score >= 0 && semi.min_landmark_score <= 1, "semi.min_landmark_score",
+          semi.min_landmark_score, "in [0, 1]");
+  require(semi.keypoint_iters >= 0, "semi.keypoint_iters", semi.keypoint_iters, ">= 0");
+  require(semi.detector_iters >= 0, "semi.detector_iters", semi.detector_iters, ">= 0");
+  require(data.unlabelled.empty() || (model.keypoints.enabled && model.detector.enabled), "data.unlabelled",
+          data.unlabelled,
+          "empty, or a folder with both model.keypoints and model.detector enabled (the detector finds the garments "
+          "on the unlabelled photos, the landmark network labels them)");
   for (const auto& [name, t] : {std::pair<std::string, const TrainConfig&>{"train", train},
                                  std::pair<std::string, const TrainConfig&>{"train_pretrain", train_pretrain},
                                  std::pair<std::string, const TrainConfig&>{"train_detector", train_detector}}) {

@@ -37,6 +37,25 @@ void check_shape(const torch::Tensor& t, const std::string& what, std::vector<in
 
 }  // namespace
 
+torch::Tensor ne_image_lengths(const torch::Tensor& offsets, const torch::Tensor& image_size) {
+  if (offsets.dim() != 3 || offsets.size(2) != 2 || image_size.dim() != 2 || image_size.size(0) != offsets.size(0) ||
+      image_size.size(1) != 2)
+    throw std::invalid_argument("ne_image_lengths: offsets should be [N,K,2] and image_size [N,2], got " +
+                                shape_of(offsets) + " and " + shape_of(image_size));
+  return (offsets.to(torch::kFloat64) / image_size.to(offsets.device(), torch::kFloat64).unsqueeze(1))
+      .square()
+      .sum(2)
+      .sqrt();
+}
+
+double flip_uncertainty(const torch::Tensor& offsets, const std::vector<int>& landmarks, int width, int height) {
+  if (landmarks.empty()) return 0.0;
+  const auto lengths = ne_image_lengths(offsets.unsqueeze(0), torch::tensor({{width, height}})).squeeze(0);
+  return lengths.index_select(0, torch::tensor(std::vector<int64_t>(landmarks.begin(), landmarks.end())))
+      .mean()
+      .item<double>();
+}
+
 LandmarkMetrics::LandmarkMetrics(LandmarkSchema schema)
     : schema_(std::move(schema)),
       ne_(kNumProtocols, std::vector<std::vector<Sum>>(schema_.num_categories() + 1,
@@ -261,6 +280,12 @@ std::string LandmarkMetrics::table() const {
       out << "\n";
     }
   };
+  // Categories where nothing was counted (no garment of theirs) get no rows.
+  const auto counted = [&](int ci) {
+    long n = 0;
+    for (const Sum& sum : ne_[kImage][ci + 1]) n += sum.count;
+    return n > 0;
+  };
   // Categories with slots of their own (DeepFashion2): one block each, over its landmarks.
   std::vector<int> owner(schema_.num_landmarks(), -1);
   bool shared = false;
@@ -269,11 +294,15 @@ std::string LandmarkMetrics::table() const {
   if (shared || schema_.num_categories() == 1) {
     std::vector<int> slots(schema_.num_landmarks()), categories{-1};
     for (int i = 0; i < schema_.num_landmarks(); ++i) slots[i] = i;
-    for (int ci = 0; ci < schema_.num_categories(); ++ci) categories.push_back(ci);
+    for (int ci = 0; ci < schema_.num_categories(); ++ci)
+      if (counted(ci)) categories.push_back(ci);
     block(slots, categories);
   } else {
+    bool first_block = true;
     for (int ci = 0; ci < schema_.num_categories(); ++ci) {
-      if (ci > 0) out << "\n";
+      if (!counted(ci)) continue;
+      if (!first_block) out << "\n";
+      first_block = false;
       block(schema_.categories[ci].landmarks, {ci});
     }
   }

@@ -28,18 +28,19 @@ bool is_deepfashion2(const fs::path& p) { return fs::is_directory(p) && fs::is_d
 const std::vector<DataFormat>& data_formats() {
   static const std::vector<DataFormat> formats{
       {"fld", "DeepFashion's Fashion Landmark Detection benchmark (Anno/, Eval/, img/)", "Anno/list_landmarks.txt",
-       read_fld, is_fld},
-      {"deepfashion-c", "DeepFashion's Category and Attribute Prediction benchmark (the FLD layout)", "", read_fld, {}},
-      {"deepfashion2", "DeepFashion2: image/ and annos/, or its COCO conversion", "annos/",
+       read_fld, is_fld, ""},
+      {"deepfashion-c", "DeepFashion's Category and Attribute Prediction benchmark (the FLD layout)", "", read_fld, {},
+       ""},
+      {"deepfashion2", "DeepFashion2: image/ and annos/, or its COCO conversion (schema deepfashion2)", "annos/",
        [](const std::string& path, const ReadOptions& opt) {
          return is_deepfashion2(path) ? read_deepfashion2(path, opt) : read_coco(path, opt);
        },
-       is_deepfashion2},
+       is_deepfashion2, "deepfashion2"},
       {"coco", "COCO keypoints JSON, one [x, y, v] per schema landmark", "*.json", read_coco,
-       [](const fs::path& p) { return holds_extension(p, ".json"); }},
+       [](const fs::path& p) { return holds_extension(p, ".json"); }, ""},
       {"csv", "the flat CSV of the robot photos (info.csv)", "*.csv", read_csv,
-       [](const fs::path& p) { return holds_extension(p, ".csv"); }},
-      {"fashionai", "FashionAI's train.csv (schema fashionai)", "", read_fashionai, {}},
+       [](const fs::path& p) { return holds_extension(p, ".csv"); }, ""},
+      {"fashionai", "FashionAI's train.csv (schema fashionai)", "", read_fashionai, {}, "fashionai"},
   };
   return formats;
 }
@@ -62,7 +63,7 @@ std::string data_format_help() {
   }() + ")";
 }
 
-Dataset read_dataset(const std::string& path, const std::string& format, const ReadOptions& opt) {
+const DataFormat& find_data_format(const std::string& path, const std::string& format) {
   const auto& formats = data_formats();
   if (format != "auto") {
     const auto it = std::find_if(formats.begin(), formats.end(), [&](const DataFormat& f) { return f.name == format; });
@@ -71,17 +72,33 @@ Dataset read_dataset(const std::string& path, const std::string& format, const R
       for (const std::string& n : data_format_names()) names += (names.empty() ? "" : ", ") + n;
       throw std::invalid_argument("unknown data set format '" + format + "' (expected " + names + ")");
     }
-    return it->read(path, opt);
+    return *it;
   }
   if (!fs::is_directory(path) && !fs::is_regular_file(path)) throw DataError(path + ": no such file or folder");
   std::string looked_for;
   for (const DataFormat& f : formats) {
     if (!f.looks_like) continue;
-    if (f.looks_like(path)) return f.read(path, opt);
+    if (f.looks_like(path)) return f;
     looked_for += (looked_for.empty() ? "" : ", ") + f.marker + " -> " + f.name;
   }
   throw DataError(path + ": cannot tell the data set format (looked for " + looked_for +
                   "); pass the format explicitly");
+}
+
+Dataset read_dataset(const std::string& path, const std::string& format, const ReadOptions& opt) {
+  return find_data_format(path, format).read(path, opt);
+}
+
+std::string schema_for_format(const DataFormat& format, const std::string& configured) {
+  if (format.schema.empty()) return configured.empty() ? "deepfashion" : configured;
+  const auto builtin = LandmarkSchema::builtin_names();
+  const bool other_builtin = std::find(builtin.begin(), builtin.end(), configured) != builtin.end() &&
+                             configured != format.schema;
+  if (other_builtin)
+    throw std::invalid_argument("--format " + format.name + " holds the landmarks of schema " + format.schema +
+                                ", but data.schema is " + configured + " (leave data.schema unset, or set it to " +
+                                format.schema + " or to a schema file of those landmarks)");
+  return configured.empty() ? format.schema : configured;
 }
 
 namespace {
@@ -122,7 +139,7 @@ Dataset select_split(const Dataset& data, const std::string& split) {
 Splits read_splits(const std::string& path, const std::string& format, const Config& cfg, bool skip_bad,
                    const LandmarkSchema* schema) {
   ReadOptions ro;
-  ro.schema = schema ? *schema : LandmarkSchema::load(cfg.data.schema);
+  ro.schema = schema ? *schema : LandmarkSchema::load(schema_for_format(find_data_format(path, format), cfg.data.schema));
   ro.skip_bad = skip_bad;
   Dataset data = read_dataset(path, format, ro);
   if (data.samples.empty() && !data.skipped.empty())

@@ -52,8 +52,13 @@ LandmarkPredictions LandmarkPredictor::predict_crops(const torch::Tensor& images
   LandmarkPredictions out;
   for (size_t s = all_stages ? 0 : stages.size() - 1; s < stages.size(); ++s) {
     auto heatmaps = stages[s];
-    if (flipped)
-      heatmaps = 0.5 * (heatmaps.slice(0, 0, b) + HeatmapCodec::unflip(heatmaps.slice(0, b), schema_.flip));
+    if (flipped) {
+      const auto plain = heatmaps.slice(0, 0, b), mirrored = HeatmapCodec::unflip(heatmaps.slice(0, b), schema_.flip);
+      if (s + 1 == stages.size())
+        out.flip_offsets = (codecs_[s].decode(plain, cfg_.test.decode).first -
+                            codecs_[s].decode(mirrored, cfg_.test.decode).first).cpu();
+      heatmaps = 0.5 * (plain + mirrored);
+    }
     auto [coords, scores] = codecs_[s].decode(heatmaps, cfg_.test.decode);
     out.coords = coords.cpu();
     out.scores = scores.cpu();
@@ -86,6 +91,13 @@ LandmarkPredictions LandmarkPredictor::predict_jobs(const CropBatcher& batcher,
     auto rows = torch::tensor(std::vector<int64_t>(batch->jobs.begin(), batch->jobs.end()));
     out.coords.index_copy_(0, rows, HeatmapCodec::to_image(crops.coords, batch->crop_to_image));
     out.scores.index_copy_(0, rows, crops.scores);
+    if (crops.flip_offsets.defined()) {
+      if (!out.flip_offsets.defined()) out.flip_offsets = torch::zeros_like(out.coords);
+      // The transform is affine: an offset maps as the difference of its two ends.
+      const auto& affine = batch->crop_to_image;
+      out.flip_offsets.index_copy_(0, rows, HeatmapCodec::to_image(crops.coords + crops.flip_offsets, affine) -
+                                                HeatmapCodec::to_image(crops.coords, affine));
+    }
     for (size_t s = 0; s < out.stage_coords.size(); ++s)
       out.stage_coords[s].index_copy_(0, rows, HeatmapCodec::to_image(crops.stage_coords[s], batch->crop_to_image));
     done += batch->jobs.size();

@@ -315,7 +315,6 @@ struct Server::Impl {
     const auto start = Clock::now();
     Batcher::Arrival arrival(*batcher);
     try {
-      if (!authorised(req)) throw HttpError{401, "unauthorized", "missing or wrong token (Authorization: Bearer TOKEN)"};
       const PredictOptions options = parse_options(req);
       const std::string bytes = image_bytes(req);
       if (bytes.empty()) throw HttpError{400, "empty_body", "empty body: send an image"};
@@ -325,7 +324,11 @@ struct Server::Impl {
       } catch (const ImageError& e) {
         using Kind = ImageError::Kind;
         if (e.kind == Kind::TooLarge) throw HttpError{413, "too_many_pixels", std::string(e.what()) + " (--max-pixels)"};
-        if (e.kind == Kind::Unsupported) throw HttpError{415, "unsupported_image", e.what()};
+        if (e.kind == Kind::Unsupported)
+          throw HttpError{415, "unsupported_image",
+                          std::string(e.what()) +
+                              ": send the bytes of a JPEG, PNG, WebP or BMP image as the body (any Content-Type), or "
+                              "multipart/form-data with the image in a field named 'image'"};
         throw HttpError{400, "bad_image", e.what()};
       }
       const double decode_ms = ms_between(start, Clock::now());
@@ -385,6 +388,24 @@ struct Server::Impl {
       res.set_content(metrics.text(batcher->depth()), "text/plain; version=0.0.4");
     });
     http.Post("/v1/landmarks", [this](const httplib::Request& req, httplib::Response& res) { landmarks(req, res); });
+    // Before the body is read: the token first, so that a stranger learns nothing about the body's
+    // checks; then a form type is dropped. curl --data-binary sends application/x-www-form-urlencoded,
+    // and the HTTP library would parse such a body as a form and refuse it above 8 KB; the body is
+    // told by its bytes (image_bytes), and a form that is not an image gets 415.
+    http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      if (req.path != "/v1/landmarks" || req.method != "POST") return httplib::Server::HandlerResponse::Unhandled;
+      if (!authorised(req)) {
+        metrics.error("unauthorized");
+        send_error(res, {401, "unauthorized", "missing or wrong token (Authorization: Bearer TOKEN)"});
+        return httplib::Server::HandlerResponse::Handled;
+      }
+      // The request object is the server's own, not const: the library hands it out as const.
+      auto& headers = const_cast<httplib::Request&>(req).headers;
+      const auto type = headers.find("Content-Type");
+      if (type != headers.end() && type->second.rfind("application/x-www-form-urlencoded", 0) == 0)
+        type->second = "application/octet-stream";
+      return httplib::Server::HandlerResponse::Unhandled;
+    });
     // Statuses httplib sets itself (413 over max_body_bytes, 404, 400 unparsable) get a JSON body too.
     http.set_error_handler(httplib::Server::HandlerWithResponse([this](const httplib::Request&, httplib::Response& res) {
       if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;

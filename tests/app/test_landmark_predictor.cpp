@@ -72,3 +72,30 @@ TEST(InferencePath, Bfloat16KeepsTheLandmarks) {
   const float box_width = a[0][0].box.width();
   EXPECT_LT(moved / count, 0.02 * box_width) << "mean landmark shift in bfloat16, px";
 }
+
+// The flip test's offsets between the plain and mirrored passes: exactly 0 for a network whose
+// passes agree (all weights 0: flat heatmaps, decoded to the same place either way), not 0 for a
+// randomly initialised one, and not computed without the flip test.
+TEST(FlipOffsets, ZeroWhereThePassesAgree) {
+  Config cfg;
+  cfg.load_yaml_string("model: {keypoints: {backbone: resnet18, stages: 2, channels: 32, input_size: [64, 64]}}\n"
+                       "test: {decode: argmax}\n", "test config");
+  const LandmarkSchema schema = LandmarkSchema::deepfashion();
+  torch::manual_seed(1);
+  const auto crops = torch::randn({2, 3, 64, 64});
+  CSPNNet random(cfg.model.keypoints, schema.num_landmarks());
+  LandmarkPredictor varied(random, cfg, schema, torch::kCPU);
+  const auto offsets = varied.predict_crops(crops, false, true).flip_offsets;
+  ASSERT_TRUE(offsets.defined());
+  EXPECT_EQ(offsets.sizes(), torch::IntArrayRef({2, schema.num_landmarks(), 2}));
+  EXPECT_GT(offsets.abs().max().item<float>(), 0.0f);
+  EXPECT_FALSE(varied.predict_crops(crops, false, false).flip_offsets.defined());
+
+  CSPNNet flat(cfg.model.keypoints, schema.num_landmarks());
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : flat->parameters()) p.zero_();
+  }
+  LandmarkPredictor agreeing(flat, cfg, schema, torch::kCPU);
+  EXPECT_EQ(agreeing.predict_crops(crops, false, true).flip_offsets.abs().max().item<float>(), 0.0f);
+}

@@ -63,3 +63,30 @@ TEST(PipelineOptions, PerImageOptionsMatchSeparateCalls) {
   EXPECT_GT(moved, 0.0f);
   EXPECT_THROW(pipeline.predict({a, b}, {plain, plain, plain}), std::invalid_argument);
 }
+
+// Each garment's uncertainty with the flip test: positive for the fixture model, which was never
+// trained to be mirror-consistent, and in predict's JSON; absent (JSON null) without the flip test.
+TEST(PipelineUncertainty, SetWithTheFlipTestOnly) {
+  CSPN_REQUIRE_TINY_MODEL();
+  const ModelFile model = load_model_file(test::tiny_model().string());
+  Pipeline pipeline(model, torch::kCPU);
+  const cv::Mat a = read_image((test::tiny_scenes() / "img" / "000001.jpg").string());
+  PredictOptions flipped, plain;
+  flipped.min_score = plain.min_score = 0;
+  flipped.flip = true;
+  plain.flip = false;
+  const auto with = pipeline.predict({a}, {flipped}).front(), without = pipeline.predict({a}, {plain}).front();
+  ASSERT_FALSE(with.empty());
+  for (const auto& g : with) {
+    ASSERT_TRUE(g.uncertainty.has_value());
+    EXPECT_GT(*g.uncertainty, 0.0f);
+    EXPECT_LT(*g.uncertainty, 1.5f) << "ne_image units: at most the image's diagonal over its sides";
+    EXPECT_FLOAT_EQ(garment_json(g, pipeline.schema())["uncertainty"].get<float>(), *g.uncertainty);
+    EXPECT_FLOAT_EQ(*garment_from_json(garment_json(g, pipeline.schema()), pipeline.schema()).uncertainty,
+                    *g.uncertainty);
+  }
+  for (const auto& g : without) {
+    EXPECT_FALSE(g.uncertainty.has_value());
+    EXPECT_TRUE(garment_json(g, pipeline.schema())["uncertainty"].is_null());
+  }
+}

@@ -113,3 +113,55 @@ TEST(PredictJsonl, KilledRunResumesWithExactlyOneLinePerImage) {
   std::ofstream(out, std::ios::app) << "garbage\n";
   EXPECT_EQ(test::run_process(command), 3) << "bad input";
 }
+
+// A photo named twice (the same path, or another path to it) is predicted once, in --json and in
+// --jsonl, and the summary says how many repeats were skipped.
+TEST(PredictFiles, RepeatedPathsArePredictedOnce) {
+  CSPN_REQUIRE_TINY_MODEL();
+  const auto dir = test::scratch_dir("predict_duplicates");
+  const std::string a = (test::tiny_scenes() / "img" / "000001.jpg").string();
+  const std::string b = (test::tiny_scenes() / "img" / "000002.jpg").string();
+  const std::string a_again = (test::tiny_scenes() / "img" / ".." / "img" / "000001.jpg").string();
+  std::ofstream(dir / "list.txt") << a << "\n" << b << "\n" << a << "\n" << a_again << "\n";
+  std::vector<std::string> files{a, b, a, a_again};
+  EXPECT_EQ(drop_duplicates(files), 2u);
+  EXPECT_EQ(files, (std::vector<std::string>{a, b}));
+
+  const std::string cspn = std::string(test::kBinaryDir) + "/cspn";
+  const std::vector<std::string> common{cspn, "predict", "--model", test::tiny_model().string(), "--quiet",
+                                        "--list", (dir / "list.txt").string()};
+  auto json_args = common;
+  json_args.insert(json_args.end(), {"--json", (dir / "out.json").string()});
+  ASSERT_EQ(test::run_process(json_args, "", (dir / "json.log").string()), 0);
+  const auto out = nlohmann::json::parse(test::file_bytes(dir / "out.json"));
+  EXPECT_EQ(out["images"].size(), 2u);
+  EXPECT_EQ(out["duplicates_skipped"], 2);
+  EXPECT_NE(test::file_bytes(dir / "json.log").find("2 repeated paths skipped"), std::string::npos);
+
+  auto jsonl_args = common;
+  jsonl_args.insert(jsonl_args.end(), {"--jsonl", (dir / "out.jsonl").string()});
+  ASSERT_EQ(test::run_process(jsonl_args, "", (dir / "jsonl.log").string()), 0);
+  EXPECT_EQ(jsonl_lines(dir / "out.jsonl").size(), 2u);
+  EXPECT_NE(test::file_bytes(dir / "jsonl.log").find("2 repeated paths skipped"), std::string::npos);
+}
+
+// A shard whose share is empty is normal in a large job: it says so, writes nothing and exits 0.
+TEST(PredictFiles, AnEmptyShardExitsZeroAndWritesNothing) {
+  CSPN_REQUIRE_TINY_MODEL();
+  const auto dir = test::scratch_dir("predict_empty_shard");
+  const std::string photo = (test::tiny_scenes() / "img" / "000001.jpg").string();
+  std::vector<std::string> one{photo};
+  int empty = -1;
+  for (int i = 0; i < 3 && empty < 0; ++i)
+    if (shard_files(one, i, 3).empty()) empty = i;
+  ASSERT_GE(empty, 0);
+  const std::string cspn = std::string(test::kBinaryDir) + "/cspn";
+  const std::string shard = std::to_string(empty) + "/3";
+  ASSERT_EQ(test::run_process({cspn, "predict", "--model", test::tiny_model().string(), "--quiet", photo, "--jsonl",
+                               (dir / "out.jsonl").string(), "--shard", shard},
+                              "", (dir / "log.txt").string()),
+            0);
+  EXPECT_FALSE(fs::exists(dir / "out.jsonl"));
+  EXPECT_NE(test::file_bytes(dir / "log.txt").find("shard " + shard + " of 1 images is empty"), std::string::npos)
+      << test::file_bytes(dir / "log.txt");
+}

@@ -229,6 +229,51 @@ TEST_F(Serve, TokenIsRequiredWhereSet) {
   EXPECT_TRUE(server.healthy()) << "/healthz stays open";
 }
 
+// The body is told by its bytes, not by the Content-Type a client sends: curl --data-binary's
+// default form type carries a 72 KB photo as well as image/jpeg does; a form that is not an image
+// gets 415 naming the accepted types; with a token required, a body without it gets 401 before any
+// check of the body, however large.
+TEST_F(Serve, TheBodyIsToldByItsBytesAndTheTokenComesFirst) {
+  const std::string jpeg = test::file_bytes(photo());
+  cv::Mat noise(320, 320, CV_8UC3);  // a photo past the library's 8 KB form limit
+  cv::randu(noise, 0, 256);
+  std::vector<uchar> encoded;
+  ASSERT_TRUE(cv::imencode(".jpg", noise, encoded, {cv::IMWRITE_JPEG_QUALITY, 95}));
+  const std::string large(encoded.begin(), encoded.end());
+  ASSERT_GT(large.size(), 72u * 1024);
+  {
+    Running server(*pipeline_, ServeOptions{});
+    auto client = server.client();
+    for (const std::string& body : {jpeg, large}) {
+      auto r = client.Post("/v1/landmarks?max_garments=3", body, "application/x-www-form-urlencoded");
+      ASSERT_TRUE(r);
+      EXPECT_EQ(r->status, 200) << r->body;
+    }
+    auto none = client.Post("/v1/landmarks", jpeg, "");
+    ASSERT_TRUE(none);
+    EXPECT_EQ(none->status, 200) << none->body;
+    auto form = client.Post("/v1/landmarks", "name=shirt&size=42", "application/x-www-form-urlencoded");
+    ASSERT_TRUE(form);
+    EXPECT_EQ(form->status, 415);
+    const std::string message = body_of(form)["error"].get<std::string>();
+    EXPECT_NE(message.find("JPEG, PNG, WebP or BMP"), std::string::npos) << message;
+    EXPECT_NE(message.find("multipart"), std::string::npos) << message;
+  }
+  ServeOptions with_token;
+  with_token.token = "s3cret-token";
+  with_token.max_body_bytes = 1024;
+  Running server(*pipeline_, with_token);
+  auto client = server.client();
+  for (const char* type : {"application/x-www-form-urlencoded", "image/jpeg"}) {
+    auto r = client.Post("/v1/landmarks", large, type);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 401) << type << ": " << r->body;
+  }
+  auto too_large = client.Post("/v1/landmarks", {{"Authorization", "Bearer s3cret-token"}}, large, "image/jpeg");
+  ASSERT_TRUE(too_large);
+  EXPECT_EQ(too_large->status, 413) << "with the token, the body's own checks";
+}
+
 TEST_F(Serve, ModelPageAndHealth) {
   Running server(*pipeline_, {});
   auto client = server.client();

@@ -9,10 +9,12 @@
 #include <nlohmann/json.hpp>
 
 #include "cspn/core/config.hpp"
+#include "cspn/core/util.hpp"
 #include "cspn/core/detect/faster_rcnn.hpp"
 #include "cspn/core/model/cspn_net.hpp"
 
 using cspn::Config;
+using cspn::decimal;
 
 namespace {
 
@@ -41,6 +43,20 @@ TEST(Config, YamlThenSetOverridesDefaults) {
   EXPECT_FALSE(cfg.test.flip);
   EXPECT_EQ(cfg.model.keypoints.backbone, "resnet18");
   EXPECT_EQ(cfg.train.epochs, Config().train.epochs);  // untouched keys keep their defaults
+}
+
+// Floats are written with the digits they have: 0.3, not 0.30000001192092896.
+TEST(Config, FloatsAreWrittenWithTheirOwnDigits) {
+  EXPECT_EQ(decimal(0.3f), 0.3);
+  EXPECT_EQ(decimal(1e-3f), 0.001);
+  EXPECT_EQ(decimal(2.0f), 2.0);
+  EXPECT_EQ(static_cast<float>(decimal(0.1f + 0.2f)), 0.1f + 0.2f) << "every float reads back exactly";
+  Config cfg;
+  cfg.set("data.scale_aug=0.3");
+  const std::string text = cfg.to_json().dump();
+  EXPECT_NE(text.find("\"scale_aug\":0.3,"), std::string::npos) << text;
+  EXPECT_EQ(text.find("0000001"), std::string::npos) << text;
+  EXPECT_EQ(Config::from_json(cfg.to_json()).data.scale_aug, 0.3f);
 }
 
 TEST(Config, UnknownKeyNamesFileLineAndKey) {

@@ -215,13 +215,14 @@ TEST(LandmarkMetrics, TableLayout) {
   std::istringstream text(m.table());
   std::vector<std::string> lines;
   for (std::string line; std::getline(text, line);) lines.push_back(line);
-  ASSERT_EQ(lines.size(), 1u + 4 * 4);  // header + (all + 3 categories) per protocol, PCK@0.2 and AUC
+  // header + (all + the 2 categories with garments) per protocol, PCK@0.2 and AUC: no rows for `full`
+  ASSERT_EQ(lines.size(), 1u + 4 * 3);
   EXPECT_EQ(tokens(lines[0]), (std::vector<std::string>{"L.Collar", "R.Collar", "L.Sleeve", "R.Sleeve", "L.Waist",
                                                         "R.Waist", "L.Hem", "R.Hem", "Avg"}));
-  const std::vector<std::string> labels = {"ne_paper all", "ne_paper upper", "ne_paper lower", "ne_paper full",
-                                           "ne_image all", "ne_image upper", "ne_image lower", "ne_image full",
-                                           "pck_0_2 all",  "pck_0_2 upper",  "pck_0_2 lower",  "pck_0_2 full",
-                                           "auc all",      "auc upper",      "auc lower",      "auc full"};
+  const std::vector<std::string> labels = {"ne_paper all", "ne_paper upper", "ne_paper lower",
+                                           "ne_image all", "ne_image upper", "ne_image lower",
+                                           "pck_0_2 all",  "pck_0_2 upper",  "pck_0_2 lower",
+                                           "auc all",      "auc upper",      "auc lower"};
   for (size_t i = 0; i < labels.size(); ++i) {
     EXPECT_EQ(lines[i + 1].rfind(labels[i], 0), 0u) << lines[i + 1];
     EXPECT_EQ(lines[i + 1].size(), lines[0].size()) << "fixed width: " << lines[i + 1];
@@ -229,12 +230,10 @@ TEST(LandmarkMetrics, TableLayout) {
   // Upper row: 5/80, 0, 10/80, 0, no waistlines, left hem occluded, 10/80; avg 0.3125 / 5.
   EXPECT_EQ(tokens(lines[2]), (std::vector<std::string>{"ne_paper", "upper", "0.0625", "0.0000", "0.1250", "0.0000",
                                                         "-", "-", "-", "0.1250", "0.0625"}));
-  EXPECT_EQ(tokens(lines[4]), (std::vector<std::string>{"ne_paper", "full", "-", "-", "-", "-", "-", "-", "-", "-",
-                                                        "-"}));
   // Lower garment: every landmark within 0.2 of its box; right hem 8 / 100 (see the next test).
-  EXPECT_EQ(tokens(lines[11]), (std::vector<std::string>{"pck_0_2", "lower", "-", "-", "-", "-", "1.0000", "1.0000",
+  EXPECT_EQ(tokens(lines[9]), (std::vector<std::string>{"pck_0_2", "lower", "-", "-", "-", "-", "1.0000", "1.0000",
                                                          "1.0000", "1.0000", "1.0000"}));
-  EXPECT_EQ(tokens(lines[15]), (std::vector<std::string>{"auc", "lower", "-", "-", "-", "-", "0.8500", "0.8000",
+  EXPECT_EQ(tokens(lines[12]), (std::vector<std::string>{"auc", "lower", "-", "-", "-", "-", "0.8500", "0.8000",
                                                          "0.9500", "0.7500", "0.8375"}));
 }
 
@@ -320,6 +319,39 @@ TEST(LandmarkMetrics, CudaMatchesCpu) {
   gpu.add(b.pred.cuda(), b.gt.cuda(), b.vis.cuda(), b.category.cuda(), b.image_size.cuda(), b.boxes.cuda());
   EXPECT_EQ(cpu.table(), gpu.table());
   EXPECT_NEAR(num(cpu.result().at("epe_px")), num(gpu.result().at("epe_px")), kTol);
+}
+
+}  // namespace
+}  // namespace cspn
+
+namespace cspn {
+namespace {
+
+// ne_image_lengths divides each axis by the image's width or height, then takes the length.
+TEST(FlipUncertainty, OffsetsInNeImageUnits) {
+  const auto offsets = torch::tensor({3.0f, 4.0f, 0.0f, 0.0f, -10.0f, 0.0f}).view({1, 3, 2});
+  const auto lengths = ne_image_lengths(offsets, torch::tensor({{100, 50}}));
+  EXPECT_NEAR(lengths[0][0].item<double>(), std::sqrt(0.03 * 0.03 + 0.08 * 0.08), kTol);
+  EXPECT_NEAR(lengths[0][1].item<double>(), 0.0, kTol);
+  EXPECT_NEAR(lengths[0][2].item<double>(), 0.1, kTol);
+  EXPECT_THROW(ne_image_lengths(offsets, torch::tensor({{100, 50}, {1, 1}})), std::invalid_argument);
+}
+
+// 0 where the passes agree; the mean over the category's landmarks only; larger offsets, larger values.
+TEST(FlipUncertainty, ZeroWhenThePassesAgreeAndGrowingWithTheirGap) {
+  auto offsets = torch::zeros({4, 2});
+  EXPECT_EQ(flip_uncertainty(offsets, {0, 1, 2, 3}, 200, 100), 0.0);
+  offsets[3][0] = 50.0f;  // outside the category below: not counted
+  EXPECT_EQ(flip_uncertainty(offsets, {0, 1}, 200, 100), 0.0);
+  double last = 0;
+  for (float gap : {1.0f, 2.0f, 8.0f}) {
+    offsets[1][1] = gap;
+    const double u = flip_uncertainty(offsets, {0, 1}, 200, 100);
+    EXPECT_NEAR(u, 0.5 * gap / 100.0, kTol);
+    EXPECT_GT(u, last);
+    last = u;
+  }
+  EXPECT_EQ(flip_uncertainty(offsets, {}, 200, 100), 0.0);
 }
 
 }  // namespace

@@ -31,6 +31,37 @@ TEST(ReadDataset, TheRegistryNamesEveryFormatOnce) {
   for (const DataFormat& f : data_formats()) EXPECT_EQ(f.marker.empty(), !f.looks_like) << f.name;
 }
 
+// A format whose landmarks exist in one schema reads into it when data.schema is unset; another
+// built-in schema named explicitly is an error naming both; formats of any schema take data.schema.
+TEST(ReadDataset, AFormatOfOneSchemaPicksIt) {
+  const auto format = [](const std::string& name) -> const DataFormat& { return find_data_format("", name); };
+  EXPECT_EQ(schema_for_format(format("deepfashion2"), ""), "deepfashion2");
+  EXPECT_EQ(schema_for_format(format("fashionai"), ""), "fashionai");
+  EXPECT_EQ(schema_for_format(format("deepfashion2"), "deepfashion2"), "deepfashion2");
+  EXPECT_EQ(schema_for_format(format("deepfashion2"), "my_schema.yaml"), "my_schema.yaml");
+  EXPECT_EQ(schema_for_format(format("fld"), ""), "deepfashion");
+  EXPECT_EQ(schema_for_format(format("coco"), "deepfashion2"), "deepfashion2");
+  try {
+    schema_for_format(format("deepfashion2"), "deepfashion");
+    ADD_FAILURE() << "a conflicting schema was accepted";
+  } catch (const std::invalid_argument& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("schema deepfashion2"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("data.schema is deepfashion"), std::string::npos) << msg;
+  }
+}
+
+TEST(ReadDataset, DeepFashion2ReadsIntoItsSchemaUnasked) {
+  CSPN_REQUIRE_SHARED("mmpose_deepfashion2");
+  const Splits splits = read_splits((shared_data() / "mmpose_deepfashion2").string(), "deepfashion2", Config{}, false);
+  EXPECT_EQ(splits.all.schema.name, "deepfashion2");
+  EXPECT_FALSE(splits.all.samples.empty());
+  Config explicit_other;
+  explicit_other.data.schema = "deepfashion";
+  EXPECT_THROW(read_splits((shared_data() / "mmpose_deepfashion2").string(), "deepfashion2", explicit_other, false),
+               std::invalid_argument);
+}
+
 TEST(ReadDataset, AutoDetectsTheFormat) {
   CSPN_REQUIRE_SHARED("mmpose_fld");
   CSPN_REQUIRE_SHARED("ziegler_robot_landmarks");

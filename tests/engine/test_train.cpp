@@ -278,6 +278,70 @@ TEST(Train, RefusesToOverwriteARun) {
   EXPECT_EQ(text, "precious");
 }
 
+// --unlabelled (data.unlabelled): the photos nobody labelled join both halves' training. The run
+// keeps teacher.cspn, which is exactly the model of the same run without them; the rounds train on
+// the labelled and pseudo-labelled photos together, so the final model differs from it; an
+// unreadable photo is reported and skipped.
+TEST(Train, UnlabelledPhotosJoinTheTrainingOfBothHalves) {
+  Config cfg = small_config();
+  cfg.load_yaml_string(R"(
+model: {detector: {enabled: true, backbone: resnet18, min_size: 96, max_size: 128, detections_per_image: 2}}
+train: {iters: 6, warmup_iters: 2}
+train_detector: {iters: 4, warmup_iters: 1, batch_size: 2, val_every: 0, log_every: 1}
+semi: {min_score: 0, max_disagreement: 1, min_landmark_score: 0, keypoint_iters: 4, detector_iters: 3}
+)", "test config");
+  Dataset train_set = read_split(synthetic_set(), "fld", "train", cfg, false);
+  train_set.samples.resize(12);
+  const fs::path photos = test::scratch_dir("train-unlabelled-photos");
+  for (const char* name : {"000150.jpg", "000151.jpg", "000152.jpg", "000153.jpg"})
+    fs::copy_file(fs::path(synthetic_set()) / "img" / name, photos / name);
+  std::ofstream(photos / "broken.jpg") << "not a JPEG";
+  TrainOptions opt;
+  opt.progress = false;
+  opt.out_dir = test::scratch_dir("train-labelled-only").string();
+  train(cfg, train_set, Dataset{train_set.schema, {}, {}}, opt);
+  const std::string alone = opt.out_dir;
+  cfg.data.unlabelled = photos.string();
+  opt.out_dir = test::scratch_dir("train-unlabelled").string();
+  train(cfg, train_set, Dataset{train_set.schema, {}, {}}, opt);
+
+  const auto pseudo = log_records(opt.out_dir, "pseudo_labels");
+  ASSERT_EQ(pseudo.size(), 1u);
+  EXPECT_EQ(pseudo[0]["images"], 4);
+  EXPECT_EQ(pseudo[0]["unreadable"], 1);
+  const int garments = pseudo[0]["garments"].get<int>();
+  ASSERT_GT(garments, 0);
+  EXPECT_GT(pseudo[0]["landmarks"].get<int>(), 0);
+  std::map<std::string, nlohmann::json> starts;
+  for (const auto& r : log_records(opt.out_dir, "start")) starts[r["phase"].get<std::string>()] = r;
+  ASSERT_TRUE(starts.count("keypoints-round1") && starts.count("detector-round1"));
+  EXPECT_EQ(starts["keypoints"]["items"], 12);
+  EXPECT_EQ(starts["keypoints-round1"]["items"], 12 + garments) << "the pseudo-labelled garments' crops";
+  EXPECT_EQ(starts["detector-round1"]["items"], 12 + 4) << "the photos with a pseudo-garment";
+  EXPECT_EQ(starts["keypoints-round1"]["iters"], 4);
+  EXPECT_EQ(starts["detector-round1"]["iters"], 3);
+  std::map<std::string, double> losses;
+  for (const auto& r : log_records(opt.out_dir, "train")) {
+    EXPECT_TRUE(std::isfinite(r["loss"].get<double>()));
+    losses[r["phase"].get<std::string>()] = r["loss"].get<double>();
+  }
+  EXPECT_TRUE(losses.count("keypoints-round1") && losses.count("detector-round1"));
+
+  const ModelFile without = load_model_file((fs::path(alone) / "model.cspn").string());
+  const ModelFile teacher = load_model_file((fs::path(opt.out_dir) / "teacher.cspn").string());
+  const ModelFile student = load_model_file((fs::path(opt.out_dir) / "model.cspn").string());
+  ASSERT_EQ(without.tensors.size(), teacher.tensors.size());
+  ASSERT_EQ(student.tensors.size(), teacher.tensors.size());
+  bool differs = false;
+  for (size_t i = 0; i < teacher.tensors.size(); ++i) {
+    EXPECT_TRUE(torch::equal(without.tensors[i].second, teacher.tensors[i].second)) << teacher.tensors[i].first;
+    differs = differs || !torch::equal(student.tensors[i].second, teacher.tensors[i].second);
+  }
+  EXPECT_TRUE(differs);
+  EXPECT_EQ(student.extra["semi"]["rounds"].size(), 1u);
+  EXPECT_EQ(student.extra["data"]["unlabelled"]["photos"], 4);
+}
+
 TEST(GradScaler, UnscalesSkipsOverflowsAndAdaptsTheScale) {
   GradScaler scaler(1024.0, /*growth_interval=*/2);
   const auto p = torch::zeros({3}, torch::requires_grad());

@@ -29,6 +29,10 @@ struct GarmentPrediction {
   float score = 0;                       // detection score (1 for a given box)
   Box box;                               // image pixels
   std::vector<LandmarkPoint> landmarks;  // one per schema slot; slots outside the category: score 0
+  // With the flip test: how far the plain and mirrored crops' landmarks lie apart, averaged over the
+  // category's landmarks, in ne_image units (flip_uncertainty). 0 where they agree; larger on
+  // photos the model finds hard: label those first. Unset without the flip test.
+  std::optional<float> uncertainty;
 };
 
 // Per-image choices; unset values take the model's test settings.

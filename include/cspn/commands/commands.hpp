@@ -35,6 +35,7 @@ struct TrainCommand {
   std::string data;               // data set path
   std::string format = "auto";    // data_format_names()
   bool skip_bad = false;          // report and skip malformed records (also data.skip_bad)
+  std::string unlabelled;         // a folder of photos without labels (data.unlabelled; "" = the config's)
   TrainOptions options;           // out_dir, device, resume, progress
 };
 // `cspn train`: reads the data set once (its train and val splits), joins the data-parallel launch

@@ -11,17 +11,17 @@
 #include <opencv2/core.hpp>
 
 #include "cspn/api/pipeline.hpp"
+#include "cspn/data/image.hpp"  // image_files
 
 namespace cspn {
-
-// Image files named by `inputs`: files as given (whatever their extension, and missing ones too, so
-// that a wrong name is reported rather than ignored), folders searched recursively for image
-// extensions, sorted.
-std::vector<std::string> image_files(const std::vector<std::string>& inputs);
 
 // Paths listed in a text file, one per line (blank lines and lines starting with '#' skipped);
 // relative paths are taken relative to the list file's folder.
 std::vector<std::string> read_list_file(const std::string& path);
+
+// Removes the second and later mentions of one file (the same path, or another path to the same
+// file, as std::filesystem::weakly_canonical resolves it), keeping the order; returns how many.
+size_t drop_duplicates(std::vector<std::string>& files);
 
 // Shard `index` of `count`: the files whose path hashes (64-bit FNV-1a of the path as given) to
 // index modulo count. Stable across runs and machines, so jobs of an array cover a collection once.

@@ -103,8 +103,11 @@ struct ModelConfig {
 };
 
 struct DataConfig {
-  std::string schema = "deepfashion";  // landmark schema: built in (deepfashion, deepfashion2,
-                                       // fashionai) or the path of a schema YAML file
+  std::string schema;             // landmark schema: built in (deepfashion, deepfashion2, fashionai) or
+                                  // the path of a schema YAML file; unset: the data format's own
+                                  // (deepfashion2, fashionai), else deepfashion
+  // data.schema, or deepfashion where it is unset (no data format to choose).
+  std::string schema_or_default() const { return schema.empty() ? "deepfashion" : schema; }
   float box_expand = 1.25f;       // crop = box scaled by this, fitted to the input aspect ratio
   float scale_aug = 0.25f;        // random scale in [1-s, 1+s]
   float rotate_aug = 30.0f;       // degrees, uniform in [-r, r]
@@ -123,13 +126,36 @@ struct DataConfig {
                                   // first (train_pretrain), then on the data given
   std::vector<int> pretrain_input_size;  // crop height, width for that phase (empty: the model's);
                                          // smaller crops buy more pretraining in the same time
+  std::string unlabelled;         // a folder of photos without labels (searched recursively): after
+                                  // training on the labelled data, the model labels them (section
+                                  // semi) and both halves train again on both (docs/training.md)
   template <class V> void visit(V& v) {
     v("schema", schema); v("box_expand", box_expand); v("scale_aug", scale_aug); v("rotate_aug", rotate_aug);
     v("shift_aug", shift_aug); v("flip_aug", flip_aug); v("color_aug", color_aug);
     v("occlusion_aug", occlusion_aug); v("holdout", holdout); v("holdout_seed", holdout_seed);
     v("workers", workers); v("prefetch", prefetch); v("skip_bad", skip_bad);
     v("cache_images", cache_images); v("pretrain_synthetic", pretrain_synthetic);
-    v("pretrain_input_size", pretrain_input_size);
+    v("pretrain_input_size", pretrain_input_size); v("unlabelled", unlabelled);
+  }
+};
+
+// Semi-supervised training from data.unlabelled: each round, the model trained so far (the
+// teacher) finds the garments on the unlabelled photos and places their landmarks; the confident
+// ones become pseudo-labels, and both halves go on training on labelled and pseudo-labelled photos.
+struct SemiConfig {
+  int rounds = 1;                  // teacher -> student rounds (each student teaches the next)
+  float min_score = 0.7f;          // a detection becomes a pseudo-garment from this score
+  float max_disagreement = 0.01f;  // a landmark becomes a pseudo-landmark where its plain, mirrored and
+                                   // rescaled predictions agree within this (ne_image units: offset
+                                   // over the image's width and height)
+  float scale_jitter = 0.15f;      // the rescaled prediction's crop is the box grown by this fraction
+  float min_landmark_score = 0.3f; // and its heatmap peak reaches this
+  int keypoint_iters = 200;        // each round's landmark-network iterations, train's other settings (0: none)
+  int detector_iters = 150;        // each round's detector iterations, train_detector's other settings (0: none)
+  template <class V> void visit(V& v) {
+    v("rounds", rounds); v("min_score", min_score); v("max_disagreement", max_disagreement);
+    v("scale_jitter", scale_jitter); v("min_landmark_score", min_landmark_score);
+    v("keypoint_iters", keypoint_iters); v("detector_iters", detector_iters);
   }
 };
 
@@ -224,10 +250,11 @@ struct Config {
   TrainConfig train_pretrain;                            // the landmark network on synthetic garments
                                                          // first (data.pretrain_synthetic > 0)
   TrainConfig train_detector = detector_train_defaults();  // the detector (model.detector.enabled)
+  SemiConfig semi;                                       // data.unlabelled's rounds
   TestConfig test;
   template <class V> void visit(V& v) {
     v("model", model); v("data", data); v("loss", loss); v("train", train);
-    v("train_pretrain", train_pretrain); v("train_detector", train_detector); v("test", test);
+    v("train_pretrain", train_pretrain); v("train_detector", train_detector); v("semi", semi); v("test", test);
   }
 
   // Overlay a YAML file; errors name the file and the key.

@@ -23,6 +23,14 @@ namespace cspn {
 // prints as "nan".
 inline double metric_value(const nlohmann::json& v) { return v.is_number() ? v.get<double>() : std::nan(""); }
 
+// Offsets [N,K,2] in image pixels as ne_image measures them [N,K]: each axis over the image's width
+// or height (image_size [N,2], (w, h) per row), then the length.
+torch::Tensor ne_image_lengths(const torch::Tensor& offsets, const torch::Tensor& image_size);
+
+// A garment's uncertainty: the mean of ne_image_lengths over its category's `landmarks`, for the
+// offsets between the plain and mirrored passes (offsets [K,2] image pixels). 0 where they agree.
+double flip_uncertainty(const torch::Tensor& offsets, const std::vector<int>& landmarks, int width, int height);
+
 class LandmarkMetrics {
  public:
   explicit LandmarkMetrics(LandmarkSchema schema);

@@ -1,6 +1,8 @@
 #pragma once
 // Small helpers the library shares.
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -8,6 +10,17 @@
 #include <torch/types.h>
 
 namespace cspn {
+
+// The shortest decimal that reads back as `value`, as a double (0.3f gives 0.3, where the float's
+// own double is 0.30000001192092896): JSON written from it shows the digits the float has.
+inline double decimal(float value) {
+  char text[32];
+  for (int digits = 1; digits <= 9; ++digits) {
+    std::snprintf(text, sizeof text, "%.*g", digits, static_cast<double>(value));
+    if (std::strtof(text, nullptr) == value) return std::strtod(text, nullptr);
+  }
+  return value;  // NaN and infinities
+}
 
 // A tensor's sizes as text ("[2, 3, 4]"), for error messages.
 inline std::string shape_of(const torch::Tensor& t) {

@@ -37,6 +37,11 @@ std::pair<int, int> image_size(std::istream& in, const std::string& name);
 void check_complete(const std::string& path);
 void check_complete(std::istream& in, const std::string& name);
 
+// Image files named by `inputs`: files as given (whatever their extension, and missing ones too, so
+// that a wrong name is reported rather than ignored), folders searched recursively for image
+// extensions (.jpg .jpeg .png .bmp .webp .tif .tiff, any case), sorted.
+std::vector<std::string> image_files(const std::vector<std::string>& inputs);
+
 // JPEG decoding through libjpeg(-turbo) itself rather than cv::imdecode: libjpeg reports damaged
 // entropy-coded data (zeroed or garbled blocks, premature end of a segment) only as a warning,
 // which OpenCV prints to stderr without the file's name before returning the garbage pixels as a

@@ -49,6 +49,11 @@ constexpr double kFashionAIBoxMargin = 0.1;
 // landmarks as a flat [x, y, v] list. `root` may also be the annos folder's parent of a split
 // (train/, validation/). Images of the validation folder are split "val", of the test folder "test".
 Dataset read_deepfashion2(const std::string& root, const ReadOptions& opt = {});
+// Photos without labels (data.unlabelled): every image file under `dir` (image_files), one sample
+// each with no garments, split "unlabelled". A file that is not a readable image is left out, with a
+// message in Dataset::skipped, as skip_bad reports a malformed record. Throws DataError when `dir`
+// is not a folder or holds no readable image.
+Dataset read_unlabelled(const std::string& dir, const LandmarkSchema& schema);
 // One data-set format: its --format name, a line on what it is, what --format auto looks for
 // (empty: auto never picks it), and the reader.
 struct DataFormat {
@@ -57,6 +62,7 @@ struct DataFormat {
   std::string marker;  // e.g. "Anno/list_landmarks.txt", "*.json"
   std::function<Dataset(const std::string&, const ReadOptions&)> read;
   std::function<bool(const std::filesystem::path&)> looks_like;  // null where marker is empty
+  std::string schema;  // the built-in schema whose landmarks the format holds ("": any schema)
 };
 // Every format, in the order --format auto tries them.
 const std::vector<DataFormat>& data_formats();
@@ -64,6 +70,13 @@ const std::vector<DataFormat>& data_formats();
 std::vector<std::string> data_format_names();
 // "fld | deepfashion-c | ... | auto (auto: Anno/list_landmarks.txt -> fld, ...)", for help texts.
 std::string data_format_help();
+// The format named `format`, or with "auto" the first whose looks_like(path) holds; throws naming
+// the markers looked for.
+const DataFormat& find_data_format(const std::string& path, const std::string& format);
+// The schema to read `format` in, given data.schema (`configured`, "" where unset): the format's
+// own where it has one (an error where data.schema names another built-in schema), else the
+// configured one, else deepfashion.
+std::string schema_for_format(const DataFormat& format, const std::string& configured);
 // Reads `path` in `format`, or with "auto" in the first format whose looks_like(path) holds.
 Dataset read_dataset(const std::string& path, const std::string& format, const ReadOptions& opt = {});
 

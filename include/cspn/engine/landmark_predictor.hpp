@@ -22,6 +22,9 @@ struct LandmarkPredictions {
   torch::Tensor scores;                      // [N,K] their heatmap peaks
   std::vector<torch::Tensor> stage_coords;   // when asked for: every stage's [N,K,2], in stage order
                                              // (back() equals coords)
+  torch::Tensor flip_offsets;                // with the flip test: [N,K,2] the last stage's landmarks
+                                             // from the plain crop minus those from the mirrored one
+                                             // (undefined without it)
 };
 
 class LandmarkPredictor {

@@ -1,8 +1,11 @@
 // Reading, decoding and writing images with the header checks: every image the library takes in
-// comes through here.
+// comes through here. And finding image files in folders.
+#include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <istream>
+#include <set>
 
 #include <opencv2/imgcodecs.hpp>
 
@@ -41,7 +44,36 @@ void check_pixels(std::pair<int, int> size, const std::string& name, long max_pi
                                                      " pixels allowed");
 }
 
+bool has_image_extension(const std::filesystem::path& p) {
+  static const std::set<std::string> known{".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"};
+  std::string ext = p.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  return known.count(ext) > 0;
+}
+
 }  // namespace
+
+std::vector<std::string> image_files(const std::vector<std::string>& inputs) {
+  std::vector<std::string> files;
+  for (const auto& input : inputs) {
+    const std::filesystem::path p(input);
+    std::error_code error;  // a looping link: not a folder, and reported as an unreadable image
+    if (std::filesystem::is_directory(p, error)) {
+      std::vector<std::string> found;
+      // Broken or looping links, FIFOs and sockets are not images: skipped, and the walk goes on.
+      std::error_code ec;
+      for (const auto& entry : std::filesystem::recursive_directory_iterator(p, std::filesystem::directory_options::skip_permission_denied)) {
+        if (entry.is_regular_file(ec) && has_image_extension(entry.path())) found.push_back(entry.path().string());
+      }
+      std::sort(found.begin(), found.end());
+      files.insert(files.end(), found.begin(), found.end());
+    } else {
+      files.push_back(input);  // a missing or unreadable file is reported by predict_files
+    }
+  }
+  return files;
+}
+
 
 cv::Mat decode_image(const std::string& bytes, const std::string& name, long max_pixels) {
   ByteStream buffer(bytes.data(), bytes.size());

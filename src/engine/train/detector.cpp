@@ -38,12 +38,13 @@ FasterRCNN detector_network(const Config& cfg, const LandmarkSchema& schema, con
   return net;
 }
 
-nlohmann::json train_detector(const RunContext& run, FasterRCNN net, const Dataset& train_set, const Dataset& val_set) {
+nlohmann::json train_detector(const RunContext& run, FasterRCNN net, const Dataset& train_set, const Dataset& val_set,
+                              const TrainConfig& tc, const std::string& name) {
   const Config& cfg = run.cfg;
   DetectionBatcher batcher(train_set, cfg, true);
   if (batcher.size() == 0) throw std::invalid_argument("the training set has no image with a garment box");
   const torch::Device device = run.device;
-  Phase phase{"detector", net.ptr(), cfg.train_detector, batcher.size(), batches_of(batcher),
+  Phase phase{name, net.ptr(), tc, batcher.size(), batches_of(batcher),
               [net, device](const std::any& any) mutable {
                 const auto& batch = std::any_cast<const DetectorBatch&>(any);
                 const auto losses = net->losses(batch.images.to(device), batch.targets);

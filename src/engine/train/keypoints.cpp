@@ -70,11 +70,12 @@ Phase::Loss keypoint_loss(const RunContext& run, CSPNNet net) {
   };
 }
 
-nlohmann::json train_keypoints(const RunContext& run, CSPNNet net, const Dataset& train_set, const Dataset& val_set) {
+nlohmann::json train_keypoints(const RunContext& run, CSPNNet net, const Dataset& train_set, const Dataset& val_set,
+                               const TrainConfig& tc, const std::string& name) {
   const Config& cfg = run.cfg;
   CropBatcher batcher(train_set, CropBatcher::ground_truth_jobs(train_set), cfg, true);
   if (batcher.size() == 0) throw std::invalid_argument("the training set has no garment with landmarks");
-  Phase phase{"keypoints", net.ptr(), cfg.train, batcher.size(), batches_of(batcher), keypoint_loss(run, net), {},
+  Phase phase{name, net.ptr(), tc, batcher.size(), batches_of(batcher), keypoint_loss(run, net), {},
               describe_keypoints};
   if (!val_set.samples.empty())
     phase.validate = [&run, net, &val_set] { return validate_keypoints(net, run.cfg, val_set, run.device); };

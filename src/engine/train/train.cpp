@@ -27,13 +27,19 @@ void use_training_threads(const Config& cfg, Distributed* dist) {
   spdlog::info("{} intra-op threads", use_threads(threads));
 }
 
-// A trained network's share of the result: its epochs and last validation (from its record), and
-// its tensors in the model file under `prefix`.
-void keep(const nlohmann::json& record, const torch::nn::Module& net, const std::string& prefix, TrainSummary& summary,
-          ModelFile& file) {
+// A trained network's epochs and last validation, from its record.
+void summarise(const nlohmann::json& record, TrainSummary& summary) {
   summary.epochs = record["epochs"].get<int>();
   summary.validation = record["validation"];
-  for (auto& [name, tensor] : state_dict(net)) file.tensors.emplace_back(prefix + name, tensor);
+}
+
+// The networks' tensors under their model-file prefixes.
+void keep_tensors(const CSPNNet& keypoint_net, const FasterRCNN& detector, ModelFile& file) {
+  file.tensors.clear();
+  if (keypoint_net)
+    for (auto& [name, tensor] : state_dict(*keypoint_net)) file.tensors.emplace_back("keypoints." + name, tensor);
+  if (detector)
+    for (auto& [name, tensor] : state_dict(*detector)) file.tensors.emplace_back("detector." + name, tensor);
 }
 
 }  // namespace
@@ -59,18 +65,36 @@ TrainSummary train(const Config& cfg, const Dataset& train_set, const Dataset& v
   file.config = cfg;
   file.schema = train_set.schema;
   nlohmann::json extra{{"data", opt.data_info}};
+  // Read before training, so that a wrong folder fails now rather than after the first phases.
+  const Dataset unlabelled =
+      cfg.data.unlabelled.empty() ? Dataset{train_set.schema, {}, {}} : read_unlabelled_photos(cfg, train_set.schema);
+  if (!cfg.data.unlabelled.empty())
+    extra["data"]["unlabelled"] = {{"path", cfg.data.unlabelled}, {"photos", unlabelled.samples.size()},
+                                   {"skipped", unlabelled.skipped.size()}};
   CSPNNet keypoint_net{nullptr};
+  FasterRCNN detector{nullptr};
   if (cfg.model.keypoints.enabled) {
     keypoint_net = keypoint_network(cfg, train_set.schema);
     if (cfg.data.pretrain_synthetic > 0) extra["pretrain"] = pretrain_keypoints(run, keypoint_net, train_set);
-    extra["keypoints"] = train_keypoints(run, keypoint_net, train_set, val_set);
-    keep(extra["keypoints"], *keypoint_net, "keypoints.", summary, file);
+    extra["keypoints"] = train_keypoints(run, keypoint_net, train_set, val_set, cfg.train, "keypoints");
+    summarise(extra["keypoints"], summary);
   }
   if (cfg.model.detector.enabled) {
-    FasterRCNN detector = detector_network(cfg, train_set.schema, keypoint_net);
-    extra["detector"] = train_detector(run, detector, train_set, val_set);
-    keep(extra["detector"], *detector, "detector.", summary, file);
+    detector = detector_network(cfg, train_set.schema, keypoint_net);
+    extra["detector"] = train_detector(run, detector, train_set, val_set, cfg.train_detector, "detector");
+    summarise(extra["detector"], summary);
   }
+  if (!cfg.data.unlabelled.empty()) {
+    // The model of the labelled photos alone, kept beside the final one for comparison.
+    keep_tensors(keypoint_net, detector, file);
+    file.extra = extra;
+    if (main) save_model_file((out / "teacher.cspn").string(), file);
+    extra["semi"] = train_semi_supervised(run, keypoint_net, detector, train_set, val_set, unlabelled);
+    for (const auto& round : extra["semi"]["rounds"])
+      for (const char* half : {"keypoints", "detector"})
+        if (round.contains(half)) summarise(round[half], summary);
+  }
+  keep_tensors(keypoint_net, detector, file);
 
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   summary.model_path = model_path.string();

@@ -158,17 +158,30 @@ void load_backbone_weights(BackboneImpl& backbone, const std::string& path, cons
 CSPNNet keypoint_network(const Config& cfg, const LandmarkSchema& schema);
 // The landmark network's loss on a KeypointBatch (pretraining and training alike).
 Phase::Loss keypoint_loss(const RunContext& run, CSPNNet net);
-// Trains the landmark network on the training set's garment crops; returns the model file's
-// "keypoints" record (validation, train_garments, epochs).
-nlohmann::json train_keypoints(const RunContext& run, CSPNNet net, const Dataset& train_set, const Dataset& val_set);
+// Trains the landmark network on the training set's garment crops, as phase `name` with `tc`;
+// returns the model file's record of it (validation, train_garments, epochs).
+nlohmann::json train_keypoints(const RunContext& run, CSPNNet net, const Dataset& train_set, const Dataset& val_set,
+                               const TrainConfig& tc, const std::string& name);
 // data.pretrain_synthetic: synthesizes garments (deterministic for train_pretrain.seed) and trains
 // the landmark network on them first; returns the "pretrain" record (synthetic_garments, epochs).
 nlohmann::json pretrain_keypoints(const RunContext& run, CSPNNet net, const Dataset& train_set);
 
 // The detector, its backbone from the landmark network or model.detector.pretrained.
 FasterRCNN detector_network(const Config& cfg, const LandmarkSchema& schema, const CSPNNet& keypoint_net);
-// Trains the detector on the training set's images; returns the "detector" record (validation,
-// train_images, epochs).
-nlohmann::json train_detector(const RunContext& run, FasterRCNN net, const Dataset& train_set, const Dataset& val_set);
+// Trains the detector on the training set's images, as phase `name` with `tc`; returns the record
+// of it (validation, train_images, epochs).
+nlohmann::json train_detector(const RunContext& run, FasterRCNN net, const Dataset& train_set, const Dataset& val_set,
+                              const TrainConfig& tc, const std::string& name);
+
+// ---- semi.cpp: data.unlabelled ------------------------------------------------------------------
+
+// The photos of data.unlabelled (read_unlabelled), the unreadable ones logged.
+Dataset read_unlabelled_photos(const Config& cfg, const LandmarkSchema& schema);
+// semi.rounds rounds, each: pseudo_label the `unlabelled` photos with both networks as they are,
+// then train the landmark network (semi.keypoint_iters, phase keypoints-round<r>) and the
+// detector (semi.detector_iters, detector-round<r>) on the labelled and pseudo-labelled photos.
+// Returns the model file's "semi" record: per round, the pseudo-label counts and both records.
+nlohmann::json train_semi_supervised(const RunContext& run, CSPNNet keypoint_net, FasterRCNN detector,
+                                     const Dataset& train_set, const Dataset& val_set, const Dataset& unlabelled);
 
 }  // namespace cspn::train_detail
