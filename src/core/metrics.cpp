@@ -280,12 +280,6 @@ std::string LandmarkMetrics::table() const {
       out << "\n";
     }
   };
-  // Categories where nothing was counted (no garment of theirs) get no rows.
-  const auto counted = [&](int ci) {
-    long n = 0;
-    for (const Sum& sum : ne_[kImage][ci + 1]) n += sum.count;
-    return n > 0;
-  };
   // Categories with slots of their own (DeepFashion2): one block each, over its landmarks.
   std::vector<int> owner(schema_.num_landmarks(), -1);
   bool shared = false;
@@ -294,15 +288,11 @@ std::string LandmarkMetrics::table() const {
   if (shared || schema_.num_categories() == 1) {
     std::vector<int> slots(schema_.num_landmarks()), categories{-1};
     for (int i = 0; i < schema_.num_landmarks(); ++i) slots[i] = i;
-    for (int ci = 0; ci < schema_.num_categories(); ++ci)
-      if (counted(ci)) categories.push_back(ci);
+    for (int ci = 0; ci < schema_.num_categories(); ++ci) categories.push_back(ci);
     block(slots, categories);
   } else {
-    bool first_block = true;
     for (int ci = 0; ci < schema_.num_categories(); ++ci) {
-      if (!counted(ci)) continue;
-      if (!first_block) out << "\n";
-      first_block = false;
+      if (ci > 0) out << "\n";
       block(schema_.categories[ci].landmarks, {ci});
     }
   }

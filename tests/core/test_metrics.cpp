@@ -215,14 +215,13 @@ TEST(LandmarkMetrics, TableLayout) {
   std::istringstream text(m.table());
   std::vector<std::string> lines;
   for (std::string line; std::getline(text, line);) lines.push_back(line);
-  // header + (all + the 2 categories with garments) per protocol, PCK@0.2 and AUC: no rows for `full`
-  ASSERT_EQ(lines.size(), 1u + 4 * 3);
+  ASSERT_EQ(lines.size(), 1u + 4 * 4);  // header + (all + 3 categories) per protocol, PCK@0.2 and AUC
   EXPECT_EQ(tokens(lines[0]), (std::vector<std::string>{"L.Collar", "R.Collar", "L.Sleeve", "R.Sleeve", "L.Waist",
                                                         "R.Waist", "L.Hem", "R.Hem", "Avg"}));
-  const std::vector<std::string> labels = {"ne_paper all", "ne_paper upper", "ne_paper lower",
-                                           "ne_image all", "ne_image upper", "ne_image lower",
-                                           "pck_0_2 all",  "pck_0_2 upper",  "pck_0_2 lower",
-                                           "auc all",      "auc upper",      "auc lower"};
+  const std::vector<std::string> labels = {"ne_paper all", "ne_paper upper", "ne_paper lower", "ne_paper full",
+                                           "ne_image all", "ne_image upper", "ne_image lower", "ne_image full",
+                                           "pck_0_2 all",  "pck_0_2 upper",  "pck_0_2 lower",  "pck_0_2 full",
+                                           "auc all",      "auc upper",      "auc lower",      "auc full"};
   for (size_t i = 0; i < labels.size(); ++i) {
     EXPECT_EQ(lines[i + 1].rfind(labels[i], 0), 0u) << lines[i + 1];
     EXPECT_EQ(lines[i + 1].size(), lines[0].size()) << "fixed width: " << lines[i + 1];
@@ -230,10 +229,12 @@ TEST(LandmarkMetrics, TableLayout) {
   // Upper row: 5/80, 0, 10/80, 0, no waistlines, left hem occluded, 10/80; avg 0.3125 / 5.
   EXPECT_EQ(tokens(lines[2]), (std::vector<std::string>{"ne_paper", "upper", "0.0625", "0.0000", "0.1250", "0.0000",
                                                         "-", "-", "-", "0.1250", "0.0625"}));
+  EXPECT_EQ(tokens(lines[4]), (std::vector<std::string>{"ne_paper", "full", "-", "-", "-", "-", "-", "-", "-", "-",
+                                                        "-"}));
   // Lower garment: every landmark within 0.2 of its box; right hem 8 / 100 (see the next test).
-  EXPECT_EQ(tokens(lines[9]), (std::vector<std::string>{"pck_0_2", "lower", "-", "-", "-", "-", "1.0000", "1.0000",
+  EXPECT_EQ(tokens(lines[11]), (std::vector<std::string>{"pck_0_2", "lower", "-", "-", "-", "-", "1.0000", "1.0000",
                                                          "1.0000", "1.0000", "1.0000"}));
-  EXPECT_EQ(tokens(lines[12]), (std::vector<std::string>{"auc", "lower", "-", "-", "-", "-", "0.8500", "0.8000",
+  EXPECT_EQ(tokens(lines[15]), (std::vector<std::string>{"auc", "lower", "-", "-", "-", "-", "0.8500", "0.8000",
                                                          "0.9500", "0.7500", "0.8375"}));
 }
 
