@@ -388,10 +388,8 @@ struct Server::Impl {
       res.set_content(metrics.text(batcher->depth()), "text/plain; version=0.0.4");
     });
     http.Post("/v1/landmarks", [this](const httplib::Request& req, httplib::Response& res) { landmarks(req, res); });
-    // Before the body is read: the token first, so that a stranger learns nothing about the body's
-    // checks; then a form type is dropped. curl --data-binary sends application/x-www-form-urlencoded,
-    // and the HTTP library would parse such a body as a form and refuse it above 8 KB; the body is
-    // told by its bytes (image_bytes), and a form that is not an image gets 415.
+    // Before the body is read: the token, then curl's default form type is dropped (the library would
+    // refuse a form above 8 KB); the body is told by its bytes, and a non-image form gets 415.
     http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
       if (req.path != "/v1/landmarks" || req.method != "POST") return httplib::Server::HandlerResponse::Unhandled;
       if (!authorised(req)) {
@@ -399,7 +397,6 @@ struct Server::Impl {
         send_error(res, {401, "unauthorized", "missing or wrong token (Authorization: Bearer TOKEN)"});
         return httplib::Server::HandlerResponse::Handled;
       }
-      // The request object is the server's own, not const: the library hands it out as const.
       auto& headers = const_cast<httplib::Request&>(req).headers;
       const auto type = headers.find("Content-Type");
       if (type != headers.end() && type->second.rfind("application/x-www-form-urlencoded", 0) == 0)
