@@ -15,6 +15,7 @@
 #include <spdlog/spdlog.h>
 
 #include "cspn/cspn.hpp"
+#include "cspn/serve/label.hpp"
 #include "cspn/serve/server.hpp"
 
 namespace fs = std::filesystem;
@@ -53,12 +54,11 @@ sigset_t block_stop_signals() {
   return signals;
 }
 
-int run_serve(const std::string& model_path, const std::vector<std::string>& sets, const std::string& device,
-              const std::string& token_file, ServeOptions opt, sigset_t signals) {
-  if (!token_file.empty()) opt.token = read_token_file(token_file);
-  const ModelFile model = load_model_with(model_path, sets);
-  Pipeline pipeline(model, parse_device(device));
-  Server server(pipeline, opt);
+// Runs `server` (cspn serve or cspn label) until SIGINT or SIGTERM, then lets it finish what is in
+// flight. Says "<what> on http://host:port/ <details>" once it listens.
+template <class S>
+int serve_until_signal(S& server, sigset_t signals, const std::string& what, const std::string& host,
+                       const std::string& details) {
   const int port = server.bind();
   std::thread waiter([&] {
     int signal = 0;
@@ -66,12 +66,29 @@ int run_serve(const std::string& model_path, const std::vector<std::string>& set
     std::cerr << "\n" << strsignal(signal) << ": finishing the requests in flight\n";
     server.stop();
   });
-  std::cerr << "serving " << model_path << " on http://" << opt.host << ":" << port << "/ (" << device
-            << ", batches of up to " << opt.max_batch << (opt.token.empty() ? "" : ", token required") << ")\n";
+  std::cerr << what << " on http://" << host << ":" << port << "/ " << details << "\n";
   server.run();
   waiter.join();
   std::cerr << "stopped\n";
   return 0;
+}
+
+int run_serve(const std::string& model_path, const std::vector<std::string>& sets, const std::string& device,
+              const std::string& token_file, ServeOptions opt, sigset_t signals) {
+  if (!token_file.empty()) opt.token = read_token_file(token_file);
+  const ModelFile model = load_model_with(model_path, sets);
+  Pipeline pipeline(model, parse_device(device));
+  Server server(pipeline, opt);
+  return serve_until_signal(server, signals, "serving " + model_path, opt.host,
+                            "(" + device + ", batches of up to " + std::to_string(opt.max_batch) +
+                                (opt.token.empty() ? "" : ", token required") + ")");
+}
+
+int run_label(LabelOptions opt, const std::string& token_file, sigset_t signals) {
+  if (!token_file.empty()) opt.http.token = read_token_file(token_file);
+  LabelServer server(opt);
+  return serve_until_signal(server, signals, "labelling " + opt.images, opt.http.host,
+                            "(saving to " + opt.out + (opt.http.token.empty() ? "" : ", token required") + ")");
 }
 
 }  // namespace
@@ -181,6 +198,22 @@ int main(int argc, char** argv) {
   serve->add_option("--device", serve_device, "cpu | cuda | cuda:N");
   serve->add_option("--set", serve_sets, "override a setting of the model, e.g. test.precision=bfloat16");
 
+  auto* label = app.add_subcommand("label", "label photos in the browser (COCO keypoints JSON), with a model's suggestions");
+  LabelOptions label_opt;
+  std::string label_token_file;
+  label->add_option("--images", label_opt.images, "folder of photos (searched recursively)")->required()->check(CLI::ExistingDirectory);
+  label->add_option("--out", label_opt.out, "COCO keypoints JSON, written on every change (continued where it exists)")->required();
+  label->add_option("--model", label_opt.model, "model file: its predictions to start from, most uncertain photos first")
+      ->check(CLI::ExistingFile);
+  label->add_option("--schema", label_opt.schema, "landmark schema without a model: deepfashion, deepfashion2, fashionai or a YAML file");
+  label->add_option("--config", label_opt.config, "settings for the retrain button (default: the model's)")->check(CLI::ExistingFile);
+  label->add_option("--set", label_opt.sets, "override a setting of the model or of retraining, e.g. train.iters=500");
+  label->add_option("--host", label_opt.http.host, "address to listen on (0.0.0.0: every interface)");
+  label->add_option("--port", label_opt.http.port, "port (0: any free one)")->check(CLI::Range(0, 65535));
+  label->add_option("--token-file", label_token_file, "require 'Authorization: Bearer TOKEN', TOKEN the file's first line")
+      ->check(CLI::ExistingFile);
+  label->add_option("--device", label_opt.device, "cpu | cuda | cuda:N");
+
   auto* info = app.add_subcommand("info", "parameters and GFLOPs per stage of a model or config");
   std::string info_model_path, info_config;
   std::vector<std::string> info_sets;
@@ -239,7 +272,7 @@ int main(int argc, char** argv) {
   // nothing runs; the test of the README's commands uses it.
   if (const char* parse_only = std::getenv("CSPN_PARSE_ONLY"); parse_only && std::string(parse_only) == "1") return 0;
   sigset_t stop_signals{};
-  if (*serve) stop_signals = block_stop_signals();  // before LibTorch starts its threads
+  if (*serve || *label) stop_signals = block_stop_signals();  // before LibTorch starts its threads
   try {
     use_threads(0);
     // Inference: the same sizes again and again (bench's timed training step maps its large blocks).
@@ -274,6 +307,7 @@ int main(int argc, char** argv) {
       serve_opt.max_body_bytes = static_cast<size_t>(max_body_mb * (1 << 20));
       return run_serve(serve_model, serve_sets, serve_device, token_file, serve_opt, stop_signals);
     }
+    if (*label) return run_label(label_opt, label_token_file, stop_signals);
     if (*info) {
       info_command(info_model_path, info_config, info_sets, info_backbones, std::cout);
       return 0;

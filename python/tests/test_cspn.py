@@ -146,7 +146,7 @@ def test_train_with_unlabelled_photos(tmp_path):
                       semi__min_score=0)
     pseudo = [r for r in records if r["type"] == "pseudo_labels"]
     assert len(pseudo) == 1 and pseudo[0]["images"] > 0
-    assert {"keypoints-round1", "detector-round1"} <= {r.get("phase") for r in records if r["type"] == "train"}
+    assert {"keypoints-round1", "detector-round1"} <= {r["phase"] for r in records if r["type"] == "start"}
     assert (tmp_path / "run" / "teacher.cspn").exists()
     assert cspn.load(path).config["data"]["unlabelled"] == os.path.abspath(SCENES / "img")
 

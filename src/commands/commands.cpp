@@ -56,7 +56,7 @@ int launch_rank() {
 }
 
 TrainSummary train_command(TrainCommand cmd) {
-  Config cfg = Config::resolve(cmd.config, cmd.sets);
+  Config cfg = Config::resolve(cmd.config, cmd.sets, cmd.base);
   if (!cmd.unlabelled.empty()) {
     cfg.data.unlabelled = fs::absolute(cmd.unlabelled).string();
     cfg.validate();

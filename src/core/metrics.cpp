@@ -145,15 +145,18 @@ void LandmarkMetrics::add(const torch::Tensor& pred, const torch::Tensor& gt, co
   auto hit_sums = torch::zeros({c, k, kThresholds}, f64).index_add_(0, cat, hits.to(torch::kFloat64)).cpu();
   auto epe_sums = torch::zeros({c, k}, f64).index_add_(0, cat, torch::where(counted, dist, torch::zeros_like(dist))).cpu();
   auto count_sums = torch::zeros({c, k}, f64).index_add_(0, cat, counted.to(torch::kFloat64)).cpu();
+  auto near_sums = torch::zeros({c, k}, f64).index_add_(0, cat, (counted & (dist <= 5)).to(torch::kFloat64)).cpu();
   auto ha = hit_sums.accessor<double, 3>();
   auto ea = epe_sums.accessor<double, 2>();
   auto na = count_sums.accessor<double, 2>();
+  auto wa = near_sums.accessor<double, 2>();
   for (int64_t ci = 0; ci < c; ++ci)
     for (int64_t ki = 0; ki < k; ++ki)
       for (PckSum* sum : {&pck_[0][ki], &pck_[ci + 1][ki]}) {
         for (int t = 0; t < kThresholds; ++t) sum->hits[t] += static_cast<long>(ha[ci][ki][t]);
         sum->epe += ea[ci][ki];
         sum->count += static_cast<long>(na[ci][ki]);
+        sum->within_5px += static_cast<long>(wa[ci][ki]);
       }
   undefined_norm_ += (~defined).sum().item<int64_t>();
   garments_ += n;
@@ -189,20 +192,22 @@ nlohmann::json LandmarkMetrics::result() const {
     if (proto == kPaper) j["undefined_norm"] = undefined_norm_;
     out[kProtocolNames[proto]] = j;
   }
-  // PCK@0.2, EPE and AUC of a set of slots of one row of pck_, pooled over their landmarks.
+  // PCK@0.2, EPE, AUC and the share within 5 px of a set of slots of one row of pck_, pooled over their landmarks.
   auto accuracy = [&](const std::vector<PckSum>& sums, const std::vector<int>& slots) {
     PckSum pooled;
     for (int slot : slots) {
       for (int t = 0; t < kThresholds; ++t) pooled.hits[t] += sums[slot].hits[t];
       pooled.epe += sums[slot].epe;
       pooled.count += sums[slot].count;
+      pooled.within_5px += sums[slot].within_5px;
     }
     if (pooled.count == 0)
-      return nlohmann::json{{"pck_0_2", nullptr}, {"epe_px", nullptr}, {"auc", nullptr}};
+      return nlohmann::json{{"pck_0_2", nullptr}, {"epe_px", nullptr}, {"auc", nullptr}, {"within_5px", nullptr}};
     const double n = static_cast<double>(pooled.count);
     double auc = 0;
     for (int t = 0; t + 1 < kThresholds; ++t) auc += pooled.hits[t] / n;
-    return nlohmann::json{{"pck_0_2", pooled.hits[kPck02] / n}, {"epe_px", pooled.epe / n}, {"auc", auc / (kThresholds - 1)}};
+    return nlohmann::json{{"pck_0_2", pooled.hits[kPck02] / n}, {"epe_px", pooled.epe / n}, {"auc", auc / (kThresholds - 1)},
+                          {"within_5px", pooled.within_5px / n}};
   };
   const auto with_landmarks = [&](const std::vector<PckSum>& sums, const std::vector<int>& slots) {
     auto j = accuracy(sums, slots);
@@ -211,7 +216,7 @@ nlohmann::json LandmarkMetrics::result() const {
     return j;
   };
   const auto overall = with_landmarks(pck_[0], all_slots);
-  for (const char* key : {"pck_0_2", "epe_px", "auc"}) out[key] = overall[key];
+  for (const char* key : {"pck_0_2", "epe_px", "auc", "within_5px"}) out[key] = overall[key];
   nlohmann::json accuracy_json{{"per_landmark", overall["per_landmark"]}, {"per_category", nlohmann::json::object()}};
   for (int ci = 0; ci < schema_.num_categories(); ++ci)
     accuracy_json["per_category"][schema_.categories[ci].name] = with_landmarks(pck_[ci + 1], schema_.categories[ci].landmarks);
@@ -280,6 +285,15 @@ std::string LandmarkMetrics::table() const {
       out << "\n";
     }
   };
+  // Categories without a counted landmark get no rows (every category while nothing is counted).
+  std::vector<int> present;
+  for (int ci = 0; ci < schema_.num_categories(); ++ci) {
+    long counted = 0;
+    for (const PckSum& sum : pck_[ci + 1]) counted += sum.count;
+    if (counted > 0) present.push_back(ci);
+  }
+  if (present.empty())
+    for (int ci = 0; ci < schema_.num_categories(); ++ci) present.push_back(ci);
   // Categories with slots of their own (DeepFashion2): one block each, over its landmarks.
   std::vector<int> owner(schema_.num_landmarks(), -1);
   bool shared = false;
@@ -288,11 +302,11 @@ std::string LandmarkMetrics::table() const {
   if (shared || schema_.num_categories() == 1) {
     std::vector<int> slots(schema_.num_landmarks()), categories{-1};
     for (int i = 0; i < schema_.num_landmarks(); ++i) slots[i] = i;
-    for (int ci = 0; ci < schema_.num_categories(); ++ci) categories.push_back(ci);
+    categories.insert(categories.end(), present.begin(), present.end());
     block(slots, categories);
   } else {
-    for (int ci = 0; ci < schema_.num_categories(); ++ci) {
-      if (ci > 0) out << "\n";
+    for (int ci : present) {
+      if (ci != present.front()) out << "\n";
       block(schema_.categories[ci].landmarks, {ci});
     }
   }

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -221,7 +222,8 @@ Dataset read_coco(const std::string& path, const ReadOptions& opt) {
   return data;
 }
 
-void write_coco(const std::string& root, const Dataset& data, const std::string& description, std::uint64_t seed) {
+json coco_json(const Dataset& data, const std::function<std::string(const Sample&)>& file_name,
+               const std::string& description, std::uint64_t seed) {
   const LandmarkSchema& schema = data.schema;
   json categories = json::array();
   for (int c = 0; c < schema.num_categories(); ++c) {
@@ -238,7 +240,7 @@ void write_coco(const std::string& root, const Dataset& data, const std::string&
   for (std::size_t i = 0; i < data.samples.size(); ++i) {
     const Sample& s = data.samples[i];
     images.push_back({{"id", i + 1},
-                      {"file_name", relative_image(root, s.image)},
+                      {"file_name", file_name(s)},
                       {"width", s.width},
                       {"height", s.height},
                       {"split", s.split}});
@@ -261,10 +263,14 @@ void write_coco(const std::string& root, const Dataset& data, const std::string&
                              {"keypoints", keypoints}});
     }
   }
-  const json doc = {{"info", {{"description", description}, {"seed", seed}}},
-                    {"categories", categories},
-                    {"images", images},
-                    {"annotations", annotations}};
+  return {{"info", {{"description", description}, {"seed", seed}}},
+          {"categories", categories},
+          {"images", images},
+          {"annotations", annotations}};
+}
+
+void write_coco(const std::string& root, const Dataset& data, const std::string& description, std::uint64_t seed) {
+  const json doc = coco_json(data, [&](const Sample& s) { return relative_image(root, s.image); }, description, seed);
   write_file_atomically((fs::path(root) / "annotations.json").string(), doc.dump(1) + "\n");
 }
 

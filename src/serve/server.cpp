@@ -5,7 +5,6 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
-#include <filesystem>
 #include <fstream>
 #include <future>
 #include <map>
@@ -14,43 +13,22 @@
 #include <thread>
 #include <vector>
 
-#include <arpa/inet.h>
 #include <httplib.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <spdlog/spdlog.h>
 
 #include "cspn/api/json.hpp"
 #include "cspn/data/image.hpp"
+#include "http.hpp"
 
 namespace cspn {
 namespace {
 
+using http::HttpError;
+using http::send_error;
 using Clock = std::chrono::steady_clock;
 
 double ms_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
-}
-
-// A request's answer or the reason it has none, with a status and the limit or kind it names.
-struct HttpError {
-  int status;
-  std::string kind;     // metrics label and JSON "error_kind": "body_too_large", "bad_image", ...
-  std::string message;
-};
-
-void send_error(httplib::Response& res, const HttpError& e) {
-  res.status = e.status;
-  res.set_content(nlohmann::json{{"error", e.message}, {"error_kind", e.kind}, {"status", e.status}}.dump(),
-                  "application/json");
-}
-
-// Compares in time that depends on the lengths only, not on where the strings first differ.
-bool same_token(const std::string& given, const std::string& expected) {
-  unsigned char diff = given.size() == expected.size() ? 0 : 1;
-  for (size_t i = 0; i < given.size(); ++i)
-    diff |= static_cast<unsigned char>(given[i] ^ expected[expected.empty() ? 0 : i % expected.size()]);
-  return diff == 0;
 }
 
 // Counters and histograms for /metrics (Prometheus text format 0.0.4).
@@ -303,13 +281,7 @@ struct Server::Impl {
   httplib::Server http;
   int port = -1;
 
-  bool authorised(const httplib::Request& req) const {
-    if (opt.token.empty()) return true;
-    const std::string header = req.get_header_value("Authorization");
-    const std::string prefix = "Bearer ";
-    const std::string given = header.rfind(prefix, 0) == 0 ? header.substr(prefix.size()) : "";
-    return same_token(given, opt.token);
-  }
+  bool authorised(const httplib::Request& req) const { return http::authorised(req, opt.token); }
 
   void landmarks(const httplib::Request& req, httplib::Response& res) {
     const auto start = Clock::now();
@@ -373,12 +345,7 @@ struct Server::Impl {
   }
 
   void routes() {
-    http.Get("/", [](const httplib::Request&, httplib::Response& res) {
-      res.set_content(web_page(), "text/html; charset=utf-8");
-    });
-    http.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
-      res.set_content(R"({"status":"ok"})", "application/json");
-    });
+    http::page_routes(http, web_page());
     http.Get("/v1/model", [this](const httplib::Request& req, httplib::Response& res) {
       if (!authorised(req)) return send_error(res, {401, "unauthorized", "missing or wrong token"});
       res.set_content(model.dump(), "application/json");
@@ -403,18 +370,6 @@ struct Server::Impl {
         type->second = "application/octet-stream";
       return httplib::Server::HandlerResponse::Unhandled;
     });
-    // Statuses httplib sets itself (413 over max_body_bytes, 404, 400 unparsable) get a JSON body too.
-    http.set_error_handler(httplib::Server::HandlerWithResponse([this](const httplib::Request&, httplib::Response& res) {
-      if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
-      HttpError e{res.status, "http_" + std::to_string(res.status), "HTTP " + std::to_string(res.status)};
-      if (res.status == 413)
-        e = {413, "body_too_large", "body larger than " + std::to_string(opt.max_body_bytes) + " bytes (--max-body-mb)"};
-      else if (res.status == 404)
-        e = {404, "not_found", "no such endpoint: see GET / and POST /v1/landmarks"};
-      metrics.error(e.kind);
-      send_error(res, e);
-      return httplib::Server::HandlerResponse::Handled;
-    }));
     http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
       metrics.request(req.path, res.status);
     });
@@ -426,14 +381,8 @@ Server::Server(Pipeline& pipeline, ServeOptions opt) : impl_(std::make_unique<Im
   if (o.threads < 1 || o.max_batch < 1 || o.max_queue < 1 || o.max_wait_ms < 0 || o.timeout_s <= 0 || o.max_body_bytes == 0)
     throw std::invalid_argument("serve: threads, max_batch, max_queue, max_body_bytes and timeout_s must be positive");
   impl_->batcher = std::make_unique<Batcher>(pipeline, impl_->opt, impl_->metrics);
-  auto& http = impl_->http;
-  const int threads = o.threads;
-  http.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
-  http.set_payload_max_length(o.max_body_bytes);
-  // Slow senders and readers get as long as a request may take, but at least a second.
-  const std::chrono::duration<double> io_timeout(std::max(1.0, o.timeout_s));
-  http.set_read_timeout(io_timeout);
-  http.set_write_timeout(io_timeout);
+  http::configure(impl_->http, o, "no such endpoint: see GET / and POST /v1/landmarks",
+                  [this](const std::string& kind) { impl_->metrics.error(kind); });
   impl_->routes();
 }
 
@@ -441,38 +390,8 @@ Server::~Server() {
   stop();
 }
 
-namespace {
-
-// httplib 0.11 listens with a backlog of 5: a burst of clients connecting at once overflows it and
-// some of them lose their connection. Calling listen() again on the bound socket raises it.
-void widen_backlog(int port) {
-  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
-    const std::string name = entry.path().filename().string();  // kept: strtol's end points into it
-    char* end = nullptr;
-    const long fd = std::strtol(name.c_str(), &end, 10);
-    sockaddr_storage addr{};
-    socklen_t len = sizeof addr;
-    int listening = 0;
-    socklen_t optlen = sizeof listening;
-    if (*end || getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&addr), &len) != 0) continue;
-    if (getsockopt(static_cast<int>(fd), SOL_SOCKET, SO_ACCEPTCONN, &listening, &optlen) != 0 || !listening) continue;
-    const int bound = addr.ss_family == AF_INET ? ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port)
-                    : addr.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port) : -1;
-    if (bound == port) ::listen(static_cast<int>(fd), SOMAXCONN);
-  }
-}
-
-}  // namespace
-
 int Server::bind() {
-  const ServeOptions& o = impl_->opt;
-  const bool ok = o.port == 0 ? (impl_->port = impl_->http.bind_to_any_port(o.host)) > 0
-                              : impl_->http.bind_to_port(o.host, impl_->port = o.port);
-  if (!ok)
-    throw std::runtime_error("cannot listen on " + o.host + ":" + std::to_string(o.port) +
-                             " (port in use, or not an address of this machine?)");
-  widen_backlog(impl_->port);
-  return impl_->port;
+  return impl_->port = http::bind(impl_->http, impl_->opt);
 }
 
 int Server::port() const { return impl_->port; }

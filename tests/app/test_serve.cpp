@@ -11,6 +11,7 @@
 #include "cspn/cspn.hpp"
 #include "cspn/serve/server.hpp"
 #include "common.hpp"
+#include "running.hpp"
 
 namespace fs = std::filesystem;
 using namespace cspn;
@@ -36,25 +37,15 @@ std::string png_declaring(uint32_t width, uint32_t height) {
   return png;
 }
 
-// A server on a free port, serving from a thread until the fixture ends.
-class Running {
+ServeOptions on_any_port(ServeOptions opt) {
+  opt.port = 0;
+  return opt;
+}
+
+// `cspn serve` on a free port, serving from a thread until the test ends.
+class Running : public test::Running<Server> {
  public:
-  Running(Pipeline& pipeline, ServeOptions opt) : server_(pipeline, [&] {
-    opt.port = 0;
-    return opt;
-  }()) {
-    port_ = server_.bind();
-    thread_ = std::thread([this] { server_.run(); });
-  }
-  ~Running() {
-    server_.stop();
-    thread_.join();
-  }
-  httplib::Client client() const {
-    httplib::Client c("127.0.0.1", port_);
-    c.set_read_timeout(60, 0);
-    return c;
-  }
+  Running(Pipeline& pipeline, const ServeOptions& opt) : test::Running<Server>(pipeline, on_any_port(opt)) {}
   bool healthy() const {
     auto r = client().Get("/healthz");
     return r && r->status == 200;
@@ -68,11 +59,6 @@ class Running {
     for (auto& p : pending) results.push_back(p.get());
     return results;
   }
-
- private:
-  Server server_;
-  int port_ = 0;
-  std::thread thread_;
 };
 
 nlohmann::json body_of(const httplib::Result& r) { return nlohmann::json::parse(r->body); }

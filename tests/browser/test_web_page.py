@@ -8,33 +8,9 @@ Usage: test_web_page.py --cspn BIN --model MODEL --photo JPG --screenshot PNG
 import argparse
 import json
 import os
-import re
-import shutil
-import subprocess
 import sys
-import time
 
-SKIP = 77
-
-
-def fail(message):
-    print("FAIL:", message)
-    sys.exit(1)
-
-
-def start_server(cspn, model):
-    server = subprocess.Popen([cspn, "serve", "--model", model, "--port", "0"],
-                              stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        line = server.stderr.readline()
-        if not line:
-            break
-        match = re.search(r"on (http://[\d.]+:\d+/)", line)
-        if match:
-            return server, match.group(1)
-    server.kill()
-    fail("cspn serve did not say where it listens")
+from harness import chrome, fail, start
 
 
 def main():
@@ -45,26 +21,11 @@ def main():
     parser.add_argument("--screenshot", required=True)
     args = parser.parse_args()
 
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-        from selenium.webdriver.common.by import By
-        from selenium.webdriver.support.ui import WebDriverWait
-    except ImportError:
-        print("skipped: python3-selenium is not installed (scripts/bootstrap.sh installs it)")
-        return SKIP
-    chromium = shutil.which("chromium")
-    driver_path = shutil.which("chromedriver")
-    if not chromium or not driver_path:
-        print("skipped: chromium or chromedriver is not installed (scripts/bootstrap.sh installs them)")
-        return SKIP
+    driver = chrome(1400, 1000)  # first: it exits 77 where Selenium is missing
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
-    server, url = start_server(args.cspn, args.model)
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    server, url = start(args.cspn, ["serve", "--model", args.model])
     try:
         driver.get(url)
         WebDriverWait(driver, 30).until(lambda d: "landmarks" in d.find_element(By.ID, "model").text)
@@ -119,7 +80,6 @@ def main():
         driver.save_screenshot(args.screenshot)
         print(f"ok: {len(answer['garments'])} garments, {drawn}/{checked} landmarks drawn, screenshot {args.screenshot}")
     finally:
-        driver.quit()
         server.terminate()
         server.wait(timeout=60)
     return 0

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 
 #include "cspn/core/detect/faster_rcnn.hpp"
 #include "cspn/data/image.hpp"
@@ -40,9 +41,11 @@ Config untrained_config() {
 
 TEST(PseudoLabels, LandmarksOnlyInTheDetectedCategoryAndUnreadablePhotosSkipped) {
   Config cfg = untrained_config();
-  cfg.semi.min_score = 0;  // an untrained detector: every detection, every landmark
-  cfg.semi.max_disagreement = 1;
-  cfg.semi.min_landmark_score = 0;
+  // An untrained detector and network: every detection, every landmark (their heatmap peaks can be
+  // negative, and a grown box reaches past the photo).
+  cfg.semi.min_score = 0;
+  cfg.semi.max_disagreement = std::numeric_limits<float>::infinity();
+  cfg.semi.min_landmark_score = std::numeric_limits<float>::lowest();
   const LandmarkSchema schema = LandmarkSchema::deepfashion();
   torch::manual_seed(5);
   GarmentDetector detector(FasterRCNN(cfg.model.detector, schema.num_categories() + 1), cfg, schema, torch::kCPU);
@@ -69,7 +72,9 @@ TEST(PseudoLabels, LandmarksOnlyInTheDetectedCategoryAndUnreadablePhotosSkipped)
       in_categories += static_cast<int>(ours.size());
       for (int k = 0; k < schema.num_landmarks(); ++k) {
         const bool in_category = std::find(ours.begin(), ours.end(), k) != ours.end();
-        if (!in_category) EXPECT_EQ(g.keypoints[k].v, Visibility::Absent) << schema.landmarks[k];
+        if (!in_category) {
+          EXPECT_EQ(g.keypoints[k].v, Visibility::Absent) << schema.landmarks[k];
+        }
         if (g.keypoints[k].v == Visibility::Visible) ++kept;
       }
     }

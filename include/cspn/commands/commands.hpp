@@ -30,7 +30,8 @@ std::string synth_command(const std::string& out, const SynthOptions& opt, const
                           bool progress = true);
 
 struct TrainCommand {
-  std::string config;             // YAML file over the defaults ("" = none)
+  Config base;                    // the settings to start from (the built-in defaults; cspn label: the model's)
+  std::string config;             // YAML file over them ("" = none)
   std::vector<std::string> sets;  // "section.key=value" overrides, applied after it
   std::string data;               // data set path
   std::string format = "auto";    // data_format_names()

@@ -41,24 +41,26 @@ class LandmarkMetrics {
            const torch::Tensor& category, const torch::Tensor& image_size, const torch::Tensor& boxes);
 
   // {ne_paper:{avg, per_landmark, per_category:{cat:{avg, per_landmark}}, undefined_norm},
-  //  ne_image:{avg, per_landmark, per_category}, pck_0_2, epe_px, auc,
-  //  accuracy:{per_landmark:{name:{pck_0_2, epe_px, auc}}, per_category:{cat:{pck_0_2, epe_px, auc,
+  //  ne_image:{avg, per_landmark, per_category}, pck_0_2, epe_px, auc, within_5px,
+  //  accuracy:{per_landmark:{name:{pck_0_2, epe_px, auc, within_5px}}, per_category:{cat:{pck_0_2, epe_px, auc, within_5px,
   //  per_landmark}}}, visible_landmarks, garments, schema, landmarks: [slot names], labels:
   //  [their table headings]}.
   // A landmark counts where it is Visible and its garment's category has the slot; values with no
   // counted instance are null. pck_0_2: fraction of counted landmarks whose error, per axis divided
   // by the ground-truth box width and height, has norm < 0.2; auc: the mean of that fraction over
   // the thresholds 0, 0.025, .., 0.475 (area under PCK(t) on [0, 0.5], scaled to [0, 1]); epe_px:
-  // the mean pixel error. pck_0_2, epe_px and auc pool every counted landmark of the row.
+  // the mean pixel error; within_5px: the fraction within 5 image pixels (a suggestion that a labeller
+  // need not drag). They pool every counted landmark of the row.
   nlohmann::json result() const;
   // The paper's Table 1 layout: one row per protocol and category, one column per landmark (the
   // schema's labels) + Avg, then PCK@0.2 and AUC rows. Schemas whose categories have slots of their
-  // own (DeepFashion2) get one such block per category, over its landmarks.
+  // own (DeepFashion2) get one such block per category, over its landmarks. Categories without a
+  // counted landmark get no rows or block.
   std::string table() const;
 
  private:
   struct Sum { double total = 0; long count = 0; };
-  struct PckSum { std::array<long, 21> hits{}; double epe = 0; long count = 0; };  // hits per PCK threshold
+  struct PckSum { std::array<long, 21> hits{}; double epe = 0; long count = 0, within_5px = 0; };  // hits per PCK threshold
   LandmarkSchema schema_;
   // [protocol: ne_paper, ne_image][0: all categories, 1 + c: category c][landmark]
   std::vector<std::vector<std::vector<Sum>>> ne_;

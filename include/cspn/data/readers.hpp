@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "cspn/core/config.hpp"
 #include "cspn/core/errors.hpp"
 #include "cspn/core/sample.hpp"
@@ -90,6 +92,9 @@ void write_fld(const std::string& root, const Dataset& data);
 // COCO keypoints, root/annotations.json: every garment, one [x, y, v] per schema slot, categories
 // with their ids (position + 1 where they have none), `description` and `seed` under "info".
 void write_coco(const std::string& root, const Dataset& data, const std::string& description, std::uint64_t seed);
+// The document that write_coco writes, each image's file_name given by `file_name`.
+nlohmann::json coco_json(const Dataset& data, const std::function<std::string(const Sample&)>& file_name,
+                         const std::string& description, std::uint64_t seed);
 
 // Marks a deterministic fraction of samples (by a hash of the image file name and seed) as split
 // "test" and the rest "train". For formats without a split of their own and for holdout training.

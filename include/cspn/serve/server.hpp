@@ -10,6 +10,7 @@
 //   GET  /metrics        Prometheus text: requests by code, errors by kind, latency, batch sizes,
 //                        queue depth
 //   GET  /               a web page: drop a photo, see its garments and landmarks drawn
+//                        (its drawing code at /garments.js)
 #include <memory>
 #include <string>
 
@@ -53,7 +54,9 @@ class Server {
 // naming --token-file when the file cannot be read or its first line is empty.
 std::string read_token_file(const std::string& path);
 
-// The page served at "/" (web/index.html, compiled in).
+// The page served at "/" (web/index.html, compiled in), and the drawing code it shares with the
+// labelling page (web/garments.js).
 const std::string& web_page();
+const std::string& garments_js();
 
 }  // namespace cspn
