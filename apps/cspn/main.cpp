@@ -117,6 +117,9 @@ int main(int argc, char** argv) {
   std::string synth_schema = "deepfashion";
   synth->add_option("--schema", synth_schema, "landmark schema (only deepfashion can be synthesized)");
   synth->add_flag("--scenes", synth_opt.scenes, "1..4 garments per image, COCO keypoint JSON");
+  synth->add_option("--hanging", synth_opt.hanging,
+                    "share of garments hanging as from grippers or a hanger, sleeves down (default 0)")
+      ->check(CLI::Range(0.0, 1.0));
   synth->add_option("--width", synth_opt.width, "image width")->check(CLI::Range(64, 4096));
   synth->add_option("--height", synth_opt.height, "image height")->check(CLI::Range(64, 4096));
 

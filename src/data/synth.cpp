@@ -55,14 +55,16 @@ Kind random_kind(Rng& rng) {
 const char* category_name(Kind k) { return k == Kind::Top ? "upper" : k == Kind::Dress ? "full" : "lower"; }
 
 // Samples a garment and a placement whose landmarks are at least half inside the image.
-Placed place_garment(Rng& rng, int width, int height, bool scene) {
+Placed place_garment(Rng& rng, int width, int height, bool scene, double hanging) {
   const LandmarkSchema& schema = LandmarkSchema::deepfashion();
   Placed pl;
   pl.kind = random_kind(rng);
-  pl.outline = build_garment(rng, pl.kind);
+  pl.outline = build_garment(rng, pl.kind, hanging);
   const Outline& o = pl.outline;
+  std::vector<Pt> drawn = o.polygon;  // the outline and the pieces over it
+  for (const Piece& piece : o.pieces) drawn.insert(drawn.end(), piece.polygon.begin(), piece.polygon.end());
   double gx0 = 1e9, gy0 = 1e9, gx1 = -1e9, gy1 = -1e9;
-  for (Pt p : o.polygon)
+  for (Pt p : drawn)
     gx0 = std::min(gx0, p.x), gy0 = std::min(gy0, p.y), gx1 = std::max(gx1, p.x), gy1 = std::max(gy1, p.y);
   const Pt centre((gx0 + gx1) / 2, (gy0 + gy1) / 2);
   const double extent = std::max(gx1 - gx0, gy1 - gy0), size = std::min(width, height);
@@ -99,7 +101,7 @@ Placed place_garment(Rng& rng, int width, int height, bool scene) {
       truncated += !in;
     }
     double x0 = 1e18, y0 = 1e18, x1 = -1e18, y1 = -1e18;
-    for (Pt q : o.polygon) {
+    for (Pt q : drawn) {
       const Pt p = pl.to_image.apply(q);
       x0 = std::min(x0, p.x), y0 = std::min(y0, p.y), x1 = std::max(x1, p.x), y1 = std::max(y1, p.y);
     }
@@ -147,16 +149,17 @@ std::vector<Garment> render(std::uint64_t seed, int index, const SynthOptions& o
         if (kp.v == Visibility::Visible && layer.covers(Pt(kp.x, kp.y))) kp.v = Visibility::Occluded;
   };
   for (int i = 0; i < n; ++i) {
-    Placed pl = place_garment(rng, W, H, opt.scenes);
+    Placed pl = place_garment(rng, W, H, opt.scenes, opt.hanging);
     // A garment may overlap the ones below it but not bury one: it covers at most kMaxCover of
     // any earlier garment's box (placement retried, else the garment is left out).
     int tries = 1;
-    while (covers_too_much(pl.garment.box, placed) && tries++ < 20) pl = place_garment(rng, W, H, opt.scenes);
+    while (covers_too_much(pl.garment.box, placed) && tries++ < 20) pl = place_garment(rng, W, H, opt.scenes, opt.hanging);
     if (covers_too_much(pl.garment.box, placed)) continue;
     const Homography from_image = pl.to_image.inverse();
     const double pixel = 1.0 / pl.scale;
     const Fabric skin = Fabric::plain(skin_colour(rng), &grain);
-    for (const auto& part : body_parts(rng, pl.kind, pl.outline)) {
+    const auto parts = pl.outline.holds.empty() ? body_parts(rng, pl.kind, pl.outline) : std::vector<std::vector<Pt>>{};
+    for (const auto& part : parts) {  // a hanging garment has no wearer
       std::vector<Pt> poly;
       for (Pt p : part) poly.push_back(pl.to_image.apply(p));
       occlude(draw_layer(canvas, poly, {}, skin, from_image, pixel, 0.35));
@@ -168,9 +171,37 @@ std::vector<Garment> render(std::uint64_t seed, int index, const SynthOptions& o
       seams.emplace_back();
       for (Pt p : s) seams.back().push_back(pl.to_image.apply(p));
     }
-    occlude(draw_layer(canvas, poly, seams, Fabric::random(rng, &grain), from_image, pixel, rng.uniform(0.25, 0.5)));
+    const double shade = rng.uniform(0.25, 0.5);  // drawn before the fabric, as in earlier versions
+    const Fabric fabric = Fabric::random(rng, &grain);
+    occlude(draw_layer(canvas, poly, seams, fabric, from_image, pixel, shade));
+    // Hanging sleeves over the body, in its fabric: they hide the garment's own landmarks they cover.
+    for (const Piece& piece : pl.outline.pieces) {
+      std::vector<Pt> ppoly;
+      for (Pt p : piece.polygon) ppoly.push_back(pl.to_image.apply(p));
+      std::vector<std::vector<Pt>> pseams;
+      for (const auto& seam : piece.seams) {
+        pseams.emplace_back();
+        for (Pt p : seam) pseams.back().push_back(pl.to_image.apply(p));
+      }
+      const Layer layer = draw_layer(canvas, ppoly, pseams, fabric, from_image, pixel, shade);
+      occlude(layer);
+      for (int k = 0; k < static_cast<int>(pl.garment.keypoints.size()); ++k) {
+        Keypoint& kp = pl.garment.keypoints[k];
+        if (k != piece.slot && kp.v == Visibility::Visible && layer.covers(Pt(kp.x, kp.y))) kp.v = Visibility::Occluded;
+      }
+    }
     placed.push_back(std::move(pl));
   }
+
+  // What holds a hanging garment (gripper fingers, hanger clips): plain grey or white blocks.
+  for (const Placed& pl : placed)
+    for (Pt hold : pl.outline.holds) {
+      const double r = pl.scale * rng.uniform(0.05, 0.09);
+      const auto block = make_blob(rng, pl.to_image.apply(hold + Pt(0, -0.02)), r, r * rng.uniform(0.5, 1.0));
+      const float grey = static_cast<float>(rng.uniform(90, 235));
+      const Fabric metal = Fabric::plain({grey, grey, grey}, &grain);
+      occlude(draw_layer(canvas, block, {}, metal, similarity(1.0 / pl.scale, 0.0, Pt(0, 0), Pt(0, 0)), 1.0 / pl.scale, 0.3));
+    }
 
   // Occluders (bags, hands, props) dropped near random landmarks.
   const int occluders = rng.chance(opt.scenes ? 0.5 : 0.45) ? rng.integer(1, 2) : 0;
@@ -235,6 +266,7 @@ void check_options(const SynthOptions& opt) {
         " and " + std::to_string(opt.test_fraction));
   if (opt.max_garments < 1) bad("max_garments should be >= 1, got " + std::to_string(opt.max_garments));
   if (opt.threads < 0) bad("threads should be >= 0, got " + std::to_string(opt.threads));
+  if (!(opt.hanging >= 0 && opt.hanging <= 1)) bad("hanging should be a share from 0 to 1, got " + std::to_string(opt.hanging));
 }
 
 }  // namespace

@@ -1,8 +1,11 @@
 // Tests src/serve/label_server.cpp and label_store.cpp: `cspn label` over HTTP (a server in this
 // process, on a free loopback port), its file as `cspn train --format coco` reads it, stale writes,
 // bad bodies, paths, the token, a restart, the model's suggestions and retraining.
+#include <sys/wait.h>
+
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <fstream>
 #include <thread>
 
@@ -222,4 +225,42 @@ TEST(Label, AModelSuggestsOrdersByUncertaintyAndRetrains) {
   EXPECT_TRUE(fs::exists(training["model"].get<std::string>()));
   EXPECT_EQ(training["unlabelled"], 2) << "the two photos left, as --unlabelled";
   EXPECT_EQ(body_of(c.Get("/v1/label/state"))["model"], training["model"]);
+}
+
+TEST(Label, TheCommandRefusesBadFlagsAndStopsOnSigterm) {
+  if (skip_without_fixture()) GTEST_SKIP() << "no " << test::tiny_model() << ": run through ctest (fixture tiny_model)";
+  const fs::path photos = photo_folder("label-command");
+  const std::string cspn = std::string(test::kBinaryDir) + "/cspn", err = (photos.parent_path() / "err.txt").string();
+  const auto run = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {cspn, "label"});
+    return test::run_process(args, "", err);
+  };
+  EXPECT_EQ(run({"--images", (photos / "000001.jpg").string(), "--out", "x.json"}), 2) << "not a folder";
+  EXPECT_EQ(run({"--images", photos.string(), "--out", (photos / "000002.jpg" / "labels.json").string()}), 4)
+      << test::file_bytes(err);
+  EXPECT_EQ(run({"--images", photos.string(), "--out", "x.json", "--model", test::tiny_model().string(), "--schema",
+                 "fashionai"}),
+            2);
+  EXPECT_TRUE(test::contains(test::file_bytes(err), "schema deepfashion")) << test::file_bytes(err);
+
+  const std::string out = (photos.parent_path() / "labels.json").string();
+  const int port = 20000 + (getpid() + 7) % 20000;
+  const pid_t pid = test::spawn_process({cspn, "label", "--images", photos.string(), "--out", out, "--port",
+                                         std::to_string(port)});
+  ASSERT_GT(pid, 0);
+  httplib::Client client("127.0.0.1", port);
+  bool up = false;
+  for (int i = 0; i < 300 && !up; ++i) {
+    auto r = client.Get("/healthz");
+    up = r && r->status == 200;
+    if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(up) << "cspn label did not come up on port " << port;
+  EXPECT_EQ(put(client, 1, {{"version", 0}, {"status", "skipped"}})->status, 200);
+  kill(pid, SIGTERM);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status)) << "killed by a signal instead of stopping";
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_EQ(json::parse(test::file_bytes(out))["cspn_label"]["skipped"], json::array({"000002.jpg"}));
 }

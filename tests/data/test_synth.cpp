@@ -10,6 +10,7 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "cspn/data/readers.hpp"
@@ -206,6 +207,56 @@ TEST(Synth, RejectsBadOptions) {
   opt = small_options(10, 0);
   opt.max_garments = 0;
   EXPECT_THROW(synthesize(dir, opt), std::invalid_argument);
+  opt = small_options(10, 0);
+  opt.hanging = 1.5;
+  EXPECT_THROW(synthesize(dir, opt), std::invalid_argument);
+}
+
+// The angle of each upper garment's sleeves below its collar line, in degrees (median): 0 a sleeve
+// straight out from the collar, 90 one straight down.
+double median_sleeve_drop(const Dataset& d) {
+  const LandmarkSchema& schema = d.schema;
+  const int lc = schema.landmark_index("left_collar"), rc = schema.landmark_index("right_collar");
+  std::vector<double> angles;
+  for (const Sample& s : d.samples)
+    for (const Garment& g : s.garments) {
+      if (schema.categories[g.category].name != "upper") continue;
+      const Keypoint &a = g.keypoints[lc], &b = g.keypoints[rc];
+      const double ax = b.x - a.x, ay = b.y - a.y, len = std::hypot(ax, ay);
+      if (len < 1) continue;
+      for (const auto& [collar, sleeve, side] : {std::tuple{lc, "left_sleeve", -1.0}, std::tuple{rc, "right_sleeve", 1.0}}) {
+        const Keypoint& p = g.keypoints[schema.landmark_index(sleeve)];
+        const double dx = p.x - g.keypoints[collar].x, dy = p.y - g.keypoints[collar].y;
+        const double out = side * (dx * ax + dy * ay) / len, down = (dy * ax - dx * ay) / len;  // garment axes
+        angles.push_back(std::atan2(down, out) * 180 / M_PI);
+      }
+    }
+  std::sort(angles.begin(), angles.end());
+  return angles.empty() ? NAN : angles[angles.size() / 2];
+}
+
+TEST(Synth, HangingGarmentsLetTheirSleevesFall) {
+  const fs::path plain = test::scratch_dir("synth_plain"), hanging = test::scratch_dir("synth_hanging");
+  SynthOptions opt = small_options(60, 21);
+  opt.width = opt.height = 192;
+  synthesize(plain.string(), opt);
+  opt.hanging = 1;
+  synthesize(hanging.string(), opt);
+  const Dataset a = read_fld(plain.string()), b = read_fld(hanging.string());
+  const double out = median_sleeve_drop(a), down = median_sleeve_drop(b);
+  EXPECT_GT(down, out + 15) << "median sleeve angle below the collar line: " << out << " laid out or worn, " << down
+                            << " hanging";
+  EXPECT_GT(down, 60);
+  // Still labels that agree with the image: every garment has its landmarks, most of them in the box.
+  int in_box = 0, labelled = 0;
+  for (const Sample& s : b.samples)
+    for (const Keypoint& p : s.garments[0].keypoints) {
+      if (p.v == Visibility::Absent) continue;
+      ++labelled;
+      in_box += inside(p, s.garments[0].box);
+    }
+  EXPECT_GT(labelled, 200);
+  EXPECT_GE(in_box, labelled * 95 / 100);
 }
 
 TEST(Synth, OnlyDeepFashionSchemasCanBeSynthesized) {

@@ -1,6 +1,7 @@
 #pragma once
 // Synthetic garments: parametric tops, trousers, skirts and dresses whose landmarks are known
-// exactly, drawn photo-like (fabric colour and texture, shading, clutter, occluders, truncation).
+// exactly, drawn photo-like (fabric colour and texture, shading, clutter, occluders, truncation),
+// laid out, worn or hanging.
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -16,6 +17,9 @@ struct SynthOptions {
   double val_fraction = 0.1, test_fraction = 0.1;
   bool scenes = false;             // several garments per image, COCO JSON output
   int max_garments = 4;            // scenes only
+  double hanging = 0;              // share of garments hanging as from grippers or a hanger: held at
+                                   // the shoulders (waist), sleeves mostly down their sides (0: none,
+                                   // the data sets of earlier versions)
   int threads = 0;                 // 0: hardware concurrency
 };
 

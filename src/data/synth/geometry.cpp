@@ -25,6 +25,7 @@ void set_landmark(Outline& o, int slot, Pt p) {
 struct UpperBody {
   double neck, neck_dip, shoulder, shoulder_drop, body, armpit, cuff;
   double sleeve_len[2], sleeve_angle[2];  // per side (0 image-left, 1 image-right); angle below horizontal
+  bool hangs[2] = {false, false};         // the sleeve hangs down the body's side, drawn over it
 };
 
 struct Sleeve {
@@ -48,7 +49,7 @@ bool sleeve_ok(const Sleeve& s) {
   return std::abs(s.inner.x) > std::abs(s.armpit.x) + 0.03 && s.inner.y > s.shoulder.y;
 }
 
-UpperBody sample_upper_body(Rng& rng, double min_sleeve, double max_sleeve) {
+UpperBody sample_upper_body(Rng& rng, double min_sleeve, double max_sleeve, bool hanging) {
   for (;;) {
     UpperBody u;
     u.neck = rng.uniform(0.07, 0.12);
@@ -62,8 +63,13 @@ UpperBody sample_upper_body(Rng& rng, double min_sleeve, double max_sleeve) {
     for (int side = 0; side < 2; ++side) {
       u.sleeve_len[side] = len * rng.uniform(0.93, 1.07);
       u.sleeve_angle[side] = rng.uniform(15.0, 72.0) * kPi / 180.0;
+      // Held at the shoulders, a sleeve falls: from slanting out to swinging in under its shoulder.
+      if (hanging && rng.chance(0.85)) {
+        u.hangs[side] = true;
+        u.sleeve_angle[side] = rng.uniform(76.0, 100.0) * kPi / 180.0;
+      }
     }
-    if (sleeve_ok(make_sleeve(u, 0)) && sleeve_ok(make_sleeve(u, 1))) return u;
+    if ((u.hangs[0] || sleeve_ok(make_sleeve(u, 0))) && (u.hangs[1] || sleeve_ok(make_sleeve(u, 1)))) return u;
   }
 }
 
@@ -74,12 +80,17 @@ Outline build_upper(const UpperBody& u, const std::vector<Pt>& left_side, double
   const Sleeve l = make_sleeve(u, 0), r = make_sleeve(u, 1);
   const Pt lc(-u.neck, 0), rc(u.neck, 0);
   auto& p = o.polygon;
-  p = {lc, l.shoulder, l.outer, l.inner, l.armpit};
+  // A sleeve out to the side is part of the outline; a hanging one a piece of its own over the body.
+  p = {lc, l.shoulder};
+  if (!u.hangs[0]) p.insert(p.end(), {l.outer, l.inner});
+  p.push_back(l.armpit);
   p.insert(p.end(), left_side.begin(), left_side.end());
   const Pt lh = left_side.back(), rh(-lh.x, lh.y);
   append_curve(p, lh, rh, hem_sag, 8);
   for (auto it = left_side.rbegin() + 1; it != left_side.rend(); ++it) p.push_back({-it->x, it->y});
-  p.insert(p.end(), {r.armpit, r.inner, r.outer, r.shoulder, rc});
+  p.push_back(r.armpit);
+  if (!u.hangs[1]) p.insert(p.end(), {r.inner, r.outer});
+  p.insert(p.end(), {r.shoulder, rc});
   std::vector<Pt> neckline{rc};
   append_curve(neckline, rc, lc, u.neck_dip, 8);
   p.insert(p.end(), neckline.begin() + 1, neckline.end() - 1);  // back to lc, which starts the polygon
@@ -91,14 +102,23 @@ Outline build_upper(const UpperBody& u, const std::vector<Pt>& left_side, double
   set_landmark(o, kLeftHem, lh);
   set_landmark(o, kRightHem, rh);
   o.seams.push_back(neckline);
-  o.seams.push_back({lerp(l.outer, l.shoulder, 0.1), lerp(l.inner, l.armpit, 0.1)});  // cuff bands
-  o.seams.push_back({lerp(r.outer, r.shoulder, 0.1), lerp(r.inner, r.armpit, 0.1)});
+  for (int side = 0; side < 2; ++side) {
+    const Sleeve& s = side == 0 ? l : r;
+    const std::vector<Pt> cuff_band = {lerp(s.outer, s.shoulder, 0.1), lerp(s.inner, s.armpit, 0.1)};
+    if (!u.hangs[side]) {
+      o.seams.push_back(cuff_band);
+      continue;
+    }
+    const std::vector<Pt> sleeve = {s.shoulder, s.outer, s.inner, s.armpit};
+    o.pieces.push_back({sleeve, {cuff_band, {s.outer, s.inner, s.armpit}}, side == 0 ? kLeftSleeve : kRightSleeve});
+  }
+  if (u.hangs[0] || u.hangs[1]) o.holds = {l.shoulder, r.shoulder};
   o.seams.push_back({lh + Pt(0.01, -0.035), rh + Pt(-0.01, -0.035)});  // hem stitching
   return o;
 }
 
-Outline build_top(Rng& rng) {
-  const UpperBody u = sample_upper_body(rng, 0.12, 0.62);
+Outline build_top(Rng& rng, bool hanging) {
+  const UpperBody u = sample_upper_body(rng, 0.12, 0.62, hanging);
   const double length = rng.uniform(0.70, 1.0);
   const double hem = u.body * rng.uniform(0.9, 1.15);
   Outline o = build_upper(u, {{-hem, length}}, rng.uniform(-0.02, 0.04));
@@ -106,8 +126,8 @@ Outline build_top(Rng& rng) {
   return o;
 }
 
-Outline build_dress(Rng& rng) {
-  const UpperBody u = sample_upper_body(rng, 0.08, 0.5);
+Outline build_dress(Rng& rng, bool hanging) {
+  const UpperBody u = sample_upper_body(rng, 0.08, 0.5, hanging);
   const double waist_y = rng.uniform(0.36, 0.50), waist = u.body * rng.uniform(0.72, 0.92);
   const double length = rng.uniform(1.0, 1.55), hem = waist * rng.uniform(1.15, 2.3);
   Outline o = build_upper(u, {{-waist, waist_y}, {-hem, length}}, rng.uniform(0.0, 0.08));
@@ -159,18 +179,13 @@ Outline build_skirt(Rng& rng) {
 
 }  // namespace
 
-Outline build_garment(Rng& rng, Kind kind) {
-  switch (kind) {
-    case Kind::Top:
-      return build_top(rng);
-    case Kind::Trousers:
-      return build_trousers(rng);
-    case Kind::Skirt:
-      return build_skirt(rng);
-    case Kind::Dress:
-      break;
-  }
-  return build_dress(rng);
+Outline build_garment(Rng& rng, Kind kind, double hanging) {
+  const bool hangs = hanging > 0 && rng.chance(hanging);
+  if (kind == Kind::Top) return build_top(rng, hangs);
+  if (kind == Kind::Dress) return build_dress(rng, hangs);
+  Outline o = kind == Kind::Trousers ? build_trousers(rng) : build_skirt(rng);
+  if (hangs) o.holds = {o.landmarks[kLeftWaist], o.landmarks[kRightWaist]};  // held by the waistband
+  return o;
 }
 
 

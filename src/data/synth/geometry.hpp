@@ -43,16 +43,28 @@ using Pt = cv::Point2d;
 
 enum class Kind { Top, Trousers, Skirt, Dress };
 
+// A part of a garment drawn over its own body, in its fabric: a sleeve hanging down its side.
+struct Piece {
+  std::vector<Pt> polygon;
+  std::vector<std::vector<Pt>> seams;
+  int slot = -1;  // the landmark on it; the garment's others that it covers are occluded
+};
+
 // A garment (or body part) in the garment frame.
 struct Outline {
   std::vector<Pt> polygon;
   std::vector<std::vector<Pt>> seams;  // open polylines drawn as darker stitching / bands
+  std::vector<Piece> pieces;           // drawn over the polygon
+  std::vector<Pt> holds;               // where a hanging garment is held (grippers, clips)
   std::array<Pt, 8> landmarks{};       // by DeepFashion slot
   std::array<bool, 8> has{};
 };
 
-// A random garment of `kind`: its outline, seams and landmarks.
-Outline build_garment(Rng& rng, Kind kind);
+// A random garment of `kind`: its outline, seams and landmarks. With probability `hanging` it hangs
+// as from a robot's grippers or a hanger: held at its shoulders (or waist), and a top's or dress's
+// sleeves mostly hang down its sides. `hanging` 0 draws no random number for it, so that data sets
+// of earlier versions come out the same.
+Outline build_garment(Rng& rng, Kind kind, double hanging);
 
 // Closed star-shaped blob (ellipse with wobble, or a rectangle) around `c`, radius ~r.
 std::vector<Pt> make_blob(Rng& rng, Pt c, double rx, double ry);
