@@ -120,7 +120,7 @@ void LandmarkMetrics::add(const torch::Tensor& pred, const torch::Tensor& gt, co
   torch::Tensor masks[kNumProtocols] = {counted & defined.unsqueeze(1), counted};
   torch::Tensor values[kNumProtocols] = {
       dist / torch::where(defined, s, torch::ones_like(s)).unsqueeze(1),
-      (diff / size.unsqueeze(1)).square().sum(2).sqrt()};
+      ne_image_lengths(diff, size)};
   for (int proto = 0; proto < kNumProtocols; ++proto) {
     // Per category and landmark: [C,K] sums and counts of the counted values.
     auto m = masks[proto];

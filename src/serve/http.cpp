@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <thread>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -88,6 +89,32 @@ void page_routes(httplib::Server& server, const std::string& page) {
   server.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
     res.set_content(R"({"status":"ok"})", "application/json");
   });
+}
+
+void Lifecycle::run(httplib::Server& server) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (stopping_) return;
+    started_ = true;
+  }
+  server.listen_after_bind();  // returns after stop(), once the connection threads are done
+  std::lock_guard<std::mutex> lock(mutex_);
+  finished_ = true;
+}
+
+void Lifecycle::stop(httplib::Server& server) {
+  for (;;) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+      if (!started_ || finished_) return;
+    }
+    if (server.is_running()) {
+      server.stop();
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));  // run() is about to listen
+  }
 }
 
 int bind(httplib::Server& server, const ServeOptions& opt) {

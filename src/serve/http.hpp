@@ -2,6 +2,7 @@
 // What `cspn serve` and `cspn label` share over cpp-httplib: JSON errors, the bearer token, the
 // limits of ServeOptions (threads, body size, read and write timeouts) and binding.
 #include <functional>
+#include <mutex>
 #include <string>
 
 #include <httplib.h>
@@ -31,6 +32,19 @@ void configure(httplib::Server& server, const ServeOptions& opt, const std::stri
 
 // GET / (`page`), /garments.js (the pages' drawing code) and /healthz.
 void page_routes(httplib::Server& server, const std::string& page);
+
+// Runs a server until stop(), whichever threads call them and in whichever order: a stop that comes
+// before run() or while it starts is not lost, as it would be with httplib's own stop() (which does
+// nothing until the server listens), e.g. a Ctrl+C while `cspn label` predicts its photos.
+class Lifecycle {
+ public:
+  void run(httplib::Server& server);
+  void stop(httplib::Server& server);
+
+ private:
+  std::mutex mutex_;
+  bool stopping_ = false, started_ = false, finished_ = false;
+};
 
 // Binds opt.host:opt.port (0: any free port) and returns the port; std::runtime_error naming the
 // address where it cannot.

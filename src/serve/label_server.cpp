@@ -50,8 +50,10 @@ json suggested_json(const GarmentPrediction& g, const LandmarkSchema& schema, in
           {"score", g.score}};
 }
 
+// A coordinate: finite, and within a million pixels (beyond, a float loses the pixel).
 float number(const json& v, const std::string& where) {
   if (!v.is_number() || !std::isfinite(v.get<double>())) throw HttpError{400, "bad_json", where + ": expected a number"};
+  if (std::fabs(v.get<double>()) > 1e6) throw HttpError{400, "bad_json", where + ": " + v.dump() + " is out of range"};
   return v.get<float>();
 }
 
@@ -117,7 +119,9 @@ struct LabelServer::Impl {
   std::unique_ptr<Pipeline> pipeline;
   std::string model_path;
   std::optional<Config> settings;     // retraining: --config, else the model's
+  std::string schema_spec;            // retraining's data.schema: --schema, else the model's where built in
   httplib::Server server;
+  http::Lifecycle lifecycle;
   int port = -1;
 
   std::mutex train_mutex;
@@ -134,6 +138,9 @@ struct LabelServer::Impl {
         throw std::invalid_argument("--schema " + opt.schema + ": the model's landmarks are schema " + model->schema.name);
       schema = model->schema;
     }
+    const auto builtin = LandmarkSchema::builtin_names();
+    schema_spec = !opt.schema.empty() ? opt.schema
+                : std::find(builtin.begin(), builtin.end(), schema.name) != builtin.end() ? schema.name : "";
     check_writable(opt.out);
     store = std::make_unique<LabelStore>(opt.images, opt.out, schema);
     if (!opt.config.empty())
@@ -244,7 +251,8 @@ struct LabelServer::Impl {
     if (!j.is_object()) throw HttpError{400, "bad_json", "body: expected {\"version\", \"status\", \"garments\"}"};
     const auto version = j.find("version");
     if (version == j.end() || !version->is_number_integer()) throw HttpError{400, "bad_json", "version: expected an integer"};
-    const std::string status = j.value("status", "");
+    const auto status_field = j.find("status");
+    const std::string status = status_field != j.end() && status_field->is_string() ? status_field->get<std::string>() : "";
     if (status != "labelled" && status != "skipped")
       throw HttpError{400, "bad_json", "status: expected \"labelled\" or \"skipped\""};
     std::vector<Garment> garments;
@@ -259,7 +267,7 @@ struct LabelServer::Impl {
     try {
       saved = store->save(i, version->get<int>(), as, std::move(garments));
     } catch (const std::invalid_argument& e) {
-      throw HttpError{400, "unreadable_photo", e.what()};
+      throw HttpError{400, "refused", e.what()};
     } catch (const IoError& e) {
       throw HttpError{500, "write_failed", e.what()};
     }
@@ -284,8 +292,12 @@ struct LabelServer::Impl {
       if (!settings) throw HttpError{400, "no_settings", "retraining needs cspn label --model or --config"};
       cmd.base = *settings;
     }
+    // The file's schema, whatever the model's config says (it may leave data.schema to its format);
+    // the unlabelled photos are the ones left here, never the model's own data.unlabelled.
+    if (!schema_spec.empty()) cmd.base.data.schema = schema_spec;
+    cmd.base.data.unlabelled.clear();
     if (state_counts_labelled() == 0) throw HttpError{400, "nothing_labelled", "label a photo first"};
-    const fs::path runs = fs::path(store->out()).replace_extension("").string() + "-runs";
+    const fs::path runs = store->runs_folder();
     fs::create_directories(runs);
     const fs::path run = fresh_path(runs / "run");
     cmd.data = store->out();
@@ -407,12 +419,12 @@ int LabelServer::port() const { return impl_->port; }
 
 void LabelServer::run() {
   if (impl_->port < 0) bind();
-  impl_->server.listen_after_bind();
+  impl_->lifecycle.run(impl_->server);
 }
 
 void LabelServer::stop() {
   impl_->stopping = true;
-  impl_->server.stop();
+  impl_->lifecycle.stop(impl_->server);
 }
 
 }  // namespace cspn

@@ -45,7 +45,12 @@ LabelStore::LabelStore(const std::string& images, const std::string& out, Landma
     : schema_(std::move(schema)), images_(normal(images)), out_(normal(out)) {
   if (!fs::is_directory(images_)) throw std::invalid_argument("--images " + images + ": not a folder");
   std::map<std::string, size_t> by_path;
+  const std::string runs = runs_folder() + "/";
   for (const std::string& file : image_files({images_})) {
+    std::string ext = fs::path(file).extension().string();
+    std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+    const bool shown = ext == ".jpg" || ext == ".jpeg" || ext == ".png" || ext == ".webp" || ext == ".bmp";
+    if (!shown || normal(file).rfind(runs, 0) == 0) continue;  // what a browser shows; not the runs' links
     LabelEntry e;
     e.path = normal(file);
     e.name = fs::path(e.path).lexically_relative(images_).generic_string();
@@ -94,6 +99,8 @@ LabelStore::LabelStore(const std::string& images, const std::string& out, Landma
   }
 }
 
+std::string LabelStore::runs_folder() const { return fs::path(out_).replace_extension("").string() + "-runs"; }
+
 LabelEntry LabelStore::entry(size_t i) const {
   std::lock_guard<std::mutex> lock(mutex_);
   return entries_.at(i);
@@ -129,7 +136,12 @@ std::optional<int> LabelStore::save(size_t i, int version, LabelStatus status, s
   LabelEntry& e = entries_.at(i);
   if (version != e.version) return std::nullopt;
   if (!e.error.empty()) throw std::invalid_argument(e.name + " cannot be decoded: " + e.error);
-  for (auto& g : garments) clamp_to_image(g, e.width, e.height);
+  for (size_t g = 0; g < garments.size(); ++g) {
+    clamp_to_image(garments[g], e.width, e.height);
+    if (!(garments[g].box.width() >= 1 && garments[g].box.height() >= 1))
+      throw std::invalid_argument("garments[" + std::to_string(g) + "]: the box lies outside the " +
+                                  std::to_string(e.width) + "x" + std::to_string(e.height) + " photo");
+  }
   LabelEntry before = e;
   e.status = status;
   e.garments = status == LabelStatus::Labelled ? std::move(garments) : std::vector<Garment>{};

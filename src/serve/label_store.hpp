@@ -36,6 +36,8 @@ class LabelStore {
 
   const LandmarkSchema& schema() const { return schema_; }
   const std::string& out() const { return out_; }
+  // Where the retrain button's runs go: FILE-runs/ beside the file (its photos are never listed).
+  std::string runs_folder() const;
   size_t size() const { return entries_.size(); }
 
   // A copy of entry i (i < size()).
@@ -44,8 +46,9 @@ class LabelStore {
   cv::Mat load(size_t i);
   // Sets the model's suggestion for photo i.
   void suggest(size_t i, std::vector<GarmentPrediction> garments, std::optional<float> uncertainty);
-  // Saves photo i as `status` with `garments` where `version` is its current version: writes `out`
-  // and returns the new version. std::nullopt (nothing written) where the version is stale.
+  // Saves photo i as `status` with `garments` (clamped to the photo) where `version` is its current
+  // version: writes `out` and returns the new version. std::nullopt (nothing written) where the
+  // version is stale; std::invalid_argument where the photo cannot be decoded or a box lies outside it.
   std::optional<int> save(size_t i, int version, LabelStatus status, std::vector<Garment> garments);
 
   // Photos in the order to label: the folder's, or by_uncertainty the photos left most uncertain

@@ -279,6 +279,7 @@ struct Server::Impl {
   Metrics metrics;
   std::unique_ptr<Batcher> batcher;
   httplib::Server http;
+  http::Lifecycle lifecycle;
   int port = -1;
 
   bool authorised(const httplib::Request& req) const { return http::authorised(req, opt.token); }
@@ -398,11 +399,11 @@ int Server::port() const { return impl_->port; }
 
 void Server::run() {
   if (impl_->port < 0) bind();
-  impl_->http.listen_after_bind();  // returns after stop(), once the connection threads are done
+  impl_->lifecycle.run(impl_->http);
 }
 
 void Server::stop() {
-  impl_->http.stop();
+  impl_->lifecycle.stop(impl_->http);
 }
 
 std::string read_token_file(const std::string& path) {

@@ -112,13 +112,20 @@ TEST(Label, SavesCocoThatTrainReadsAndRefusesStaleWrites) {
   unknown_landmark["keypoints"]["left_waistline"] = {1, 2, 2};
   json bad_v = upper_garment();
   bad_v["keypoints"]["left_hem"] = {1, 2, 3};
+  json far = upper_garment();
+  far["keypoints"]["left_hem"] = {1e39, 2, 1};
+  json outside = upper_garment();
+  outside["bbox"] = {200, 10, 20, 20};  // the photo is 128 pixels wide
   const std::vector<std::pair<std::string, std::string>> bad = {
       {"not json", "body"},
       {json{{"status", "labelled"}, {"garments", json::array()}}.dump(), "version"},
       {json{{"version", 1}, {"status", "done"}}.dump(), "status"},
       {json{{"version", 1}, {"status", "labelled"}, {"garments", {{{"category", "hat"}}}}}.dump(), "garments[0].category"},
       {json{{"version", 1}, {"status", "labelled"}, {"garments", {unknown_landmark}}}.dump(), "keypoints.left_waistline"},
-      {json{{"version", 1}, {"status", "labelled"}, {"garments", {bad_v}}}.dump(), "keypoints.left_hem[2]"}};
+      {json{{"version", 1}, {"status", "labelled"}, {"garments", {bad_v}}}.dump(), "keypoints.left_hem[2]"},
+      {json{{"version", 1}, {"status", 2}}.dump(), "status"},
+      {json{{"version", 1}, {"status", "labelled"}, {"garments", {far}}}.dump(), "out of range"},
+      {json{{"version", 1}, {"status", "labelled"}, {"garments", {outside}}}.dump(), "outside the 128x128 photo"}};
   for (const auto& [body, field] : bad) {
     auto r = c.Put(("/v1/label/annotation/" + std::to_string(id)).c_str(), body, "application/json");
     ASSERT_EQ(r->status, 400) << body;
@@ -157,6 +164,22 @@ TEST(Label, NothingOutsideTheFolderIsServedAndTheTokenIsEnforced) {
   EXPECT_FALSE(fs::exists(opt.out)) << "refused before anything is written";
   EXPECT_EQ(c.Get("/")->status, 200) << "the page itself asks for the token";
   EXPECT_EQ(c.Get("/v1/label/state", auth)->status, 200);
+}
+
+TEST(Label, ListsWhatABrowserShowsAndNotTheRunsOfItsOwnButton) {
+  if (skip_without_fixture()) GTEST_SKIP() << "no " << test::tiny_scenes() << ": run through ctest (fixture tiny_model)";
+  const fs::path photos = photo_folder("label-listing");
+  LabelOptions opt = options(photos);
+  opt.out = (photos / "labels.json").string();  // the file and its runs inside the folder
+  fs::create_directories(photos / "labels-runs" / "run-1-unlabelled");
+  fs::copy_file(photos / "000001.jpg", photos / "labels-runs" / "run-1-unlabelled" / "0-000001.jpg");
+  fs::copy_file(photos / "000001.jpg", photos / "scan.tif");
+  RunningLabel server(opt);
+  const json state = body_of(server.client().Get("/v1/label/state"));
+  std::vector<std::string> names;
+  for (const auto& p : state["photos"]) names.push_back(p["name"]);
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"000001.jpg", "000002.jpg", "000003.jpg", "zeroed.jpg"}));
 }
 
 TEST(Label, ARestartContinuesWhereTheUserStopped) {

@@ -328,6 +328,17 @@ TEST_F(Serve, FullQueueAndTimeoutAreRefusedNotCrashed) {
   EXPECT_TRUE(slow.healthy());
 }
 
+TEST_F(Serve, AStopBeforeRunIsNotLost) {
+  // A Ctrl+C while a server is still starting: run() must return, not serve for good.
+  ServeOptions opt;
+  opt.port = 0;
+  Server server(*pipeline_, opt);
+  server.bind();
+  server.stop();
+  auto running = std::async(std::launch::async, [&] { server.run(); });
+  EXPECT_EQ(running.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+}
+
 TEST_F(Serve, CommandFinishesRequestsInFlightOnSigterm) {
   const int port = 20000 + getpid() % 20000;
   const pid_t pid = test::spawn_process({std::string(test::kBinaryDir) + "/cspn", "serve", "--model",

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -117,6 +118,9 @@ TEST(Jpeg, GrayscaleCmykAndExifOrientationAsOpenCv) {
     const cv::Mat ours = decode_jpeg(turned, "turned");
     EXPECT_EQ(ours.cols, orientation >= 5 ? 40 : 64) << orientation;
     EXPECT_EQ(max_difference(ours, opencv_decode(turned)), 0.0) << "orientation " << orientation;
+    std::istringstream header(turned);
+    EXPECT_EQ(image_size(header, "turned"), std::make_pair(ours.cols, ours.rows))
+        << "the header reader gives the turned size too: orientation " << orientation;
   }
 
   cv::Mat cmyk(24, 32, CV_8UC4);

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "cspn/data/image.hpp"
+#include "exif.hpp"
 
 namespace cspn {
 namespace {
@@ -32,9 +33,12 @@ std::uint32_t little_endian(const unsigned char* p, int bytes) {
 }
 
 // Walks the marker segments after SOI up to the first frame header (SOF0..SOF15 but DHT C4,
-// JPG C8 and DAC CC, which share the range); APPn/COM/DQT/... segments are skipped by length.
+// JPG C8 and DAC CC, which share the range); APPn/COM/DQT/... segments are skipped by length, but
+// for an EXIF APP1 segment's orientation: the size is the turned image's, as the decoder gives it.
 std::pair<int, int> jpeg_size(std::istream& in, const std::string& path) {
   in.seekg(2);
+  int orientation = 1;
+  bool exif_seen = false;
   for (;;) {
     int c = in.get();
     if (c != 0xFF) bad_image(path, c == EOF ? "truncated JPEG: no frame header" : "corrupt JPEG: expected a marker");
@@ -49,6 +53,14 @@ std::pair<int, int> jpeg_size(std::istream& in, const std::string& path) {
     const std::uint32_t length = big_endian(len_bytes, 2);
     if (length < 2) bad_image(path, "corrupt JPEG: segment length " + std::to_string(length) + " < 2");
     const bool sof = marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC;
+    if (marker == 0xE1 && !exif_seen) {
+      std::string app1(length - 2, '\0');
+      if (!in.read(app1.data(), static_cast<std::streamsize>(app1.size()))) bad_image(path, "truncated JPEG segment");
+      exif_seen = app1.compare(0, 6, std::string("Exif\0\0", 6)) == 0;
+      if (exif_seen)
+        orientation = image_detail::exif_orientation(reinterpret_cast<const unsigned char*>(app1.data()), app1.size());
+      continue;
+    }
     if (!sof) {
       in.seekg(static_cast<std::streamoff>(length - 2), std::ios::cur);
       continue;
@@ -60,7 +72,7 @@ std::pair<int, int> jpeg_size(std::istream& in, const std::string& path) {
     const int width = static_cast<int>(big_endian(frame + 3, 2));
     if (width <= 0 || height <= 0)
       bad_image(path, "JPEG frame header gives size " + std::to_string(width) + "x" + std::to_string(height));
-    return {width, height};
+    return image_detail::swaps_sides(orientation) ? std::pair{height, width} : std::pair{width, height};
   }
 }
 

@@ -10,6 +10,7 @@
 #include <jerror.h>
 
 #include "cspn/core/errors.hpp"
+#include "exif.hpp"
 
 namespace cspn {
 
@@ -55,31 +56,11 @@ void on_message(j_common_ptr cinfo, int level) {
   ++cinfo->err->num_warnings;
 }
 
-// EXIF orientation (1..8) from an APP1 "Exif" segment; 1 (upright) when absent or unreadable.
+// EXIF orientation (1..8) from the first APP1 "Exif" segment; 1 (upright) when absent or unreadable.
 int exif_orientation(const jpeg_decompress_struct& cinfo) {
-  for (jpeg_saved_marker_ptr m = cinfo.marker_list; m; m = m->next) {
-    if (m->marker != JPEG_APP0 + 1 || m->data_length < 14 || std::memcmp(m->data, "Exif\0\0", 6) != 0) continue;
-    const JOCTET* tiff = m->data + 6;
-    const std::size_t size = m->data_length - 6;
-    const bool little = tiff[0] == 'I' && tiff[1] == 'I';
-    if (!little && !(tiff[0] == 'M' && tiff[1] == 'M')) return 1;
-    auto read = [&](std::size_t at, int bytes) -> std::uint32_t {
-      std::uint32_t v = 0;
-      for (int i = 0; i < bytes; ++i) v |= std::uint32_t(tiff[at + (little ? i : bytes - 1 - i)]) << (8 * i);
-      return v;
-    };
-    const std::size_t ifd = read(4, 4);
-    if (ifd + 2 > size) return 1;
-    const std::size_t entries = read(ifd, 2);
-    for (std::size_t e = 0; e < entries && ifd + 2 + 12 * (e + 1) <= size; ++e) {
-      const std::size_t at = ifd + 2 + 12 * e;
-      if (read(at, 2) == 0x0112 && read(at + 2, 2) == 3) {  // Orientation, type SHORT
-        const auto value = static_cast<int>(read(at + 8, 2));
-        return value >= 1 && value <= 8 ? value : 1;
-      }
-    }
-    return 1;
-  }
+  for (jpeg_saved_marker_ptr m = cinfo.marker_list; m; m = m->next)
+    if (m->marker == JPEG_APP0 + 1 && m->data_length >= 6 && std::memcmp(m->data, "Exif\0\0", 6) == 0)
+      return image_detail::exif_orientation(m->data, m->data_length);
   return 1;
 }
 
