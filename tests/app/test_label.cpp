@@ -271,14 +271,8 @@ TEST(Label, TheCommandRefusesBadFlagsAndStopsOnSigterm) {
   const pid_t pid = test::spawn_process({cspn, "label", "--images", photos.string(), "--out", out, "--port",
                                          std::to_string(port)});
   ASSERT_GT(pid, 0);
+  ASSERT_TRUE(test::comes_up(port)) << "cspn label did not come up on port " << port;
   httplib::Client client("127.0.0.1", port);
-  bool up = false;
-  for (int i = 0; i < 300 && !up; ++i) {
-    auto r = client.Get("/healthz");
-    up = r && r->status == 200;
-    if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  ASSERT_TRUE(up) << "cspn label did not come up on port " << port;
   EXPECT_EQ(put(client, 1, {{"version", 0}, {"status", "skipped"}})->status, 200);
   kill(pid, SIGTERM);
   int status = 0;

@@ -344,15 +344,7 @@ TEST_F(Serve, CommandFinishesRequestsInFlightOnSigterm) {
   const pid_t pid = test::spawn_process({std::string(test::kBinaryDir) + "/cspn", "serve", "--model",
                                          test::tiny_model().string(), "--port", std::to_string(port)});
   ASSERT_GT(pid, 0);
-  httplib::Client client("127.0.0.1", port);
-  client.set_read_timeout(60, 0);
-  bool up = false;
-  for (int i = 0; i < 300 && !up; ++i) {
-    auto r = client.Get("/healthz");
-    up = r && r->status == 200;
-    if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  ASSERT_TRUE(up) << "cspn serve did not come up on port " << port;
+  ASSERT_TRUE(test::comes_up(port)) << "cspn serve did not come up on port " << port;
   const std::string jpeg = test::file_bytes(photo());
   std::vector<std::future<int>> in_flight;
   for (int i = 0; i < 4; ++i)
